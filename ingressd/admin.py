@@ -1,0 +1,68 @@
+"""The metrics port: ``/metrics``, ``/healthz``, ``/readyz``. Never served on the public ports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from httptools import HttpParserError, HttpRequestParser
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from .dataplane.responses import reason
+
+log = logging.getLogger("ingressd.admin")
+
+Handler = Callable[[], tuple[int, str, bytes]]
+
+
+class AdminConnection(asyncio.Protocol):
+    def __init__(self, routes: dict[str, Handler]):
+        self.routes = routes
+        self.parser = HttpRequestParser(self)
+        self.url = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            self.respond(400, "text/plain", b"bad request\n", keep_alive=False)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_message_complete(self) -> None:
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        self.url = b""
+        handler = self.routes.get(path)
+        try:
+            status, content_type, body = handler() if handler else (404, "text/plain", b"not found\n")
+        except Exception:
+            log.exception("handler for %s failed", path)
+            status, content_type, body = 500, "text/plain", b"internal error\n"
+        self.respond(status, content_type, body, keep_alive=self.parser.should_keep_alive())
+
+    def respond(self, status: int, content_type: str, body: bytes, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        head = (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nCache-Control: no-store\r\n%s\r\n"
+                % (status, reason(status), content_type.encode(), len(body),
+                   b"" if keep_alive else b"Connection: close\r\n"))
+        self.transport.write(head + body)
+        if not keep_alive:
+            self.transport.close()
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    from .metrics import render
+
+    return lambda: (200, CONTENT_TYPE_LATEST, render(registry))
+
+
+async def serve_admin(host: str | None, port: int, routes: dict[str, Handler]) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: AdminConnection(routes), host, port, reuse_address=True)

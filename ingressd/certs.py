@@ -1,0 +1,102 @@
+"""Certificate facts ingressd needs, computed from PEM bytes without IO."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+FAKE_CERTIFICATE_CN = "Kubernetes Ingress Controller Fake Certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """A usable certificate chain and its key, as one Secret holds them."""
+
+    source: str  # "namespace/name" of the Secret, or a description for generated ones
+    cert_pem: bytes
+    key_pem: bytes
+    names: tuple[str, ...]  # DNS names from subjectAltName (or the CN when there is none)
+    not_after: datetime.datetime
+    fingerprint: str  # sha256 of the leaf, identifies the material for caching
+
+    def covers(self, host: str) -> bool:
+        return any(name_matches(name, host) for name in self.names)
+
+
+def name_matches(pattern: str, host: str) -> bool:
+    """Certificate name matching: a ``*.`` wildcard stands for exactly one label."""
+    pattern = pattern.lower()
+    if pattern == host:
+        return True
+    if pattern.startswith("*."):
+        dot = host.find(".")
+        return dot > 0 and host[dot + 1:] == pattern[2:]
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def load_certificate(source: str, cert_pem: bytes, key_pem: bytes) -> Certificate:
+    """Parse and check a chain and key. Raises ValueError naming what is wrong."""
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as error:
+        raise ValueError(f"tls.crt is not a PEM certificate ({error})") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"tls.key is not an unencrypted PEM private key ({error})") from None
+    leaf = chain[0]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(serialization.Encoding.DER, public) != key.public_key().public_bytes(
+            serialization.Encoding.DER, public):
+        raise ValueError("tls.key does not belong to the certificate in tls.crt")
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = tuple(n.lower() for n in san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = tuple(a.value.lower() for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                      if isinstance(a.value, str))
+    return Certificate(
+        source=source,
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        names=names,
+        not_after=leaf.not_valid_after_utc,
+        fingerprint=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
+    )
+
+
+def self_signed(names: tuple[str, ...], common_name: str | None = None, days: int = 365) -> Certificate:
+    """A fresh self-signed ECDSA certificate: the fallback for unknown SNI and pending hosts."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or names[0])])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                                        critical=False)
+    cert = builder.sign(key, hashes.SHA256())
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return load_certificate(f"self-signed {common_name or names[0]}", cert_pem, key_pem)
+
+
+def fake_certificate() -> Certificate:
+    """What ingress-nginx serves for unknown SNI when no default certificate is configured."""
+    return self_signed(("ingress.local",), common_name=FAKE_CERTIFICATE_CN)

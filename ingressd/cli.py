@@ -1,0 +1,154 @@
+"""The ``ingressd`` command: serve, check, routes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+
+from . import __version__
+from .config import Settings
+from .diagnostics import ERROR
+from .sources.manifests import ManifestDirectory
+from .translate import translate
+
+_SERVICE_RE = re.compile(r"^([a-z0-9-]+/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?:([0-9]+|[a-z0-9-]+)$")
+_SECRET_RE = re.compile(r"^([a-z0-9-]+/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _service(value: str) -> str:
+    if not _SERVICE_RE.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME:PORT")
+    return value
+
+
+def _secret(value: str) -> str:
+    if not _SECRET_RE.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/SECRET")
+    return value
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
+    return int(value)
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifests", required=True, metavar="DIR",
+                        help="directory of Kubernetes YAML/JSON manifests (read recursively, watched)")
+    parser.add_argument("--ingress-class", action="append", dest="ingress_classes", metavar="NAME",
+                        help="serve Ingresses of this class (repeatable; default: ingressd)")
+    parser.add_argument("--default-backend-service", type=_service, metavar="NAMESPACE/NAME:PORT",
+                        help="service for requests no rule matches (default: a built-in 404)")
+    parser.add_argument("--default-ssl-certificate", type=_secret, metavar="NAMESPACE/SECRET",
+                        help="certificate for unknown SNI (default: a generated self-signed one)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingressd", description="HTTPS ingress for Kubernetes Ingress objects.")
+    parser.add_argument("--version", action="version", version=f"ingressd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve HTTP and HTTPS for the manifests")
+    _add_source_arguments(serve)
+    serve.add_argument("--listen", metavar="ADDR", default=None, help="address to listen on (default: all)")
+    serve.add_argument("--http-port", type=_port, default=80)
+    serve.add_argument("--https-port", type=_port, default=443)
+    serve.add_argument("--metrics-port", type=_port, default=10254)
+    serve.add_argument("--hsts", action=argparse.BooleanOptionalAction, default=True,
+                       help="send Strict-Transport-Security on HTTPS responses (default: on)")
+    serve.add_argument("--metrics-per-undefined-host", action="store_true",
+                       help="count requests for hosts no Ingress defines under their own label")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    check = commands.add_parser("check", help="validate manifests; exit 1 on errors")
+    _add_source_arguments(check)
+    routes = commands.add_parser("routes", help="print the compiled route table")
+    _add_source_arguments(routes)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        ingress_classes=tuple(args.ingress_classes or ("ingressd",)),
+        default_backend_service=args.default_backend_service,
+        default_ssl_certificate=args.default_ssl_certificate,
+    )
+
+
+def _load(args: argparse.Namespace):
+    source = ManifestDirectory(args.manifests)
+    source.scan()
+    return translate(source.snapshot(), _settings(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    for diagnostic in config.diagnostics:
+        print(diagnostic)
+    errors = sum(1 for d in config.diagnostics if d.severity == ERROR)
+    warnings = len(config.diagnostics) - errors
+    print(f"{errors} error(s), {warnings} warning(s); {config.ingress_count} Ingress(es) served, "
+          f"{len(config.table.routes())} route(s)")
+    return 1 if errors else 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    config = _load(args)
+    rows = [("HOST", "PATH", "TYPE", "BACKEND", "ENDPOINTS", "TLS", "INGRESS", "OPTIONS")]
+    for route in config.table.routes() + [config.table.default]:
+        backend = route.backend
+        if route.options.redirect is not None:
+            target, endpoints = f"redirect {route.options.redirect.code}", "-"
+        elif backend is None:
+            target, endpoints = "default-backend (404)", "-"
+        else:
+            target = f"{backend.namespace}/{backend.service}:{backend.port}"
+            endpoints = (f"503: {backend.error}" if backend.error else
+                         ",".join(f"{host}:{port}" for host, port in backend.endpoints))
+        cert = config.certificate_for(route.host) if route.host else None
+        tls = cert.source if cert else ("default-cert" if route.https_redirect and route.host else "-")
+        extra = route.options.describe()
+        if route.https_redirect:
+            extra = "https-redirect" if extra == "-" else extra + ",https-redirect"
+        rows.append((route.host or "*", route.path or "(default)", route.path_type, target, endpoints, tls,
+                     f"{route.namespace}/{route.ingress}" if route.ingress else "-", extra))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import ServeOptions, serve
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = ServeOptions(
+        manifests=args.manifests, listen=args.listen, http_port=args.http_port, https_port=args.https_port,
+        metrics_port=args.metrics_port, settings=_settings(args), hsts=args.hsts,
+        metrics_per_undefined_host=args.metrics_per_undefined_host,
+    )
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    try:
+        if uvloop is not None:
+            uvloop.run(serve(options))
+        else:
+            asyncio.run(serve(options))
+    except OSError as error:
+        logging.getLogger("ingressd").error("cannot start: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"serve": cmd_serve, "check": cmd_check, "routes": cmd_routes}[args.command](args)

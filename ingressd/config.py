@@ -1,0 +1,56 @@
+"""What the translator consumes (a snapshot of objects, settings) and produces (a configuration).
+
+All three are immutable values: the control plane builds a new ``Config`` for every change and the
+data plane swaps its single reference to it, so a request sees either the old or the new
+configuration, never a mix, and open connections are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .certs import Certificate
+from .diagnostics import Diagnostic
+from .objects import KubeObject
+from .routing import RouteTable
+
+CONTROLLER_NAME = "ingressd.io/ingress-controller"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every object a source currently holds, plus what went wrong reading them."""
+
+    objects: tuple[KubeObject, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The command-line choices that shape translation."""
+
+    ingress_classes: tuple[str, ...] = ("ingressd",)
+    default_backend_service: str | None = None  # "namespace/name:port"
+    default_ssl_certificate: str | None = None  # "namespace/secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    table: RouteTable
+    certificates: dict[str, Certificate] = field(default_factory=dict)  # exact host -> certificate
+    wildcard_certificates: dict[str, Certificate] = field(default_factory=dict)  # "foo.com" for *.foo.com
+    default_certificate: Certificate | None = None  # from --default-ssl-certificate
+    diagnostics: tuple[Diagnostic, ...] = ()
+    ingress_count: int = 0
+
+    def certificate_for(self, host: str) -> Certificate | None:
+        cert = self.certificates.get(host)
+        if cert is None:
+            dot = host.find(".")
+            if dot > 0:
+                cert = self.wildcard_certificates.get(host[dot + 1:])
+        return cert
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]

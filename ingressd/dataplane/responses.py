@@ -1,0 +1,45 @@
+"""Responses ingressd writes itself: errors, redirects, the default backend's 404."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+HSTS = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
+DEFAULT_BACKEND_BODY = b"default backend - 404\n"
+
+
+def reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def response(status: int, body: bytes = b"", *, keep_alive: bool = True, headers: bytes = b"",
+             head_only: bool = False) -> bytes:
+    """A complete response with a plain-text body. ``headers`` are extra CRLF-terminated lines."""
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), headers]
+    if body:
+        lines.append(b"Content-Type: text/plain; charset=utf-8\r\n")
+    lines.append(b"Content-Length: %d\r\n" % len(body))
+    if not keep_alive:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    if body and not head_only:
+        lines.append(body)
+    return b"".join(lines)
+
+
+def error_body(status: int, detail: str = "") -> bytes:
+    text = f"{status} {HTTPStatus(status).phrase}"
+    return (f"{text}: {detail}\n" if detail else f"{text}\n").encode()
+
+
+def redirect(status: int, location: str, *, keep_alive: bool = True, headers: bytes = b"",
+             head_only: bool = False) -> bytes:
+    # Location comes from a checked template or from the request target, which httptools has
+    # already rejected if it held CR or LF; quote anything else non-ASCII rather than trust it.
+    encoded = location.encode("ascii", "backslashreplace") if not location.isascii() else location.encode()
+    body = b"Redirecting to " + encoded + b"\n"
+    return response(status, body, keep_alive=keep_alive, headers=b"Location: " + encoded + b"\r\n" + headers,
+                    head_only=head_only)

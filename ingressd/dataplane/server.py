@@ -1,0 +1,168 @@
+"""The data plane: listeners, the current configuration, upstream pools, timers and counters.
+
+``apply`` swaps the configuration reference; requests read it once when their head is complete.
+Nothing else happens on a swap: open connections, upgraded tunnels and pooled upstream connections
+are left as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ..config import Config
+from ..routing import RouteTable
+from .http import ClientConnection, Exchange
+from .tls import TLSContexts
+from .upstream import IDLE_TIMEOUT, UpstreamConnection, UpstreamPool
+
+log = logging.getLogger("ingressd.dataplane")
+
+TICK = 0.25  # resolution of every timeout
+MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    scheme: str
+    port: int
+    tls: bool
+    hsts: bool
+    headers: bytes  # the X-Forwarded-* lines that depend only on the listener
+
+
+def make_listener(scheme: str, port: int, hsts: bool) -> Listener:
+    tls = scheme == "https"
+    headers = (b"X-Forwarded-Port: %d\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Scheme: %s\r\nX-Scheme: %s\r\n"
+               % (port, scheme.encode(), scheme.encode(), scheme.encode()))
+    return Listener(scheme, port, tls, tls and hsts, headers)
+
+
+class DataPlane:
+    def __init__(self, *, https_port: int = 443, hsts: bool = True):
+        self.config = Config(RouteTable())
+        self.ready = False
+        self.https_port = https_port
+        self.hsts = hsts
+        self.now = time.monotonic()
+        self.timed: set = set()  # objects with a ``deadline`` and ``on_timeout()``
+        self.connections: set[ClientConnection] = set()
+        self.pool = UpstreamPool(self)
+        self.tls = TLSContexts()
+        self.stats: dict[tuple, int] = {}  # (route labels, method, status) -> requests
+        self.upgraded = 0
+        self.accepted = 0
+        self._round_robin: dict = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self._sweeper: asyncio.Task | None = None
+
+    # --- configuration -------------------------------------------------------------------------
+
+    def apply(self, config: Config) -> None:
+        self.tls.apply(config)
+        self._round_robin = {}
+        self.config = config
+        self.ready = True
+
+    # --- listening -----------------------------------------------------------------------------
+
+    async def listen(self, host: str | None, http_port: int, https_port: int) -> None:
+        loop = asyncio.get_running_loop()
+        for scheme, port in (("http", http_port), ("https", https_port)):
+            listener = make_listener(scheme, port, self.hsts)
+            server = await loop.create_server(
+                lambda listener=listener: self._accept(listener), host, port, backlog=2048, reuse_address=True,
+                ssl=self.tls.listener_context if listener.tls else None,
+            )
+            self._servers.append(server)
+        self._sweeper = loop.create_task(self._sweep())
+
+    def _accept(self, listener: Listener) -> ClientConnection:
+        self.accepted += 1
+        return ClientConnection(self, listener)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.transport.close()
+        self.pool.close_idle()
+
+    # --- proxying --------------------------------------------------------------------------------
+
+    def proxy(self, exchange: Exchange, fresh: bool = False) -> None:
+        """Send ``exchange`` to the next endpoint of its backend (round robin)."""
+        backend = exchange.route.backend
+        endpoints = backend.endpoints
+        index = self._round_robin.get(backend, 0)
+        self._round_robin[backend] = index + 1
+        endpoint = endpoints[index % len(endpoints)]
+        exchange.attempts += 1
+        if not fresh:
+            conn = self.pool.acquire(endpoint)
+            if conn is not None:
+                conn.attach(exchange)
+                return
+        exchange.connecting = True
+        asyncio.get_running_loop().create_task(self._connect(exchange, endpoint))
+
+    async def _connect(self, exchange: Exchange, endpoint: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = exchange.route.options.connect_timeout
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self, endpoint), endpoint[0], endpoint[1]),
+                timeout)
+        except asyncio.TimeoutError:
+            failure = (504, f"timed out connecting to upstream {exchange.route.backend.name} after {timeout:g}s")
+        except OSError as error:
+            failure = (502, f"cannot connect to upstream {exchange.route.backend.name}: "
+                            f"{error.strerror or error}")
+        else:
+            if exchange.aborted or not exchange.connecting:
+                conn.deadline = self.now + IDLE_TIMEOUT
+                self.pool.release(conn)
+            else:
+                conn.attach(exchange)
+            return
+        if exchange.aborted or not exchange.connecting:
+            return
+        if exchange.attempts < min(len(exchange.route.backend.endpoints), MAX_ATTEMPTS):
+            self.proxy(exchange, fresh=True)
+        else:
+            exchange.fail(*failure)
+
+    # --- counting ------------------------------------------------------------------------------
+
+    def record(self, exchange: Exchange) -> None:
+        route = exchange.route
+        if route is None:
+            return
+        key = (route.labels, exchange.method, exchange.status)
+        stats = self.stats
+        stats[key] = stats.get(key, 0) + 1
+
+    def tunnel_opened(self) -> None:
+        self.upgraded += 1
+
+    def tunnel_closed(self) -> None:
+        self.upgraded -= 1
+
+    # --- timeouts --------------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Expire deadlines. A coarse clock keeps timers off the request path."""
+        while True:
+            await asyncio.sleep(TICK)
+            self.now = now = time.monotonic()
+            limit = now - TICK  # never fire early: ``now`` may have been a tick old when set
+            expired = [item for item in self.timed if 0.0 < item.deadline < limit]
+            for item in expired:
+                try:
+                    item.on_timeout()
+                except Exception:
+                    log.exception("timeout handling failed for %r", item)

@@ -1,0 +1,137 @@
+"""The compiled route table and its lookup: the one piece of routing that runs per request.
+
+Lookup costs one dict probe for the host (two for a wildcard) plus one per path element: the
+table is built once per configuration so that requests do no sorting, no regexes and no loops
+over rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from .annotations import DEFAULT_OPTIONS, RouteOptions
+
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Backend:
+    """A Service port resolved to the addresses that serve it (or the reason nothing does)."""
+
+    namespace: str
+    service: str
+    port: str
+    endpoints: tuple[tuple[str, int], ...] = ()
+    error: str | None = None  # why requests get 503; None when endpoints are usable
+
+    @property
+    def name(self) -> str:
+        """ingress-nginx's upstream name, which logs and dashboards show."""
+        return f"{self.namespace}-{self.service}-{self.port}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    host: str  # "" for rules without host and for the default backend
+    path: str  # the rule's path as written ("" for the default backend)
+    path_type: str
+    namespace: str = ""
+    ingress: str = ""
+    backend: Backend | None = None  # None: the built-in 404 default backend
+    options: RouteOptions = DEFAULT_OPTIONS
+    https_redirect: bool = False  # plain-HTTP requests get a 308 to HTTPS
+    labels: tuple[str, ...] = field(default=())  # metric labels: namespace, ingress, service, host, path
+
+    @property
+    def service(self) -> str:
+        return self.backend.service if self.backend else ""
+
+
+@dataclass(slots=True, eq=False)
+class HostRoutes:
+    exact: dict[str, Route] = field(default_factory=dict)
+    prefix: dict[str, Route] = field(default_factory=dict)  # keyed without trailing "/" ("" is "/")
+    fallback: Route | None = None  # serves paths no rule matches
+    tls: bool = False
+
+    def match(self, path: str) -> Route | None:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        prefix = self.prefix
+        if prefix:
+            candidate = path.rstrip("/")
+            while True:
+                route = prefix.get(candidate)
+                if route is not None:
+                    return route
+                if not candidate:
+                    return None
+                candidate = candidate[:candidate.rfind("/")]
+        return None
+
+
+@dataclass(slots=True, eq=False)
+class RouteTable:
+    hosts: dict[str, HostRoutes] = field(default_factory=dict)
+    wildcards: dict[str, HostRoutes] = field(default_factory=dict)  # "*.foo.com" stored as "foo.com"
+    any_host: HostRoutes | None = None  # rules without a host
+    default: Route = field(default_factory=lambda: Route("", "", "Default"))
+
+    def lookup(self, host: str, path: str) -> Route:
+        """The route for a request; ``host`` lower-case without port, ``path`` normalized."""
+        routes = self.hosts.get(host)
+        if routes is None:
+            dot = host.find(".")
+            if dot > 0:
+                routes = self.wildcards.get(host[dot + 1:])
+            if routes is None:
+                routes = self.any_host
+                if routes is None:
+                    return self.default
+        route = routes.match(path)
+        if route is None:
+            return routes.fallback or self.default
+        return route
+
+    def routes(self) -> list[Route]:
+        """Every rule route, for listings: hosts sorted, then the host-less rules."""
+        result = []
+        for key in sorted(self.hosts):
+            result += _host_listing(self.hosts[key])
+        for key in sorted(self.wildcards):
+            result += _host_listing(self.wildcards[key])
+        if self.any_host:
+            result += _host_listing(self.any_host)
+        return result
+
+
+def _host_listing(routes: HostRoutes) -> list[Route]:
+    found = list(routes.exact.values()) + list(routes.prefix.values())
+    return sorted(found, key=lambda r: (r.path, r.path_type))
+
+
+def normalize_path(path: str) -> str | None:
+    """The path as nginx matches it: percent-decoded, slashes merged, dot segments resolved.
+
+    Returns None for a path that climbs above the root (a client error). The request line sent
+    upstream is not changed; this only decides which route serves it.
+    """
+    if "%" not in path and "/." not in path and "//" not in path:
+        return path
+    if "%" in path:
+        path = unquote(path, errors="surrogateescape")
+    segments: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+            continue
+        segments.append(segment)
+    trailing = path.endswith(("/", "/.", "/..")) and segments
+    return "/" + "/".join(segments) + ("/" if trailing else "")
+

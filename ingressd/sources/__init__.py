@@ -1,0 +1,1 @@
+"""Sources of Kubernetes objects. Each produces immutable snapshots (``config.Snapshot``)."""

@@ -1,0 +1,268 @@
+"""The translator: a pure function from a snapshot of Kubernetes objects to a configuration.
+
+It applies the Ingress specification as ingress-nginx implements it (see
+``../shared/reference/ingress-nginx.md``): class selection, oldest-wins merging of rules for one
+host, TLS per host, per-Ingress annotations, and backends resolved to endpoint addresses. Every
+problem becomes a diagnostic naming the object; none stops the rest from being served.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .annotations import DEFAULT_OPTIONS, parse_route_options
+from .certs import Certificate, load_certificate
+from .config import CONTROLLER_NAME, Config, Settings, Snapshot
+from .diagnostics import ERROR, WARNING, Diagnostic
+from .objects import (BackendRef, EndpointSlice, Ingress, IngressClass, KubeObject, Service, TLSSecret)
+from .routing import Backend, HostRoutes, Route, RouteTable
+
+
+class _Index:
+    """The snapshot's objects by the keys the translator looks them up with."""
+
+    def __init__(self, objects: tuple[KubeObject, ...]):
+        self.ingresses: list[Ingress] = []
+        self.classes: dict[str, IngressClass] = {}
+        self.services: dict[tuple[str, str], Service] = {}
+        self.slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
+        self.secrets: dict[tuple[str, str], TLSSecret] = {}
+        for obj in objects:
+            if isinstance(obj, Ingress):
+                self.ingresses.append(obj)
+            elif isinstance(obj, Service):
+                self.services[(obj.meta.namespace, obj.meta.name)] = obj
+            elif isinstance(obj, EndpointSlice):
+                self.slices[(obj.meta.namespace, obj.service_name)].append(obj)
+            elif isinstance(obj, TLSSecret):
+                self.secrets[(obj.meta.namespace, obj.meta.name)] = obj
+            elif isinstance(obj, IngressClass):
+                self.classes[obj.meta.name] = obj
+
+
+class _Translation:
+    def __init__(self, snapshot: Snapshot, settings: Settings):
+        self.settings = settings
+        self.index = _Index(snapshot.objects)
+        self.diagnostics: list[Diagnostic] = list(snapshot.diagnostics)
+        self.backends: dict[tuple[str, str, str], Backend] = {}
+        self.certificates: dict[tuple[str, str], Certificate | None] = {}
+
+    def report(self, severity: str, obj: KubeObject | None, message: str) -> None:
+        meta = obj.meta if obj is not None else None
+        self.diagnostics.append(Diagnostic(severity, message, meta.origin if meta else None,
+                                           meta.ref if meta else None))
+
+    # --- classes ----------------------------------------------------------------------------
+
+    def is_ours(self, class_name: str) -> bool:
+        if class_name in self.settings.ingress_classes:
+            return True
+        ingress_class = self.index.classes.get(class_name)
+        return ingress_class is not None and ingress_class.controller == CONTROLLER_NAME
+
+    def served(self, ingress: Ingress) -> bool:
+        if ingress.class_name is not None:
+            return self.is_ours(ingress.class_name)
+        defaults = [c for c in self.index.classes.values() if c.is_default]
+        return not defaults or any(self.is_ours(c.meta.name) for c in defaults)
+
+    # --- backends ---------------------------------------------------------------------------
+
+    def backend(self, namespace: str, ref: BackendRef, owner: KubeObject | None) -> Backend:
+        key = (namespace, ref.service, ref.port)
+        backend = self.backends.get(key)
+        if backend is None:
+            backend = self.backends[key] = self.resolve(namespace, ref)
+        if backend.error and owner is not None:
+            self.report(WARNING, owner, f"backend {backend.error}; its requests get 503")
+        return backend
+
+    def resolve(self, namespace: str, ref: BackendRef) -> Backend:
+        def unavailable(reason: str) -> Backend:
+            return Backend(namespace, ref.service, ref.port, (), reason)
+
+        service = self.index.services.get((namespace, ref.service))
+        if service is None:
+            return unavailable(f"service {namespace}/{ref.service} not found")
+        port = next((p for p in service.ports
+                     if (p.port == ref.port_number if ref.port_number is not None else p.name == ref.port_name)),
+                    None)
+        if service.external_name is not None:
+            number = port.port if port is not None else ref.port_number
+            if number is None:
+                return unavailable(f"service {namespace}/{ref.service} has no port named {ref.port_name!r}")
+            return Backend(namespace, ref.service, ref.port, ((service.external_name, number),))
+        if port is None:
+            return unavailable(f"service {namespace}/{ref.service} has no port {ref.port}")
+        endpoints: dict[tuple[str, int], None] = {}
+        for endpoint_slice in self.index.slices.get((namespace, ref.service), ()):
+            number = next((p.port for p in endpoint_slice.ports if p.name == port.name), None)
+            if number is None and not endpoint_slice.ports and isinstance(port.target_port, int):
+                number = port.target_port  # a slice without ports: the Service's targetPort
+            if number is None:
+                continue
+            for address in endpoint_slice.ready_addresses:
+                endpoints[(address, number)] = None
+        if not endpoints:
+            return unavailable(f"service {namespace}/{ref.service} port {ref.port} has no ready endpoints")
+        return Backend(namespace, ref.service, ref.port, tuple(endpoints))
+
+    def default_backend_service(self) -> Backend | None:
+        spec = self.settings.default_backend_service
+        if not spec:
+            return None
+        namespace, _, rest = spec.rpartition("/")
+        name, _, port = rest.partition(":")
+        ref = BackendRef(name, port_number=int(port)) if port.isdigit() else BackendRef(name, port_name=port)
+        backend = self.backend(namespace or "default", ref, None)
+        if backend.error:
+            self.diagnostics.append(Diagnostic(WARNING, f"--default-backend-service: {backend.error}"))
+        return backend
+
+    # --- certificates -----------------------------------------------------------------------
+
+    def certificate(self, namespace: str, name: str, owner: KubeObject | None) -> Certificate | None:
+        key = (namespace, name)
+        if key in self.certificates:
+            return self.certificates[key]
+        secret = self.index.secrets.get(key)
+        cert = None
+        if secret is None:
+            if owner is not None:
+                self.report(WARNING, owner, f"TLS secret {namespace}/{name} not found; using the default certificate")
+        else:
+            try:
+                cert = load_certificate(f"{namespace}/{name}", secret.cert_pem, secret.key_pem)
+            except ValueError as error:
+                self.report(ERROR, secret, str(error))
+        self.certificates[key] = cert
+        return cert
+
+    # --- the whole translation --------------------------------------------------------------
+
+    def run(self) -> Config:
+        ingresses = sorted((i for i in self.index.ingresses if self.served(i)),
+                           key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))
+        options = {}
+        for ingress in ingresses:
+            opts, warnings = parse_route_options(ingress.meta.annotations)
+            options[ingress.meta.key] = opts
+            for warning in warnings:
+                self.report(WARNING, ingress, warning)
+
+        certificates, wildcard_certificates, tls_hosts = self.tls(ingresses)
+        table = RouteTable()
+        global_default = self.global_default(ingresses)
+        table.default = global_default
+        owners: dict[tuple[str, str, str], Ingress] = {}
+
+        for ingress in ingresses:
+            opts = options[ingress.meta.key]
+            for rule in ingress.rules:
+                host_routes = self.host_routes(table, rule.host, tls_hosts)
+                for path in rule.paths:
+                    is_prefix = path.path_type != "Exact"
+                    key = path.path.rstrip("/") if is_prefix else path.path
+                    bucket = host_routes.prefix if is_prefix else host_routes.exact
+                    owner_key = (rule.host, key, "prefix" if is_prefix else "exact")
+                    if key in bucket:
+                        winner = owners[owner_key]
+                        self.report(WARNING, ingress,
+                                    f"host {rule.host or '*'} path {path.path} ({path.path_type}) is already "
+                                    f"defined by the older {winner.meta.ref}; this rule is ignored")
+                        continue
+                    owners[owner_key] = ingress
+                    backend = self.backend(ingress.meta.namespace, path.backend, ingress)
+                    bucket[key] = Route(
+                        host=rule.host, path=path.path, path_type=path.path_type,
+                        namespace=ingress.meta.namespace, ingress=ingress.meta.name, backend=backend,
+                        options=opts,
+                        https_redirect=(opts.ssl_redirect and _has_tls(rule.host, tls_hosts))
+                        or opts.force_ssl_redirect,
+                        labels=(ingress.meta.namespace, ingress.meta.name, backend.service, rule.host, path.path),
+                    )
+
+        default_certificate = None
+        if self.settings.default_ssl_certificate:
+            namespace, _, name = self.settings.default_ssl_certificate.rpartition("/")
+            default_certificate = self.certificate(namespace or "default", name, None)
+            if default_certificate is None:
+                self.diagnostics.append(Diagnostic(
+                    ERROR, f"--default-ssl-certificate {self.settings.default_ssl_certificate}: secret not found "
+                           "or not a valid kubernetes.io/tls Secret; using a generated certificate"))
+        return Config(table=table, certificates=certificates, wildcard_certificates=wildcard_certificates,
+                      default_certificate=default_certificate,
+                      diagnostics=tuple(dict.fromkeys(self.diagnostics)),
+                      ingress_count=len(ingresses))
+
+    def host_routes(self, table: RouteTable, host: str, tls_hosts: set[str]) -> HostRoutes:
+        if not host:
+            if table.any_host is None:
+                table.any_host = HostRoutes(fallback=table.default)
+            return table.any_host
+        store = table.wildcards if host.startswith("*.") else table.hosts
+        name = host[2:] if host.startswith("*.") else host
+        routes = store.get(name)
+        if routes is None:
+            fallback = table.default
+            if _has_tls(host, tls_hosts):  # ingress-nginx's implicit "/" location of a TLS server redirects too
+                fallback = Route(fallback.host, fallback.path, fallback.path_type, fallback.namespace,
+                                 fallback.ingress, fallback.backend, fallback.options, True, fallback.labels)
+            routes = store[name] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
+        return routes
+
+    def global_default(self, ingresses: list[Ingress]) -> Route:
+        for ingress in ingresses:  # oldest first
+            if ingress.default_backend is not None:
+                backend = self.backend(ingress.meta.namespace, ingress.default_backend, ingress)
+                return Route("", "", "Default", ingress.meta.namespace, ingress.meta.name, backend,
+                             labels=(ingress.meta.namespace, ingress.meta.name, backend.service, "", ""))
+        backend = self.default_backend_service()
+        if backend is not None:
+            return Route("", "", "Default", backend=backend, labels=("", "", backend.service, "", ""))
+        return Route("", "", "Default", options=DEFAULT_OPTIONS, labels=("", "", "", "", ""))
+
+    def tls(self, ingresses: list[Ingress]):
+        certificates: dict[str, Certificate] = {}
+        wildcard_certificates: dict[str, Certificate] = {}
+        tls_hosts: set[str] = set()
+        owners: dict[str, Ingress] = {}
+        for ingress in ingresses:  # oldest first: the oldest Ingress's TLS wins for a shared host
+            for entry in ingress.tls:
+                cert = None
+                if entry.secret_name:
+                    cert = self.certificate(ingress.meta.namespace, entry.secret_name, ingress)
+                for host in entry.hosts:
+                    if host in owners:
+                        if owners[host] is not ingress and cert is not None:
+                            if certificates.get(host) is not cert and wildcard_certificates.get(host[2:]) is not cert:
+                                self.report(WARNING, ingress, f"TLS for host {host} is already set by the older "
+                                                              f"{owners[host].meta.ref}; this entry is ignored")
+                        continue
+                    owners[host] = ingress
+                    tls_hosts.add(host)
+                    if cert is None:
+                        continue
+                    if not cert.covers(host):
+                        self.report(WARNING, ingress, f"certificate in secret {cert.source} does not cover host "
+                                                      f"{host} (it names {', '.join(cert.names) or 'nothing'})")
+                    if host.startswith("*."):
+                        wildcard_certificates[host[2:]] = cert
+                    else:
+                        certificates[host] = cert
+        return certificates, wildcard_certificates, tls_hosts
+
+
+def _has_tls(host: str, tls_hosts: set[str]) -> bool:
+    if not host:
+        return False
+    if host in tls_hosts:
+        return True
+    dot = host.find(".")
+    return dot > 0 and not host.startswith("*.") and "*." + host[dot + 1:] in tls_hosts
+
+
+def translate(snapshot: Snapshot, settings: Settings = Settings()) -> Config:
+    """Compile a snapshot into a configuration. Pure: same input, same output, no IO."""
+    return _Translation(snapshot, settings).run()

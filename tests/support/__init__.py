@@ -1,0 +1,1 @@
+"""Helpers for ingressd's integration tests: backends, the ingressd launcher, manifests, TLS, HTTP."""
