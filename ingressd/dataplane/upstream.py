@@ -203,9 +203,12 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade or b"websocket", b"\r\n\r\n")
             exchange.response_head(b"".join(lines), status)
+            self.exchange = None
             self.tunnel = conn
             self.plane.timed.discard(self)
+            exchange.response_done = True
             conn.become_tunnel(self)
+            conn.finish(exchange)
             return
         if exchange.upgrade:  # the upstream refused the upgrade: no way back to HTTP on either side
             keep_alive = exchange.keep_alive = False

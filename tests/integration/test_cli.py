@@ -89,3 +89,31 @@ def test_routes_lists_compiled_table(mdir):
                for line in lines), proc.stdout
     assert any("routes.example.com" in line and "/exact" in line and "Exact" in line and "svc-b" in line
                for line in lines), proc.stdout
+
+
+def test_check_ignores_other_kinds_and_other_files(mdir):
+    mdir.write("ing.yaml", [
+        m.ingress("ing-ok", [m.rule("ok.example.com", m.path("/", "svc-a"))]),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "b"}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {"name": "le"}, "spec": {"acme": {}}},
+    ])
+    mdir.write_text("notes.txt", "this is not a manifest: {{{")
+    mdir.write_text("README.md", "# docs\n- [ ]\n")
+    mdir.write_text(".hidden.yaml", "{{{{ broken but hidden")
+    proc = run_cli("check", "--manifests", mdir.path)
+    assert proc.returncode == 0, output(proc)
+    for name in ("notes.txt", "README.md", ".hidden.yaml", "ConfigMap", "Issuer"):
+        assert name not in output(proc), output(proc)
+
+
+def test_routes_reflects_classes_and_conflicts(mdir):
+    mdir.write("ing.yaml", [
+        m.ingress("ing-old", [m.rule("r.example.com", m.path("/", "svc-a"))], creation_timestamp="2020-01-01T00:00:00Z"),
+        m.ingress("ing-new", [m.rule("r.example.com", m.path("/", "svc-b"))], creation_timestamp="2021-01-01T00:00:00Z"),
+        m.ingress("ing-other-class", [m.rule("other.example.com", m.path("/", "svc-a"))], class_name="nginx"),
+    ])
+    proc = run_cli("routes", "--manifests", mdir.path)
+    assert proc.returncode == 0, output(proc)
+    lines = [line for line in proc.stdout.splitlines() if "r.example.com" in line]
+    assert len(lines) == 1 and "svc-a" in lines[0], proc.stdout
+    assert "other.example.com" not in proc.stdout

@@ -5,6 +5,7 @@ One ingressd for the whole module; no test here changes its manifests.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -20,7 +21,19 @@ TIE = "2020-06-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def rt(tmp_path_factory, backend):
+def blackhole():
+    """A port whose connections never complete: a listener with a full backlog that never accepts."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    filler = socket.create_connection(listener.getsockname(), timeout=2)
+    yield listener.getsockname()[1]
+    filler.close()
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory, backend, blackhole):
     refused_port = free_port()
     services = backend.services("a", "b", "c", "d", "e", "f", "rr")
     services += [
@@ -31,6 +44,18 @@ def rt(tmp_path_factory, backend):
         *m.service_with_endpoints("svc-notready", backend.port("a"), ready=False),
         m.service("svc-noslice", [m.port_spec("http", 80, "http")]),
         *m.service_with_endpoints("svc-refused", refused_port),
+        *m.service_with_endpoints("svc-blackhole", blackhole),
+        # The older v1 Endpoints instead of an EndpointSlice.
+        m.service("svc-legacy", [m.port_spec("http", 80, "http")]),
+        m.endpoints_v1("svc-legacy", [("http", backend.port("e"))], ["127.0.0.1"]),
+        # No namespace: "default".
+        *m.service_with_endpoints("svc-nons", backend.port("f"), namespace=None),
+        # Namespace "team" has its own Service.
+        *m.service_with_endpoints("svc-team", backend.port("d"), namespace="team"),
+        # Kinds ingressd does not use are ignored.
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "b"}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt"},
+         "spec": {"acme": {"server": "https://acme.example/directory"}}},
     ]
     hosts = [
         m.ingress("ing-wild", [m.rule("*.wild.example.com", m.path("/", "svc-a"))]),
@@ -83,6 +108,12 @@ def rt(tmp_path_factory, backend):
         )]),
         m.ingress("ing-timeout", [m.rule("timeout.example.com", m.path("/", "svc-a"))],
                   annotations={"proxy-read-timeout": "1"}),
+        m.ingress("ing-connect-timeout", [m.rule("ctimeout.example.com", m.path("/", "svc-blackhole"))],
+                  annotations={"proxy-connect-timeout": "1"}),
+        m.ingress("ing-legacy", [m.rule("legacy.example.com", m.path("/", "svc-legacy"))]),
+        m.ingress("ing-nons", [m.rule("nons.example.com", m.path("/", "svc-nons"))], namespace=None),
+        m.ingress("ing-team", [m.rule("team.example.com", m.path("/own", "svc-team"), m.path("/other", "svc-a"))],
+                  namespace="team"),
     ]
     inst = launch(tmp_path_factory.mktemp("routing"), {
         "services.yaml": services,
@@ -270,3 +301,33 @@ def test_read_timeout_does_not_cut_responses_in_time(rt):
     r = rt.get("/slow?delay=0.3", "timeout.example.com")
     assert r.status == 200
     assert r.name == "a"
+
+
+def test_upstream_connect_timeout_is_504(rt):
+    start = time.monotonic()
+    r = rt.get("/", "ctimeout.example.com")
+    elapsed = time.monotonic() - start
+    assert r.status == 504, r
+    assert 0.9 <= elapsed < 3.5
+
+
+# --- objects ----------------------------------------------------------------------------------------
+
+
+def test_v1_endpoints_are_used(rt):
+    r = rt.get("/", "legacy.example.com")
+    assert r.status == 200, r
+    assert r.name == "e"
+
+
+def test_objects_without_namespace_are_in_default(rt):
+    r = rt.get("/", "nons.example.com")
+    assert r.status == 200, r
+    assert r.name == "f"
+
+
+def test_backend_service_resolved_in_the_ingress_namespace(rt):
+    assert rt.get("/own", "team.example.com").name == "d"
+    r = rt.get("/other", "team.example.com")  # svc-a exists in "default" only
+    assert r.status == 503, r
+    assert "team/svc-a" in r.text

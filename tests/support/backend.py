@@ -11,6 +11,8 @@ port is chosen for the whole group). Once everything is bound, one JSON line is 
 
 Every listener answers HTTP/1.1 with keep-alive:
 
+The action is the last path segment (``/api/status`` is ``/status``):
+
 * ``/echo`` (and any path not listed below): JSON describing the request: method, path, query,
   headers, body length and sha256, listener name, local address, connection id and the index of the
   request on that connection (to observe upstream connection reuse).
@@ -85,6 +87,8 @@ class Request:
         self.query = parsed.query
         self.params = dict(urllib.parse.parse_qsl(parsed.query))
         self.head = head
+        # Dispatch on the last path segment, so /ws, /api/ws and /x/status all work behind a prefix.
+        self.action = self.path.rstrip("/").rsplit("/", 1)[-1]
 
     def header(self, name: str) -> str | None:
         values = [v for k, v in self.headers if k.lower() == name.lower()]
@@ -179,7 +183,7 @@ class Connection:
                     await self.writer.drain()
                     return
                 self.index += 1
-                if req.path == "/ws" and (req.header("upgrade") or "").lower() == "websocket":
+                if req.action == "ws" and (req.header("upgrade") or "").lower() == "websocket":
                     await self.websocket(req)
                     return
                 keep = await self.handle(req)
@@ -226,7 +230,7 @@ class Connection:
 
     async def handle(self, req: Request) -> bool:
         n, sha = await self.consume(req)
-        path = req.path
+        path = "/" + req.action
         if path == "/close":
             return False
         if path == "/download":

@@ -24,7 +24,7 @@ def _meta(name: str, namespace: str | None = "default", **extra) -> dict:
 # --- Services and endpoints ---------------------------------------------------------------------
 
 
-def service(name: str, ports: Iterable[dict], namespace: str = "default") -> dict:
+def service(name: str, ports: Iterable[dict], namespace: str | None = "default") -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -42,7 +42,7 @@ def port_spec(name: str | None, port: int, target_port: int | str | None = None)
 
 
 def endpoint_slice(service_name: str, ports: Iterable[tuple[str | None, int]], addresses: Iterable[str],
-                   ready: bool = True, namespace: str = "default", name: str | None = None) -> dict:
+                   ready: bool = True, namespace: str | None = "default", name: str | None = None) -> dict:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -54,8 +54,22 @@ def endpoint_slice(service_name: str, ports: Iterable[tuple[str | None, int]], a
     }
 
 
+def endpoints_v1(service_name: str, ports: Iterable[tuple[str | None, int]], addresses: Iterable[str],
+                 namespace: str = "default") -> dict:
+    """The older ``v1`` Endpoints object (named like its Service)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": _meta(service_name, namespace),
+        "subsets": [{
+            "addresses": [{"ip": a} for a in addresses],
+            "ports": [({"name": n} if n else {}) | {"port": p, "protocol": "TCP"} for n, p in ports],
+        }],
+    }
+
+
 def service_with_endpoints(name: str, port: int, addresses: Iterable[str] = ("127.0.0.1",),
-                           namespace: str = "default", service_port: int = 80, port_name: str = "http",
+                           namespace: str | None = "default", service_port: int = 80, port_name: str = "http",
                            ready: bool = True) -> list[dict]:
     """A ClusterIP Service with one named port and the EndpointSlice of its pods."""
     return [
@@ -96,7 +110,7 @@ def rule(host: str | None, *paths: dict) -> dict:
 def ingress(name: str, rules: Iterable[dict] = (), tls: Iterable | None = None,
             annotations: dict[str, str] | None = None, default_backend: dict | None = None,
             class_name: str | None = None, creation_timestamp: str | None = None,
-            namespace: str = "default", legacy_class: str | None = None) -> dict:
+            namespace: str | None = "default", legacy_class: str | None = None) -> dict:
     """An Ingress. ``tls`` items are ``(hosts, secret_name)`` tuples or raw dicts.
 
     Annotation keys without a ``/`` get the ``nginx.ingress.kubernetes.io/`` prefix.
