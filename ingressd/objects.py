@@ -194,7 +194,7 @@ def _string_map(value: Any, where: str) -> dict[str, str]:
     return result
 
 
-def _meta(doc: dict, kind: str, origin: str | None, *, namespaced: bool = True) -> Meta:
+def meta_of(doc: dict, kind: str, origin: str | None, *, namespaced: bool = True) -> Meta:
     metadata = _mapping(doc.get("metadata"), "metadata")
     name = _string(metadata.get("name"), "metadata.name", required=True)
     if len(name) > 253 or not _NAME_RE.match(name):
@@ -248,7 +248,7 @@ def _backend(value: Any, where: str) -> BackendRef:
 
 
 def _ingress(doc: dict, origin: str | None) -> Ingress:
-    meta = _meta(doc, "Ingress", origin)
+    meta = meta_of(doc, "Ingress", origin)
     spec = _mapping(doc.get("spec"), "spec")
     class_name = _string(spec.get("ingressClassName"), "spec.ingressClassName")
     if class_name is None:
@@ -296,7 +296,7 @@ def _ingress(doc: dict, origin: str | None) -> Ingress:
 
 
 def _ingress_class(doc: dict, origin: str | None) -> IngressClass:
-    meta = _meta(doc, "IngressClass", origin, namespaced=False)
+    meta = meta_of(doc, "IngressClass", origin, namespaced=False)
     spec = _mapping(doc.get("spec"), "spec")
     controller = _string(spec.get("controller"), "spec.controller") or ""
     is_default = meta.annotations.get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true"
@@ -306,7 +306,7 @@ def _ingress_class(doc: dict, origin: str | None) -> IngressClass:
 # --- Service and endpoints --------------------------------------------------------------------
 
 def _service(doc: dict, origin: str | None) -> Service:
-    meta = _meta(doc, "Service", origin)
+    meta = meta_of(doc, "Service", origin)
     spec = _mapping(doc.get("spec"), "spec")
     service_type = _string(spec.get("type"), "spec.type") or "ClusterIP"
     ports = []
@@ -346,7 +346,7 @@ def _address(value: Any, where: str) -> str:
 
 
 def _endpoint_slice(doc: dict, origin: str | None) -> EndpointSlice:
-    meta = _meta(doc, "EndpointSlice", origin)
+    meta = meta_of(doc, "EndpointSlice", origin)
     service_name = meta.labels.get(SERVICE_NAME_LABEL)
     if not service_name:
         raise InvalidObject(f"metadata.labels[{SERVICE_NAME_LABEL!r}] is required to bind it to a Service")
@@ -366,7 +366,7 @@ def _endpoint_slice(doc: dict, origin: str | None) -> EndpointSlice:
 
 def _endpoints(doc: dict, origin: str | None) -> list[EndpointSlice]:
     """The old ``v1`` Endpoints: each subset becomes one slice (ready addresses only)."""
-    meta = _meta(doc, "Endpoints", origin)
+    meta = meta_of(doc, "Endpoints", origin)
     slices = []
     for i, raw in enumerate(_list(doc.get("subsets"), "subsets")):
         subset = _mapping(raw, f"subsets[{i}]")
@@ -401,7 +401,7 @@ def _secret_value(data: dict, string_data: dict, key: str) -> bytes | None:
 def _secret(doc: dict, origin: str | None) -> TLSSecret | None:
     if doc.get("type") != "kubernetes.io/tls":
         return None
-    meta = _meta(doc, "Secret", origin)
+    meta = meta_of(doc, "Secret", origin)
     data = _mapping(doc.get("data"), "data")
     string_data = _mapping(doc.get("stringData"), "stringData")
     cert = _secret_value(data, string_data, "tls.crt")
@@ -422,6 +422,15 @@ _PARSERS = {
 }
 
 
+def register_kind(api_version: str, kind: str, parser) -> None:
+    """Teach ``parse_object`` another kind: ``parser(doc, origin)`` returns an object (with a
+    ``meta``) or None, and raises InvalidObject for bad input. Used by optional subsystems."""
+    _PARSERS[(api_version, kind)] = parser
+
+
+CLUSTER_SCOPED_KINDS = {"IngressClass", "ClusterIssuer"}
+
+
 def describe(doc: Any) -> str | None:
     """``Kind namespace/name`` for messages about a document that may not parse."""
     if not isinstance(doc, dict):
@@ -432,7 +441,7 @@ def describe(doc: Any) -> str | None:
     if not isinstance(name, str):
         return kind
     namespace = metadata.get("namespace")
-    if kind in ("IngressClass", "ClusterIssuer"):
+    if kind in CLUSTER_SCOPED_KINDS:
         return f"{kind} {name}"
     namespace = namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
     return f"{kind} {namespace}/{name}"

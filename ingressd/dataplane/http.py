@@ -489,7 +489,13 @@ class ClientConnection(asyncio.Protocol):
                     413, f"the body of {length} bytes exceeds the limit of {limit} bytes"))
         exchange.expect_continue = expect and exchange.body_mode != NO_BODY and not exchange.http10
 
-        if route.https_redirect and not listener.tls and not path.startswith(ACME_CHALLENGE_PREFIX):
+        if path.startswith(ACME_CHALLENGE_PREFIX):
+            answer = self.plane.challenges.get(path[len(ACME_CHALLENGE_PREFIX):])
+            if answer is not None:  # HTTP-01: answered ahead of routing and of the HTTPS redirect
+                exchange.local = responses.response(200, answer, keep_alive=exchange.keep_alive,
+                                                    head_only=exchange.is_head)
+                return self._queue_local(exchange)
+        elif route.https_redirect and not listener.tls:
             port = self.plane.https_port
             target = "https://" + host + ("" if port == 443 else f":{port}") + url.decode("latin-1")
             return self._local(exchange, 308, None, location=target)
@@ -581,6 +587,9 @@ class ClientConnection(asyncio.Protocol):
         else:
             exchange.local = responses.response(status, body or b"", keep_alive=exchange.keep_alive,
                                                 headers=headers, head_only=exchange.is_head)
+        self._queue_local(exchange)
+
+    def _queue_local(self, exchange: Exchange) -> None:
         if self.active is None:
             self.active = exchange
             if not exchange.keep_alive:

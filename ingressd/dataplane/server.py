@@ -53,6 +53,7 @@ class DataPlane:
         self.tls = TLSContexts()
         self.stats: dict[tuple, int] = {}  # (route labels, method, status) -> requests
         self.upgraded = 0
+        self.challenges: dict[str, bytes] = {}  # ACME HTTP-01 token -> key authorization
         self.accepted = 0
         self._round_robin: dict = {}
         self._servers: list[asyncio.AbstractServer] = []
@@ -65,6 +66,10 @@ class DataPlane:
         self._round_robin = {}
         self.config = config
         self.ready = True
+
+    def set_challenges(self, challenges: dict[str, bytes]) -> None:
+        """The HTTP-01 answers to serve at /.well-known/acme-challenge/TOKEN on every host."""
+        self.challenges = dict(challenges)
 
     # --- listening -----------------------------------------------------------------------------
 

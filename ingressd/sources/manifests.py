@@ -91,25 +91,32 @@ def parse_file(path: str, previous: list[KubeObject] | None = None) -> tuple[lis
 
 
 class ManifestDirectory:
-    """All manifests under one directory, recursively; dot-files and dot-directories ignored."""
+    """All manifests under one or more directories, recursively; dot-files and dot-directories
+    ignored. When two files define the same object, the earlier root (then path order) wins."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = str(root)
+    def __init__(self, *roots: str | os.PathLike):
+        self.roots = [str(root) for root in roots]
+        self.root = self.roots[0]
         self._files: dict[str, _FileState] = {}
+        self._missing: set[str] = set()
 
     def _paths(self) -> list[str]:
         found = []
-        for directory, subdirs, files in os.walk(self.root, followlinks=True):
-            subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-            found += [os.path.join(directory, name) for name in files
-                      if not name.startswith(".") and name.endswith(EXTENSIONS)]
-        return sorted(found)
+        for root in self.roots:
+            in_root = []
+            for directory, subdirs, files in os.walk(root, followlinks=True):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+                in_root += [os.path.join(directory, name) for name in files
+                            if not name.startswith(".") and name.endswith(EXTENSIONS)]
+            found += sorted(in_root)
+        return found
 
     def scan(self) -> bool:
         """Re-read what changed on disk. True when the snapshot may differ from the last one."""
         changed = False
         seen = set()
-        for path in self._paths():
+        paths = self._paths()
+        for path in paths:
             signature = _signature(path)
             if signature is None:
                 continue
@@ -126,15 +133,20 @@ class ManifestDirectory:
             del self._files[path]
             log.info("manifest %s removed", path)
             changed = True
-        if not Path(self.root).is_dir() and not self._files:
-            log.error("manifest directory %s does not exist", self.root)
+        if changed:  # keep files in root order, then path order, for deterministic precedence
+            order = {path: i for i, path in enumerate(paths)}
+            self._files = dict(sorted(self._files.items(), key=lambda item: order.get(item[0], len(order))))
+        missing = {root for root in self.roots if not Path(root).is_dir()}
+        for root in missing - self._missing:
+            log.error("manifest directory %s does not exist (yet)", root)
+        self._missing = missing
         return changed
 
     def snapshot(self) -> Snapshot:
         objects: list[KubeObject] = []
         diagnostics: list[Diagnostic] = []
         owners: dict[tuple[str, str, str], str] = {}
-        for path, state in sorted(self._files.items()):
+        for path, state in self._files.items():
             diagnostics += state.diagnostics
             for obj in state.objects:
                 owner = owners.setdefault(obj.meta.key, path)
@@ -154,7 +166,7 @@ class ManifestDirectory:
             try:
                 changed = await loop.run_in_executor(None, self.scan)
             except Exception:  # never let one bad scan stop the watch
-                log.exception("scanning %s failed; will retry", self.root)
+                log.exception("scanning %s failed; will retry", ", ".join(self.roots))
                 continue
             if changed:
                 result = on_change(self.snapshot())

@@ -52,6 +52,7 @@ def test_100mb_upload_streams_with_bounded_memory(st):
     assert r.json()["body_len"] == SIZE
     assert r.json()["sha256"] == digest.hexdigest()
     hwm = st.memory_kb("VmHWM")
+    print(f"ingressd peak RSS {hwm} kB")
     assert 0 < hwm < RSS_LIMIT_KB, f"ingressd peak RSS {hwm} kB"
 
 
@@ -83,4 +84,5 @@ def test_100mb_download_streams_with_bounded_memory(st):
     assert n == SIZE
     assert got.hexdigest() == expected.hexdigest()
     hwm = st.memory_kb("VmHWM")
+    print(f"ingressd peak RSS {hwm} kB")
     assert 0 < hwm < RSS_LIMIT_KB, f"ingressd peak RSS {hwm} kB"
