@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 FAKE_CERTIFICATE_CN = "Kubernetes Ingress Controller Fake Certificate"
@@ -25,6 +25,10 @@ class Certificate:
     names: tuple[str, ...]  # DNS names from subjectAltName (or the CN when there is none)
     not_after: datetime.datetime
     fingerprint: str  # sha256 of the leaf, identifies the material for caching
+    serial: str = ""
+    issuer_common_name: str = ""
+    issuer_organization: str = ""
+    public_key_algorithm: str = ""
 
     def covers(self, host: str) -> bool:
         return any(name_matches(name, host) for name in self.names)
@@ -70,7 +74,24 @@ def load_certificate(source: str, cert_pem: bytes, key_pem: bytes) -> Certificat
         names=names,
         not_after=leaf.not_valid_after_utc,
         fingerprint=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        serial=str(leaf.serial_number),
+        issuer_common_name=_attribute(leaf.issuer, NameOID.COMMON_NAME),
+        issuer_organization=_attribute(leaf.issuer, NameOID.ORGANIZATION_NAME),
+        public_key_algorithm=_key_algorithm(leaf.public_key()),
     )
+
+
+def _attribute(name: x509.Name, oid) -> str:
+    values = name.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else ""
+
+
+def _key_algorithm(key) -> str:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ECDSA"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    return type(key).__name__.replace("PublicKey", "").lstrip("_")
 
 
 def self_signed(names: tuple[str, ...], common_name: str | None = None, days: int = 365) -> Certificate:

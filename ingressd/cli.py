@@ -10,6 +10,7 @@ import sys
 
 from . import __version__
 from .config import Settings
+from .logs import configure_logging
 from .diagnostics import ERROR
 from .sources.manifests import ManifestDirectory
 from .translate import translate
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-per-undefined-host", action="store_true",
                        help="count requests for hosts no Ingress defines under their own label")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                       help="one line per request (and per closed websocket) on stdout (default: on)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="access log format: ingress-nginx's default upstream format, or JSON")
 
     check = commands.add_parser("check", help="validate manifests; exit 1 on errors")
     _add_source_arguments(check)
@@ -125,12 +130,12 @@ def cmd_routes(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import ServeOptions, serve
 
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     options = ServeOptions(
         manifests=args.manifests, listen=args.listen, http_port=args.http_port, https_port=args.https_port,
         metrics_port=args.metrics_port, settings=_settings(args), hsts=args.hsts,
         metrics_per_undefined_host=args.metrics_per_undefined_host,
+        access_log=args.access_log, log_format=args.log_format,
     )
     try:
         import uvloop

@@ -23,6 +23,7 @@ class Snapshot:
 
     objects: tuple[KubeObject, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
+    version: str = ""  # changes whenever the source's content changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class Config:
     default_certificate: Certificate | None = None  # from --default-ssl-certificate
     diagnostics: tuple[Diagnostic, ...] = ()
     ingress_count: int = 0
+    orphans: tuple[tuple[str, str, str], ...] = ()  # (namespace, ingress, "no-service" | "no-endpoint")
 
     def certificate_for(self, host: str) -> Certificate | None:
         cert = self.certificates.get(host)

@@ -18,6 +18,12 @@ class Diagnostic:
     message: str
     origin: str | None = None  # the manifest file, when known
     object: str | None = None  # "Kind namespace/name", when known
+    code: str = ""  # a stable category for metrics: unparsable, invalid, duplicate, conflict, annotation, reference
+
+    @property
+    def kind(self) -> str:
+        """The object's kind, or "file" for problems with a whole file."""
+        return self.object.split(" ", 1)[0] if self.object else ("file" if self.origin else "setting")
 
     def __str__(self) -> str:
         where = ": ".join(part for part in (self.origin, self.object) if part)

@@ -27,7 +27,35 @@ def controller_labels(ingress_class: str) -> dict[str, str]:
     }
 
 
+def _histogram(name: str, documentation: str, samples) -> Metric:
+    """A histogram family from (labels, ingressd.dataplane.stats.Histogram) pairs."""
+    family = Metric(name, documentation, "histogram")
+    for labels, histogram in samples:
+        count = 0
+        for le, count in histogram.cumulative():
+            family.add_sample(name + "_bucket", dict(labels, le=le), count)
+        family.add_sample(name + "_sum", labels, histogram.sum)
+        family.add_sample(name + "_count", labels, count)
+    return family
+
+
+def _gauge(name: str, documentation: str, value: float, labels: dict | None = None) -> Metric:
+    family = Metric(name, documentation, "gauge")
+    family.add_sample(name, labels or {}, value)
+    return family
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class DataPlaneCollector:
+    """Request, connection and upstream metrics from a data plane's counters."""
+
     def __init__(self, plane: DataPlane, constant: dict[str, str], per_undefined_host: bool = False):
         self.plane = plane
         self.constant = constant
@@ -35,50 +63,164 @@ class DataPlaneCollector:
 
     def collect(self):
         plane = self.plane
+        constant = self.constant
         requests = Metric(PREFIX + "requests", "The total number of client requests", "counter")
-        for (labels, method, status), count in list(plane.stats.items()):
+        per_route = []
+        for (labels, method, status), stats in list(plane.stats.items()):
             if not labels[1] and not self.per_undefined_host:
                 continue  # requests no Ingress defines, as ingress-nginx leaves them out
             sample = dict(zip(REQUEST_LABELS, labels))
-            sample.update(self.constant, method=method.decode("latin-1"), status=str(status), canary="")
-            requests.add_sample(PREFIX + "requests", sample, count)
+            sample.update(constant, method=method.decode("latin-1"), status=str(status), canary="")
+            requests.add_sample(PREFIX + "requests", sample, stats.count)
+            per_route.append((sample, stats))
         yield requests
+        for attribute, name, documentation in (
+            ("duration", "request_duration_seconds", "The request processing time in seconds"),
+            ("response", "response_duration_seconds", "The time spent receiving the response from the upstream"),
+            ("header", "header_duration_seconds", "The time spent receiving the first header from the upstream"),
+            ("connect", "connect_duration_seconds", "The time spent establishing a connection to the upstream"),
+            ("request_size", "request_size", "The request length (including headers and body)"),
+            ("response_size", "response_size", "The response length (including headers and body)"),
+        ):
+            yield _histogram(PREFIX + name, documentation,
+                             ((sample, getattr(stats, attribute)) for sample, stats in per_route
+                              if attribute in ("duration", "request_size", "response_size")
+                              or getattr(stats, attribute).sum or any(getattr(stats, attribute).counts)))
 
-        connections = Metric(PREFIX + "nginx_process_connections", "current number of client connections",
+        reading = writing = waiting = 0
+        for conn in list(plane.connections):
+            if conn.active is not None or conn.tunnel is not None:
+                writing += 1
+            elif conn.cur is not None:
+                reading += 1
+            else:
+                waiting += 1
+        connections = Metric(PREFIX + "nginx_process_connections", "current number of client connections with state",
                              "gauge")
-        active = len(plane.connections)
-        for state, value in (("active", active), ("reading", 0), ("writing", active), ("waiting", 0)):
-            connections.add_sample(connections.name, dict(self.constant, state=state), value)
+        for state, value in (("active", reading + writing + waiting), ("reading", reading), ("writing", writing),
+                             ("waiting", waiting)):
+            connections.add_sample(connections.name, dict(constant, state=state), value)
         yield connections
-        accepted = Metric(PREFIX + "nginx_process_connections_total", "total number of connections", "counter")
+        accepted = Metric(PREFIX + "nginx_process_connections_total", "total number of connections with state",
+                          "counter")
         for state in ("accepted", "handled"):
-            accepted.add_sample(PREFIX + "nginx_process_connections_total", dict(self.constant, state=state),
+            accepted.add_sample(PREFIX + "nginx_process_connections_total", dict(constant, state=state),
                                 plane.accepted)
         yield accepted
+        total = Metric(PREFIX + "nginx_process_requests_total", "total number of client requests", "counter")
+        total.add_sample(PREFIX + "nginx_process_requests_total", constant,
+                         sum(stats.count for stats in list(plane.stats.values())))
+        yield total
+        yield _gauge(PREFIX + "nginx_process_resident_memory_bytes", "number of bytes of memory in use",
+                     _rss_bytes(), constant)
+        cpu = Metric(PREFIX + "nginx_process_cpu_seconds_total", "Cpu usage in seconds", "counter")
+        times = os.times()
+        cpu.add_sample(PREFIX + "nginx_process_cpu_seconds_total", constant, times.user + times.system)
+        yield cpu
 
-        upgraded = Metric("ingressd_upgraded_connections", "Open upgraded (websocket) connections", "gauge")
-        upgraded.add_sample(upgraded.name, {}, plane.upgraded)
-        yield upgraded
-        pool = Metric("ingressd_upstream_idle_connections", "Idle keep-alive connections to upstreams", "gauge")
-        pool.add_sample(pool.name, {}, plane.pool.count())
-        yield pool
-        build = Metric(PREFIX + "build_info", "ingressd build information", "gauge")
-        build.add_sample(build.name, dict(self.constant, release=__version__, build="ingressd",
-                                          repository="ingressd"), 1)
-        yield build
+        yield _gauge("ingressd_upgraded_connections", "Open upgraded (websocket) connections", plane.upgraded)
+        yield _histogram("ingressd_upgraded_connection_duration_seconds", "Lifetime of closed upgraded connections",
+                         [({}, plane.upgraded_lifetimes)])
+        yield _gauge("ingressd_upstream_idle_connections", "Idle keep-alive connections to upstreams",
+                     plane.pool.count())
+        upstream = Metric("ingressd_upstream_connections", "Upstream connections used for requests", "counter")
+        upstream.add_sample("ingressd_upstream_connections_total", {"result": "new"}, plane.upstream_new)
+        upstream.add_sample("ingressd_upstream_connections_total", {"result": "reused"}, plane.upstream_reused)
+        yield upstream
+        yield _gauge(PREFIX + "build_info", "ingressd build information", 1,
+                     dict(constant, release=__version__, build="ingressd", repository="ingressd"))
 
 
-def make_registry(plane: DataPlane, ingress_class: str, per_undefined_host: bool = False) -> CollectorRegistry:
+class ControllerCollector:
+    """Configuration and certificate metrics from the control plane (``app.Controller``)."""
+
+    def __init__(self, controller, constant: dict[str, str]):
+        self.controller = controller
+        self.constant = constant
+
+    def collect(self):
+        controller, constant = self.controller, self.constant
+        yield _gauge(PREFIX + "config_hash", "Running configuration hash actually running", controller.config_hash,
+                     constant)
+        yield _gauge(PREFIX + "config_last_reload_successful", "Whether the last configuration apply succeeded",
+                     1 if controller.last_apply_ok else 0, constant)
+        yield _gauge(PREFIX + "config_last_reload_successful_timestamp_seconds",
+                     "Timestamp of the last successful configuration apply", controller.last_success_at, constant)
+        for name, value, documentation in (("success", controller.successes, "Cumulative successful applies"),
+                                           ("errors", controller.failures, "Cumulative failed applies")):
+            family = Metric(PREFIX + name, documentation, "counter")
+            family.add_sample(PREFIX + name, constant, value)
+            yield family
+        yield _gauge(PREFIX + "leader_election_status", "Whether this instance leads (always: no election)", 1,
+                     dict(constant, name="ingressd"))
+        yield _histogram("ingressd_config_apply_duration_seconds", "Time to compile and apply a configuration",
+                         [({}, controller.apply_durations)])
+
+        config = controller.config
+        expire = Metric(PREFIX + "ssl_expire_time_seconds", "Number of seconds since 1970 to the SSL Certificate "
+                        "expire", "gauge")
+        info = Metric(PREFIX + "ssl_certificate_info", "Hold all labels associated to a certificate", "gauge")
+        orphans = Metric(PREFIX + "orphan_ingress", "Gauge reporting status of ingress orphanity, 1 indicates "
+                         "orphaned ingress", "gauge")
+        rejected = Metric("ingressd_objects_rejected", "Objects or files rejected, by kind and reason", "gauge")
+        if config is not None:
+            hosts = list(config.certificates.items())
+            hosts += [("*." + suffix, cert) for suffix, cert in config.wildcard_certificates.items()]
+            for host, cert in hosts:
+                namespace, _, secret = cert.source.partition("/")
+                labels = {"namespace": namespace, "class": constant["controller_class"], "host": host,
+                          "secret_name": secret, "identifier": cert.serial}
+                expire.add_sample(expire.name, labels, cert.not_after.timestamp())
+                info.add_sample(info.name, dict(labels, issuer_organization=cert.issuer_organization,
+                                                issuer_common_name=cert.issuer_common_name,
+                                                serial_number=cert.serial,
+                                                public_key_algorithm=cert.public_key_algorithm), 1)
+            for namespace, ingress, kind in config.orphans:
+                orphans.add_sample(orphans.name, dict(constant, namespace=namespace, ingress=ingress, type=kind), 1)
+            counts: dict[tuple[str, str], int] = {}
+            for diagnostic in config.diagnostics:
+                if diagnostic.severity == "error":
+                    key = (diagnostic.kind, diagnostic.code or "invalid")
+                    counts[key] = counts.get(key, 0) + 1
+            for (kind, reason), count in sorted(counts.items()):
+                rejected.add_sample(rejected.name, {"kind": kind, "reason": reason}, count)
+        yield expire
+        yield info
+        yield orphans
+        yield rejected
+
+
+def make_registry(plane: DataPlane, ingress_class: str, per_undefined_host: bool = False,
+                  controller=None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(DataPlaneCollector(plane, controller_labels(ingress_class), per_undefined_host))
+    constant = controller_labels(ingress_class)
+    registry.register(DataPlaneCollector(plane, constant, per_undefined_host))
+    if controller is not None:
+        registry.register(ControllerCollector(controller, constant))
     return registry
+
+
+# Every metric family ingressd exports (histograms by family name), for dashboards and their tests.
+EXPORTED_SERIES = frozenset({PREFIX + name for name in (
+    "requests", "request_duration_seconds", "response_duration_seconds", "header_duration_seconds",
+    "connect_duration_seconds", "request_size", "response_size", "config_hash", "config_last_reload_successful",
+    "config_last_reload_successful_timestamp_seconds", "success", "errors", "ssl_expire_time_seconds",
+    "ssl_certificate_info", "orphan_ingress", "nginx_process_connections", "nginx_process_connections_total",
+    "nginx_process_requests_total", "nginx_process_resident_memory_bytes", "nginx_process_cpu_seconds_total",
+    "leader_election_status", "build_info")} | {
+    "process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+    "process_open_fds", "process_max_fds", "process_start_time_seconds", "python_info",
+    "ingressd_upgraded_connections", "ingressd_upgraded_connection_duration_seconds",
+    "ingressd_upstream_idle_connections", "ingressd_upstream_connections_total", "ingressd_certificate_orders_total",
+    "ingressd_certificate_next_renewal_timestamp_seconds", "ingressd_objects_rejected",
+    "ingressd_config_apply_duration_seconds"})
 
 
 # ingress-nginx's counters carry no ``_total`` suffix; prometheus_client names counter families with
 # one. Dashboards query the samples, but the family name should match them for typed scrapes.
-_BARE_COUNTERS = (PREFIX + "requests",)
+_BARE_COUNTERS = (PREFIX + "requests", PREFIX + "success", PREFIX + "errors")
 
 
 def render(registry: CollectorRegistry) -> bytes:

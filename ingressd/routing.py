@@ -24,6 +24,7 @@ class Backend:
     port: str
     endpoints: tuple[tuple[str, int], ...] = ()
     error: str | None = None  # why requests get 503; None when endpoints are usable
+    orphan: str = ""  # "no-service" or "no-endpoint" when ``error`` is set, as ingress-nginx reports it
 
     @property
     def name(self) -> str:

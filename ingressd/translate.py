@@ -48,10 +48,10 @@ class _Translation:
         self.backends: dict[tuple[str, str, str], Backend] = {}
         self.certificates: dict[tuple[str, str], Certificate | None] = {}
 
-    def report(self, severity: str, obj: KubeObject | None, message: str) -> None:
+    def report(self, severity: str, obj: KubeObject | None, message: str, code: str = "") -> None:
         meta = obj.meta if obj is not None else None
         self.diagnostics.append(Diagnostic(severity, message, meta.origin if meta else None,
-                                           meta.ref if meta else None))
+                                           meta.ref if meta else None, code))
 
     # --- classes ----------------------------------------------------------------------------
 
@@ -75,16 +75,16 @@ class _Translation:
         if backend is None:
             backend = self.backends[key] = self.resolve(namespace, ref)
         if backend.error and owner is not None:
-            self.report(WARNING, owner, f"backend {backend.error}; its requests get 503")
+            self.report(WARNING, owner, f"backend {backend.error}; its requests get 503", "reference")
         return backend
 
     def resolve(self, namespace: str, ref: BackendRef) -> Backend:
-        def unavailable(reason: str) -> Backend:
-            return Backend(namespace, ref.service, ref.port, (), reason)
+        def unavailable(reason: str, orphan: str = "no-endpoint") -> Backend:
+            return Backend(namespace, ref.service, ref.port, (), reason, orphan)
 
         service = self.index.services.get((namespace, ref.service))
         if service is None:
-            return unavailable(f"service {namespace}/{ref.service} not found")
+            return unavailable(f"service {namespace}/{ref.service} not found", "no-service")
         port = next((p for p in service.ports
                      if (p.port == ref.port_number if ref.port_number is not None else p.name == ref.port_name)),
                     None)
@@ -130,12 +130,13 @@ class _Translation:
         cert = None
         if secret is None:
             if owner is not None:
-                self.report(WARNING, owner, f"TLS secret {namespace}/{name} not found; using the default certificate")
+                self.report(WARNING, owner, f"TLS secret {namespace}/{name} not found; using the default certificate",
+                            "reference")
         else:
             try:
                 cert = load_certificate(f"{namespace}/{name}", secret.cert_pem, secret.key_pem)
             except ValueError as error:
-                self.report(ERROR, secret, str(error))
+                self.report(ERROR, secret, str(error), "invalid")
         self.certificates[key] = cert
         return cert
 
@@ -149,13 +150,14 @@ class _Translation:
             opts, warnings = parse_route_options(ingress.meta.annotations)
             options[ingress.meta.key] = opts
             for warning in warnings:
-                self.report(WARNING, ingress, warning)
+                self.report(WARNING, ingress, warning, "annotation")
 
         certificates, wildcard_certificates, tls_hosts = self.tls(ingresses)
         table = RouteTable()
         global_default = self.global_default(ingresses)
         table.default = global_default
         owners: dict[tuple[str, str, str], Ingress] = {}
+        orphans: dict[tuple[str, str, str], None] = {}
 
         for ingress in ingresses:
             opts = options[ingress.meta.key]
@@ -170,10 +172,12 @@ class _Translation:
                         winner = owners[owner_key]
                         self.report(WARNING, ingress,
                                     f"host {rule.host or '*'} path {path.path} ({path.path_type}) is already "
-                                    f"defined by the older {winner.meta.ref}; this rule is ignored")
+                                    f"defined by the older {winner.meta.ref}; this rule is ignored", "conflict")
                         continue
                     owners[owner_key] = ingress
                     backend = self.backend(ingress.meta.namespace, path.backend, ingress)
+                    if backend.orphan:
+                        orphans[(ingress.meta.namespace, ingress.meta.name, backend.orphan)] = None
                     bucket[key] = Route(
                         host=rule.host, path=path.path, path_type=path.path_type,
                         namespace=ingress.meta.namespace, ingress=ingress.meta.name, backend=backend,
@@ -194,7 +198,7 @@ class _Translation:
         return Config(table=table, certificates=certificates, wildcard_certificates=wildcard_certificates,
                       default_certificate=default_certificate,
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
-                      ingress_count=len(ingresses))
+                      ingress_count=len(ingresses), orphans=tuple(orphans))
 
     def host_routes(self, table: RouteTable, host: str, tls_hosts: set[str]) -> HostRoutes:
         if not host:
@@ -238,7 +242,8 @@ class _Translation:
                         if owners[host] is not ingress and cert is not None:
                             if certificates.get(host) is not cert and wildcard_certificates.get(host[2:]) is not cert:
                                 self.report(WARNING, ingress, f"TLS for host {host} is already set by the older "
-                                                              f"{owners[host].meta.ref}; this entry is ignored")
+                                                              f"{owners[host].meta.ref}; this entry is ignored",
+                                            "conflict")
                         continue
                     owners[host] = ingress
                     tls_hosts.add(host)
@@ -246,7 +251,8 @@ class _Translation:
                         continue
                     if not cert.covers(host):
                         self.report(WARNING, ingress, f"certificate in secret {cert.source} does not cover host "
-                                                      f"{host} (it names {', '.join(cert.names) or 'nothing'})")
+                                                      f"{host} (it names {', '.join(cert.names) or 'nothing'})",
+                                    "reference")
                     if host.startswith("*."):
                         wildcard_certificates[host[2:]] = cert
                     else:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
+from time import monotonic
 from random import getrandbits
 from typing import TYPE_CHECKING
 
@@ -41,8 +42,9 @@ MAX_HEAD_BYTES = 32 * 1024  # larger heads get 431
 MAX_HEADERS = 200
 
 # How a request header is treated when building the upstream request.
-_FORWARD, _HOST, _DROP, _REQUEST_ID, _XFF, _CONNECTION, _UPGRADE, _EXPECT, _LENGTH, _TE = range(10)
+_FORWARD, _HOST, _DROP, _REQUEST_ID, _XFF, _CONNECTION, _UPGRADE, _EXPECT, _LENGTH, _TE, _REFERER, _AGENT = range(12)
 _REQUEST_HEADERS = {
+    b"referer": _REFERER, b"user-agent": _AGENT,
     b"host": _HOST, b"x-request-id": _REQUEST_ID, b"x-forwarded-for": _XFF, b"connection": _CONNECTION,
     b"upgrade": _UPGRADE, b"expect": _EXPECT, b"content-length": _LENGTH, b"transfer-encoding": _TE,
     b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b"trailer": _DROP, b"proxy": _DROP,
@@ -88,6 +90,9 @@ class Exchange:
         "host", "head", "body_mode", "body_limit", "received", "pending", "pending_bytes", "request_done",
         "response_started", "response_done", "upstream", "chunked_out", "upgrade", "expect_continue",
         "attempts", "replayable", "connecting", "aborted", "http10",
+        # for metrics and the access log
+        "started", "upstream_start", "upstream_connected", "upstream_header", "sent", "upstream_received",
+        "upstream_addr", "upstream_status", "request_id", "referer", "user_agent", "head_size",
     )
 
     def __init__(self, conn: ClientConnection):
@@ -119,6 +124,12 @@ class Exchange:
         self.connecting = False
         self.aborted = False
         self.http10 = False
+        self.started = monotonic()
+        self.upstream_start = self.upstream_connected = self.upstream_header = 0.0
+        self.sent = self.upstream_received = self.head_size = 0
+        self.upstream_addr: tuple[str, int] | None = None
+        self.upstream_status = 0
+        self.request_id = self.referer = self.user_agent = b""
 
     # --- request side ---------------------------------------------------------------------
 
@@ -147,9 +158,11 @@ class Exchange:
     def response_head(self, head: bytes, status: int) -> None:
         self.response_started = True
         self.status = status
+        self.sent += len(head)
         self.conn.transport.write(head)
 
     def response_body(self, data: bytes) -> None:
+        self.sent += len(data)
         transport = self.conn.transport
         if self.chunked_out:
             transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
@@ -185,8 +198,9 @@ class Exchange:
         conn = self.conn
         if conn.listener.hsts:
             headers += responses.HSTS
-        conn.transport.write(responses.response(status, body, keep_alive=self.keep_alive, headers=headers,
-                                                head_only=self.is_head))
+        data = responses.response(status, body, keep_alive=self.keep_alive, headers=headers, head_only=self.is_head)
+        self.sent += len(data)
+        conn.transport.write(data)
         if self.request_done or not self.keep_alive:
             conn.finish(self)
 
@@ -203,6 +217,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "plane", "listener", "transport", "parser", "forwarded", "client_ip", "cur", "active", "queue",
         "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
+        "tunnel_at", "tunnel_in", "tunnel_out",
     )
 
     def __init__(self, plane: DataPlane, listener: Listener):
@@ -223,6 +238,8 @@ class ClientConnection(asyncio.Protocol):
         self.error_status = 0
         self.upgraded: Exchange | None = None  # the request after which the parser gave up the stream
         self.last: Exchange | None = None  # the last request parsed
+        self.tunnel_at = 0.0
+        self.tunnel_in = self.tunnel_out = 0  # bytes through the tunnel from / to the client
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -246,6 +263,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
+            self.tunnel_in += len(data)
             tunnel.transport.write(data)
             return
         if self.closed:
@@ -293,7 +311,7 @@ class ClientConnection(asyncio.Protocol):
         plane.connections.discard(self)
         if self.tunnel is not None:
             self.tunnel.transport.close()
-            plane.tunnel_closed()
+            plane.tunnel_closed(self, self.tunnel_at, self.tunnel_out, self.tunnel_in)
             self.tunnel = None
         if self.active is not None:
             self.active.abort()
@@ -380,6 +398,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange.local is not None:
             exchange.status = int(exchange.local[9:12])
             exchange.response_started = exchange.response_done = True
+            exchange.sent = len(exchange.local)
             self.transport.write(exchange.local)
             if exchange.request_done or not exchange.keep_alive:
                 self.finish(exchange)
@@ -390,6 +409,7 @@ class ClientConnection(asyncio.Protocol):
 
     def become_tunnel(self, upstream: UpstreamConnection) -> None:
         self.tunnel = upstream
+        self.tunnel_at = monotonic()
         self.plane.timed.discard(self)
         self.plane.tunnel_opened()
         self.resume(PAUSE_PIPELINE | PAUSE_PENDING | PAUSE_UPSTREAM)
@@ -425,6 +445,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.keep_alive = parser.should_keep_alive()
         exchange.is_head = method == b"HEAD"
         exchange.http10 = parser.get_http_version() == "1.0"
+        exchange.head_size = self.head_bytes + len(method) + 14
 
         raw_host = request_id = xff = upgrade = connection = None
         length = -1
@@ -444,6 +465,12 @@ class ClientConnection(asyncio.Protocol):
                 chunked = chunked or value.lower().endswith(b"chunked")
             elif kind == _REQUEST_ID:
                 request_id = value
+            elif kind == _REFERER:
+                exchange.referer = value
+                lines += (name, b": ", value, b"\r\n")
+            elif kind == _AGENT:
+                exchange.user_agent = value
+                lines += (name, b": ", value, b"\r\n")
             elif kind == _XFF:
                 xff = value if xff is None else xff + b", " + value
             elif kind == _EXPECT:
@@ -476,6 +503,9 @@ class ClientConnection(asyncio.Protocol):
         if path is None:
             return self._bad(exchange, "path escapes the root")
 
+        if request_id is None:
+            request_id = b"%032x" % getrandbits(128)
+        exchange.request_id = request_id
         route = exchange.route = self.plane.config.table.lookup(host, path)
         options = route.options
         exchange.body_limit = limit = options.body_size_limit
@@ -508,8 +538,6 @@ class ClientConnection(asyncio.Protocol):
         if backend.error is not None:
             return self._local(exchange, 503, responses.error_body(503, backend.error))
 
-        if request_id is None:
-            request_id = b"%032x" % getrandbits(128)
         framing = b""
         if exchange.body_mode == LENGTH_BODY:
             framing = b"Content-Length: %d\r\n" % length

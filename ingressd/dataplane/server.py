@@ -11,10 +11,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from time import monotonic
 
 from ..config import Config
 from ..routing import RouteTable
 from .http import ClientConnection, Exchange
+from .stats import LIFETIME_BUCKETS, AccessLog, Histogram, RequestStats
 from .tls import TLSContexts
 from .upstream import IDLE_TIMEOUT, UpstreamConnection, UpstreamPool
 
@@ -41,7 +43,7 @@ def make_listener(scheme: str, port: int, hsts: bool) -> Listener:
 
 
 class DataPlane:
-    def __init__(self, *, https_port: int = 443, hsts: bool = True):
+    def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None):
         self.config = Config(RouteTable())
         self.ready = False
         self.https_port = https_port
@@ -51,10 +53,14 @@ class DataPlane:
         self.connections: set[ClientConnection] = set()
         self.pool = UpstreamPool(self)
         self.tls = TLSContexts()
-        self.stats: dict[tuple, int] = {}  # (route labels, method, status) -> requests
-        self.upgraded = 0
+        self.stats: dict[tuple, RequestStats] = {}  # by (route labels, method, status)
+        self.access_log = access_log
+        self.upgraded = 0  # open tunnels
+        self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
         self.challenges: dict[str, bytes] = {}  # ACME HTTP-01 token -> key authorization
         self.accepted = 0
+        self.upstream_new = 0
+        self.upstream_reused = 0
         self._round_robin: dict = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
@@ -110,8 +116,12 @@ class DataPlane:
         if not fresh:
             conn = self.pool.acquire(endpoint)
             if conn is not None:
+                self.upstream_reused += 1
+                exchange.upstream_start = monotonic()
                 conn.attach(exchange)
                 return
+        if not exchange.upstream_start:
+            exchange.upstream_start = monotonic()
         exchange.connecting = True
         asyncio.get_running_loop().create_task(self._connect(exchange, endpoint))
 
@@ -128,6 +138,7 @@ class DataPlane:
             failure = (502, f"cannot connect to upstream {exchange.route.backend.name}: "
                             f"{error.strerror or error}")
         else:
+            self.upstream_new += 1
             if exchange.aborted or not exchange.connecting:
                 conn.deadline = self.now + IDLE_TIMEOUT
                 self.pool.release(conn)
@@ -144,18 +155,69 @@ class DataPlane:
     # --- counting ------------------------------------------------------------------------------
 
     def record(self, exchange: Exchange) -> None:
+        """Count a finished exchange (and log it): the only per-request bookkeeping."""
         route = exchange.route
         if route is None:
             return
         key = (route.labels, exchange.method, exchange.status)
-        stats = self.stats
-        stats[key] = stats.get(key, 0) + 1
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = RequestStats()
+        now = monotonic()
+        stats.count += 1
+        stats.duration.observe(now - exchange.started)
+        stats.request_size.observe(exchange.head_size + exchange.received)
+        stats.response_size.observe(exchange.sent)
+        proxied = exchange.upstream_header
+        if proxied:
+            stats.connect.observe(exchange.upstream_connected - exchange.upstream_start)
+            stats.header.observe(proxied - exchange.upstream_start)
+            stats.response.observe(now - exchange.upstream_start)
+        if self.access_log is not None:
+            self.log_exchange(exchange, now)
+
+    def log_exchange(self, exchange: Exchange, now: float) -> None:
+        route = exchange.route
+        proxied = bool(exchange.upstream_header)
+        address = exchange.upstream_addr
+        self.access_log.write({
+            "remote_addr": exchange.conn.client_ip,
+            "time_local": self.access_log.time_local(),
+            "request": "%s %s HTTP/%s" % (exchange.method.decode("latin-1"), exchange.url.decode("latin-1"),
+                                           "1.0" if exchange.http10 else "1.1"),
+            "status": exchange.status,
+            "body_bytes_sent": exchange.sent,
+            "http_referer": exchange.referer.decode("latin-1") or "-",
+            "http_user_agent": exchange.user_agent.decode("latin-1") or "-",
+            "request_length": exchange.head_size + exchange.received,
+            "request_time": round(now - exchange.started, 3),
+            "proxy_upstream_name": route.backend.name if route.backend is not None else "upstream-default-backend",
+            "upstream_addr": f"{address[0]}:{address[1]}" if address else "-",
+            "upstream_response_length": exchange.upstream_received if proxied else "-",
+            "upstream_response_time": round(now - exchange.upstream_start, 3) if proxied else "-",
+            "upstream_status": exchange.upstream_status or "-",
+            "req_id": exchange.request_id.decode("latin-1"),
+            "namespace": route.namespace or "-",
+            "ingress": route.ingress or "-",
+            "service": route.service or "-",
+        })
 
     def tunnel_opened(self) -> None:
         self.upgraded += 1
 
-    def tunnel_closed(self) -> None:
+    def tunnel_closed(self, conn: ClientConnection, opened: float, sent: int, received: int) -> None:
         self.upgraded -= 1
+        lifetime = monotonic() - opened
+        self.upgraded_lifetimes.observe(lifetime)
+        if self.access_log is not None:
+            self.access_log.write({
+                "remote_addr": conn.client_ip, "time_local": self.access_log.time_local(),
+                "request": "websocket closed", "status": 101, "body_bytes_sent": sent, "http_referer": "-",
+                "http_user_agent": "-", "request_length": received, "request_time": round(lifetime, 3),
+                "proxy_upstream_name": "-", "upstream_addr": "-", "upstream_response_length": "-",
+                "upstream_response_time": "-", "upstream_status": "-", "req_id": "-", "namespace": "-",
+                "ingress": "-", "service": "-",
+            })
 
     # --- timeouts --------------------------------------------------------------------------------
 
@@ -164,6 +226,8 @@ class DataPlane:
         while True:
             await asyncio.sleep(TICK)
             self.now = now = time.monotonic()
+            if self.access_log is not None:
+                self.access_log.flush()
             limit = now - TICK  # never fire early: ``now`` may have been a tick old when set
             expired = [item for item in self.timed if 0.0 < item.deadline < limit]
             for item in expired:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -66,6 +67,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         exchange.upstream = self
         exchange.connecting = False
+        exchange.upstream_connected = monotonic()
+        exchange.upstream_addr = self.endpoint
         self.requests += 1
         if self.fresh_parser:
             self.parser = HttpResponseParser(self)
@@ -130,6 +133,7 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
+            tunnel.tunnel_out += len(data)
             tunnel.transport.write(data)
             return
         exchange = self.exchange
@@ -142,6 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserUpgrade as upgrade:
             tail = data[upgrade.args[0]:]
             if self.tunnel is not None and tail:
+                self.tunnel.tunnel_out += len(tail)
                 self.tunnel.transport.write(tail)
         except HttpParserError as error:
             log.warning("invalid response from %s:%d: %s", *self.endpoint, error)
@@ -178,6 +183,8 @@ class UpstreamConnection(asyncio.Protocol):
                     status, self.reason, b"".join(b"%s: %s\r\n" % h for h in headers)))
             return
         conn = exchange.conn
+        exchange.upstream_header = monotonic()
+        exchange.upstream_status = status
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
         length = has_sts = False
         upgrade = None
@@ -232,6 +239,7 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         if exchange is not None and not exchange.is_head:
+            exchange.upstream_received += len(body)
             exchange.response_body(body)
 
     def on_message_complete(self) -> None:

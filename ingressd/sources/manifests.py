@@ -11,6 +11,7 @@ network filesystems alike, and costs microseconds per file.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -71,7 +72,7 @@ def parse_file(path: str, previous: list[KubeObject] | None = None) -> tuple[lis
     except (OSError, ValueError, yaml.YAMLError, RecursionError) as error:
         reason = str(error).replace("\n", " ")
         kept = "; keeping its previous version" if previous else ""
-        return previous, [Diagnostic(ERROR, f"cannot parse file: {reason}{kept}", path)]
+        return previous, [Diagnostic(ERROR, f"cannot parse file: {reason}{kept}", path, code="unparsable")]
 
     objects: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
@@ -84,9 +85,9 @@ def parse_file(path: str, previous: list[KubeObject] | None = None) -> tuple[lis
                 kept = [obj for obj in previous if obj.meta.ref == ref] if ref else []
                 objects.extend(kept)
                 suffix = "; keeping its previous version" if kept else ""
-                diagnostics.append(Diagnostic(ERROR, f"{error}{suffix}", path, ref))
+                diagnostics.append(Diagnostic(ERROR, f"{error}{suffix}", path, ref, "invalid"))
             except RecursionError:
-                diagnostics.append(Diagnostic(ERROR, "document is nested too deeply", path, describe(doc)))
+                diagnostics.append(Diagnostic(ERROR, "document is nested too deeply", path, describe(doc), "invalid"))
     return objects, diagnostics
 
 
@@ -127,7 +128,8 @@ class ManifestDirectory:
             objects, diagnostics = parse_file(path, state.objects if state else None)
             self._files[path] = _FileState(signature, objects, diagnostics)
             for diagnostic in diagnostics:
-                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic)
+                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,
+                        extra={"object": diagnostic.object, "file": diagnostic.origin, "event": "rejected"})
             changed = True
         for path in set(self._files) - seen:
             del self._files[path]
@@ -152,10 +154,12 @@ class ManifestDirectory:
                 owner = owners.setdefault(obj.meta.key, path)
                 if owner != path:
                     diagnostics.append(Diagnostic(WARNING, f"also defined in {owner}, which wins; ignored here",
-                                                  path, obj.meta.ref))
+                                                  path, obj.meta.ref, "duplicate"))
                     continue
                 objects.append(obj)
-        return Snapshot(tuple(objects), tuple(diagnostics))
+        version = hashlib.sha256(repr([(path, state.signature) for path, state in self._files.items()])
+                                 .encode()).hexdigest()
+        return Snapshot(tuple(objects), tuple(diagnostics), version)
 
     async def watch(self, on_change: Callable[[Snapshot], Awaitable[None] | None],
                     interval: float = POLL_INTERVAL) -> None:

@@ -1,0 +1,111 @@
+"""Per-request counters, histograms and access log lines, kept cheap for the request path.
+
+prometheus_client's labelled histograms take a lock and a label lookup per observation; here one
+``RequestStats`` object per (route, method, status) holds plain bucket arrays that ``record`` bumps,
+and ``ingressd.metrics`` turns them into samples only when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from bisect import bisect_left
+
+# ingress-nginx's buckets (see ../shared/reference/metrics.md).
+TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LENGTH_BUCKETS = (10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+LIFETIME_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 24 * 3600.0)
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, cumulative count) pairs as Prometheus exposes them, +Inf last."""
+        total, result = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
+            total += count
+            result.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return result
+
+
+class RequestStats:
+    """Everything counted for one (route, method, status)."""
+
+    __slots__ = ("count", "duration", "response", "header", "connect", "request_size", "response_size")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.duration = Histogram(TIME_BUCKETS)  # whole request, first byte in to last byte out
+        self.response = Histogram(TIME_BUCKETS)  # upstream: request sent to response complete
+        self.header = Histogram(TIME_BUCKETS)  # upstream: request sent to response head
+        self.connect = Histogram(TIME_BUCKETS)  # upstream: connecting (0 for a pooled connection)
+        self.request_size = Histogram(LENGTH_BUCKETS)
+        self.response_size = Histogram(LENGTH_BUCKETS)
+
+
+class AccessLog:
+    """Buffered access log lines on stdout, flushed every tick in whole-line writes.
+
+    Writes stay under PIPE_BUF so that lines from several worker processes never interleave.
+    """
+
+    CHUNK = 4000
+
+    def __init__(self, fmt: str = "text", fd: int = 1):
+        self.json = fmt == "json"
+        self.fd = fd
+        self.lines: list[str] = []
+        self.size = 0
+        self._second = -1
+        self._stamp = ""
+
+    def time_local(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+        return self._stamp
+
+    def write(self, fields: dict) -> None:
+        if self.json:
+            line = json.dumps(fields, separators=(",", ":"))
+        else:
+            f = fields
+            line = (f'{f["remote_addr"]} - - [{f["time_local"]}] "{f["request"]}" {f["status"]} '
+                    f'{f["body_bytes_sent"]} "{f["http_referer"]}" "{f["http_user_agent"]}" '
+                    f'{f["request_length"]} {f["request_time"]} [{f["proxy_upstream_name"]}] [] '
+                    f'{f["upstream_addr"]} {f["upstream_response_length"]} {f["upstream_response_time"]} '
+                    f'{f["upstream_status"]} {f["req_id"]} {f["namespace"]} {f["ingress"]} {f["service"]}')
+        self.lines.append(line)
+        self.size += len(line)
+        if self.size > 64 * 1024:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        lines, self.lines, self.size = self.lines, [], 0
+        chunk: list[str] = []
+        length = 0
+        try:
+            for line in lines:
+                if length + len(line) + 1 > self.CHUNK and chunk:
+                    os.write(self.fd, ("\n".join(chunk) + "\n").encode("utf-8", "backslashreplace"))
+                    chunk, length = [], 0
+                chunk.append(line)
+                length += len(line) + 1
+            if chunk:
+                os.write(self.fd, ("\n".join(chunk) + "\n").encode("utf-8", "backslashreplace"))
+        except (BlockingIOError, BrokenPipeError, OSError):
+            pass  # a stuck or closed stdout must never stop serving
