@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from httptools import HttpParserError, HttpRequestParser
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -13,7 +14,7 @@ from .dataplane.responses import reason
 
 log = logging.getLogger("ingressd.admin")
 
-Handler = Callable[[], tuple[int, str, bytes]]
+Handler = Callable[[], "tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]"]
 
 
 class AdminConnection(asyncio.Protocol):
@@ -38,13 +39,31 @@ class AdminConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         self.url = b""
+        keep_alive = self.parser.should_keep_alive()
         handler = self.routes.get(path)
+        if handler is None:
+            self.respond(404, "text/plain", b"not found\n", keep_alive)
+            return
         try:
-            status, content_type, body = handler() if handler else (404, "text/plain", b"not found\n")
+            result = handler()
+        except Exception:
+            log.exception("handler for %s failed", path)
+            result = (500, "text/plain", b"internal error\n")
+        if inspect.isawaitable(result):  # e.g. metrics gathered from worker processes
+            self.transport.pause_reading()
+            asyncio.ensure_future(self._respond_later(path, result, keep_alive))
+        else:
+            self.respond(*result, keep_alive=keep_alive)
+
+    async def _respond_later(self, path: str, result, keep_alive: bool) -> None:
+        try:
+            status, content_type, body = await result
         except Exception:
             log.exception("handler for %s failed", path)
             status, content_type, body = 500, "text/plain", b"internal error\n"
-        self.respond(status, content_type, body, keep_alive=self.parser.should_keep_alive())
+        self.respond(status, content_type, body, keep_alive)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def respond(self, status: int, content_type: str, body: bytes, keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -57,10 +76,16 @@ class AdminConnection(asyncio.Protocol):
             self.transport.close()
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
+def metrics_handler(registry: CollectorRegistry, refresh: Callable[[], Awaitable[None]] | None = None) -> Handler:
+    """``/metrics``; ``refresh`` first brings the collectors' inputs up to date (e.g. from workers)."""
     from .metrics import render
 
-    return lambda: (200, CONTENT_TYPE_LATEST, render(registry))
+    async def handle():
+        if refresh is not None:
+            await refresh()
+        return 200, CONTENT_TYPE_LATEST, render(registry)
+
+    return handle
 
 
 async def serve_admin(host: str | None, port: int, routes: dict[str, Handler]) -> asyncio.AbstractServer:

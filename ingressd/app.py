@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import time
@@ -11,12 +12,18 @@ from dataclasses import dataclass
 from .admin import metrics_handler, serve_admin
 from .config import Config, Settings, Snapshot
 from .dataplane.server import DataPlane
+from .dataplane.stats import AccessLog, Counters, Histogram
 from .diagnostics import ERROR
+from .objects import Ingress
 from .metrics import make_registry
 from .sources.manifests import ManifestDirectory
+from .status import status_handlers
 from .translate import translate
+from .workers import WorkerPool
 
 log = logging.getLogger("ingressd")
+
+APPLY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,10 @@ class ServeOptions:
     settings: Settings
     hsts: bool = True
     metrics_per_undefined_host: bool = False
+    access_log: bool = True
+    log_format: str = "text"
+    log_level: str = "info"
+    workers: int = 1  # data-plane processes; 1 serves from the control plane's own process
 
 
 class Controller:
@@ -39,7 +50,14 @@ class Controller:
         self.plane = plane
         self.source = ManifestDirectory(options.manifests)
         self._reported: set = set()
-        self.applied_at = 0.0
+        self._ingresses: dict = {}
+        # what the controller metrics report (ingress-nginx's "reload" is ingressd's apply)
+        self.config: Config | None = None
+        self.config_hash = 0
+        self.last_apply_ok = True
+        self.last_success_at = 0.0
+        self.successes = self.failures = 0
+        self.apply_durations = Histogram(APPLY_BUCKETS)
 
     async def apply(self, snapshot: Snapshot) -> None:
         started = time.perf_counter()
@@ -48,43 +66,83 @@ class Controller:
             config = await loop.run_in_executor(None, translate, snapshot, self.options.settings)
         except Exception:  # a translator bug must not take down what is serving
             log.exception("translating the new objects failed; keeping the previous configuration")
+            self.failures += 1
+            self.last_apply_ok = False
             return
         self.plane.apply(config)
-        self.applied_at = time.time()
-        self.report(config)
+        self.config = config
+        self.config_hash = int(hashlib.sha256(f"{snapshot.version}{self.options.settings}".encode())
+                               .hexdigest()[:13], 16)
+        self.successes += 1
+        self.last_apply_ok = True
+        self.last_success_at = time.time()
+        self.apply_durations.observe(time.perf_counter() - started)
+        self.report(snapshot, config)
         log.info("configuration applied: %d ingresses, %d routes, %d certificates in %.0f ms",
                  config.ingress_count, len(config.table.routes()),
                  len(set(config.certificates.values()) | set(config.wildcard_certificates.values())),
                  (time.perf_counter() - started) * 1000)
 
-    def report(self, config: Config) -> None:
-        """Log translation diagnostics once each (file errors are logged by the source as read)."""
+    def report(self, snapshot: Snapshot, config: Config) -> None:
+        """Log each new diagnostic once, and each Ingress that appeared or changed (file errors are
+        logged by the source as it reads them)."""
         current = {d for d in config.diagnostics if d.object or not d.origin}
         for diagnostic in config.diagnostics:
             if diagnostic in current and diagnostic not in self._reported:
-                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic)
+                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,
+                        extra={"object": diagnostic.object, "file": diagnostic.origin,
+                               "event": "rejected" if diagnostic.severity == ERROR else "warning"})
         self._reported = current
+        ingresses = {obj.meta.key: obj for obj in snapshot.objects if isinstance(obj, Ingress)}
+        for key, ingress in ingresses.items():
+            if self._ingresses.get(key) != ingress:
+                log.info("%s accepted", ingress.meta.ref,
+                         extra={"object": ingress.meta.ref, "file": ingress.meta.origin, "event": "accepted"})
+        for key in self._ingresses.keys() - ingresses.keys():
+            ref = f"Ingress {key[1]}/{key[2]}"
+            log.info("%s removed", ref, extra={"object": ref, "event": "removed"})
+        self._ingresses = ingresses
 
-    async def run(self) -> None:
+    async def load(self) -> None:
+        """Read the sources once and apply the result: done before any port opens."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.source.scan)
         await self.apply(self.source.snapshot())
+
+    async def run(self) -> None:
         await self.source.watch(self.apply)
 
 
 async def serve(options: ServeOptions) -> None:
-    plane = DataPlane(https_port=options.https_port, hsts=options.hsts)
+    if options.workers > 1:
+        plane = WorkerPool(options, options.workers)
+    else:
+        plane = DataPlane(https_port=options.https_port, hsts=options.hsts,
+                          access_log=AccessLog(options.log_format) if options.access_log else None)
     controller = Controller(options, plane)
-    registry = make_registry(plane, options.settings.ingress_classes[0], options.metrics_per_undefined_host)
+    latest = Counters()
+
+    async def refresh_counters() -> None:
+        nonlocal latest
+        latest = await plane.gather_counters()
+
+    registry = make_registry(lambda: latest, options.settings.ingress_classes[0], options.metrics_per_undefined_host,
+                             controller)
     admin = await serve_admin(options.listen, options.metrics_port, {
-        "/metrics": metrics_handler(registry),
+        "/metrics": metrics_handler(registry, refresh_counters),
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
         "/readyz": lambda: (200, "text/plain", b"ready\n") if plane.ready else
         (503, "text/plain", b"waiting for the first configuration\n"),
+        **status_handlers(plane),  # "/", its assets and "/status.json"; pass certificates= a status callable
     })
-    await plane.listen(options.listen, options.http_port, options.https_port)
-    log.info("serving HTTP on %s:%d, HTTPS on %s:%d, metrics on %s:%d", options.listen or "*", options.http_port,
-             options.listen or "*", options.https_port, options.listen or "*", options.metrics_port)
+    await controller.load()
+    if isinstance(plane, WorkerPool):
+        await plane.start()
+    else:
+        await plane.listen(options.listen, options.http_port, options.https_port)
+    where = options.listen or "*"
+    log.info("serving with %d worker process(es): HTTP on %s:%d, HTTPS on %s:%d, metrics on %s:%d",
+             options.workers, where, options.http_port, where, options.https_port, where, options.metrics_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

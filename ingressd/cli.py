@@ -11,6 +11,7 @@ import sys
 from . import __version__
 from .config import Settings
 from .logs import configure_logging
+from .workers import default_worker_count
 from .diagnostics import ERROR
 from .sources.manifests import ManifestDirectory
 from .translate import translate
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-per-undefined-host", action="store_true",
                        help="count requests for hosts no Ingress defines under their own label")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--workers", type=int, default=0, metavar="N",
+                       help="data-plane processes sharing the ports (default: the number of CPUs; "
+                            "1 serves from a single process)")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                        help="one line per request (and per closed websocket) on stdout (default: on)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -135,7 +139,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         manifests=args.manifests, listen=args.listen, http_port=args.http_port, https_port=args.https_port,
         metrics_port=args.metrics_port, settings=_settings(args), hsts=args.hsts,
         metrics_per_undefined_host=args.metrics_per_undefined_host,
-        access_log=args.access_log, log_format=args.log_format,
+        access_log=args.access_log, log_format=args.log_format, log_level=args.log_level,
+        workers=args.workers or default_worker_count(),
     )
     try:
         import uvloop

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from . import __version__
-from .dataplane.server import DataPlane
+from .dataplane.stats import Counters
 
 PREFIX = "nginx_ingress_controller_"
 REQUEST_LABELS = ("namespace", "ingress", "service", "host", "path")
@@ -45,28 +46,21 @@ def _gauge(name: str, documentation: str, value: float, labels: dict | None = No
     return family
 
 
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 class DataPlaneCollector:
-    """Request, connection and upstream metrics from a data plane's counters."""
+    """Request, connection and upstream metrics from data plane counters (one plane, or the sum of
+    all worker processes' planes)."""
 
-    def __init__(self, plane: DataPlane, constant: dict[str, str], per_undefined_host: bool = False):
-        self.plane = plane
+    def __init__(self, counters: Callable[[], Counters], constant: dict[str, str], per_undefined_host: bool = False):
+        self.counters = counters
         self.constant = constant
         self.per_undefined_host = per_undefined_host
 
     def collect(self):
-        plane = self.plane
+        counters = self.counters()
         constant = self.constant
         requests = Metric(PREFIX + "requests", "The total number of client requests", "counter")
         per_route = []
-        for (labels, method, status), stats in list(plane.stats.items()):
+        for (labels, method, status), stats in counters.stats.items():
             if not labels[1] and not self.per_undefined_host:
                 continue  # requests no Ingress defines, as ingress-nginx leaves them out
             sample = dict(zip(REQUEST_LABELS, labels))
@@ -82,50 +76,41 @@ class DataPlaneCollector:
             ("request_size", "request_size", "The request length (including headers and body)"),
             ("response_size", "response_size", "The response length (including headers and body)"),
         ):
+            # Upstream timings exist only for proxied requests: no empty series for local answers.
+            always = attribute in ("duration", "request_size", "response_size")
             yield _histogram(PREFIX + name, documentation,
                              ((sample, getattr(stats, attribute)) for sample, stats in per_route
-                              if attribute in ("duration", "request_size", "response_size")
-                              or getattr(stats, attribute).sum or any(getattr(stats, attribute).counts)))
+                              if always or any(getattr(stats, attribute).counts)))
 
-        reading = writing = waiting = 0
-        for conn in list(plane.connections):
-            if conn.active is not None or conn.tunnel is not None:
-                writing += 1
-            elif conn.cur is not None:
-                reading += 1
-            else:
-                waiting += 1
         connections = Metric(PREFIX + "nginx_process_connections", "current number of client connections with state",
                              "gauge")
-        for state, value in (("active", reading + writing + waiting), ("reading", reading), ("writing", writing),
-                             ("waiting", waiting)):
-            connections.add_sample(connections.name, dict(constant, state=state), value)
+        for state in ("active", "reading", "writing", "waiting"):
+            connections.add_sample(connections.name, dict(constant, state=state), getattr(counters, state))
         yield connections
-        accepted = Metric(PREFIX + "nginx_process_connections_total", "total number of connections with state",
-                          "counter")
+        # prometheus_client names counter families without "_total" and adds it back on exposition.
+        accepted = Metric(PREFIX + "nginx_process_connections", "total number of connections with state", "counter")
         for state in ("accepted", "handled"):
             accepted.add_sample(PREFIX + "nginx_process_connections_total", dict(constant, state=state),
-                                plane.accepted)
+                                counters.accepted)
         yield accepted
-        total = Metric(PREFIX + "nginx_process_requests_total", "total number of client requests", "counter")
+        total = Metric(PREFIX + "nginx_process_requests", "total number of client requests", "counter")
         total.add_sample(PREFIX + "nginx_process_requests_total", constant,
-                         sum(stats.count for stats in list(plane.stats.values())))
+                         sum(stats.count for stats in counters.stats.values()))
         yield total
         yield _gauge(PREFIX + "nginx_process_resident_memory_bytes", "number of bytes of memory in use",
-                     _rss_bytes(), constant)
-        cpu = Metric(PREFIX + "nginx_process_cpu_seconds_total", "Cpu usage in seconds", "counter")
-        times = os.times()
-        cpu.add_sample(PREFIX + "nginx_process_cpu_seconds_total", constant, times.user + times.system)
+                     counters.rss, constant)
+        cpu = Metric(PREFIX + "nginx_process_cpu_seconds", "Cpu usage in seconds", "counter")
+        cpu.add_sample(PREFIX + "nginx_process_cpu_seconds_total", constant, counters.cpu)
         yield cpu
 
-        yield _gauge("ingressd_upgraded_connections", "Open upgraded (websocket) connections", plane.upgraded)
+        yield _gauge("ingressd_upgraded_connections", "Open upgraded (websocket) connections", counters.upgraded)
         yield _histogram("ingressd_upgraded_connection_duration_seconds", "Lifetime of closed upgraded connections",
-                         [({}, plane.upgraded_lifetimes)])
+                         [({}, counters.upgraded_lifetimes)])
         yield _gauge("ingressd_upstream_idle_connections", "Idle keep-alive connections to upstreams",
-                     plane.pool.count())
+                     counters.idle_upstream)
         upstream = Metric("ingressd_upstream_connections", "Upstream connections used for requests", "counter")
-        upstream.add_sample("ingressd_upstream_connections_total", {"result": "new"}, plane.upstream_new)
-        upstream.add_sample("ingressd_upstream_connections_total", {"result": "reused"}, plane.upstream_reused)
+        upstream.add_sample("ingressd_upstream_connections_total", {"result": "new"}, counters.upstream_new)
+        upstream.add_sample("ingressd_upstream_connections_total", {"result": "reused"}, counters.upstream_reused)
         yield upstream
         yield _gauge(PREFIX + "build_info", "ingressd build information", 1,
                      dict(constant, release=__version__, build="ingressd", repository="ingressd"))
@@ -190,13 +175,13 @@ class ControllerCollector:
         yield rejected
 
 
-def make_registry(plane: DataPlane, ingress_class: str, per_undefined_host: bool = False,
+def make_registry(counters: Callable[[], Counters], ingress_class: str, per_undefined_host: bool = False,
                   controller=None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     constant = controller_labels(ingress_class)
-    registry.register(DataPlaneCollector(plane, constant, per_undefined_host))
+    registry.register(DataPlaneCollector(counters, constant, per_undefined_host))
     if controller is not None:
         registry.register(ControllerCollector(controller, constant))
     return registry

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,9 +205,7 @@ def meta_of(doc: dict, kind: str, origin: str | None, *, namespaced: bool = True
         namespace = _string(metadata.get("namespace"), "metadata.namespace") or DEFAULT_NAMESPACE
         if len(namespace) > 63 or not _PORT_NAME_RE.match(namespace):
             raise InvalidObject(f"metadata.namespace {namespace!r} is not a valid namespace")
-    created = metadata.get("creationTimestamp") or ""
-    if not isinstance(created, str):  # YAML may decode an unquoted timestamp as datetime
-        created = created.isoformat() if hasattr(created, "isoformat") else str(created)
+    created = _timestamp(metadata.get("creationTimestamp"))
     return Meta(
         kind=kind,
         namespace=namespace,
@@ -216,6 +215,24 @@ def meta_of(doc: dict, kind: str, origin: str | None, *, namespaced: bool = True
         annotations=_string_map(metadata.get("annotations"), "metadata.annotations"),
         labels=_string_map(metadata.get("labels"), "metadata.labels"),
     )
+
+
+def _timestamp(value: Any) -> str:
+    """creationTimestamp as a UTC string that sorts as time does ("" when absent: oldest)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError:
+            raise InvalidObject(f"metadata.creationTimestamp {value!r} is not an RFC 3339 time") from None
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        value = datetime.datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime.datetime):  # YAML decodes unquoted timestamps itself
+        raise InvalidObject(f"metadata.creationTimestamp {value!r} is not an RFC 3339 time")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # the API's precision
 
 
 def normalize_host(host: str, where: str) -> str:
@@ -392,7 +409,7 @@ def _secret_value(data: dict, string_data: dict, key: str) -> bytes | None:
         if not isinstance(value, str):
             raise InvalidObject(f"data[{key!r}] must be a base64 string")
         try:
-            return base64.b64decode(value.encode(), validate=True)
+            return base64.b64decode("".join(value.split()).encode(), validate=True)  # line-wrapped is fine
         except (binascii.Error, ValueError):
             raise InvalidObject(f"data[{key!r}] is not valid base64") from None
     return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .annotations import DEFAULT_OPTIONS, parse_route_options
+from .annotations import DEFAULT_OPTIONS, RouteOptions, parse_route_options
 from .certs import Certificate, load_certificate
 from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
@@ -162,7 +162,7 @@ class _Translation:
         for ingress in ingresses:
             opts = options[ingress.meta.key]
             for rule in ingress.rules:
-                host_routes = self.host_routes(table, rule.host, tls_hosts)
+                host_routes = self.host_routes(table, rule.host, tls_hosts, opts)
                 for path in rule.paths:
                     is_prefix = path.path_type != "Exact"
                     key = path.path.rstrip("/") if is_prefix else path.path
@@ -200,7 +200,9 @@ class _Translation:
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans))
 
-    def host_routes(self, table: RouteTable, host: str, tls_hosts: set[str]) -> HostRoutes:
+    def host_routes(self, table: RouteTable, host: str, tls_hosts: set[str], opts: RouteOptions) -> HostRoutes:
+        """A host's routes; the first (oldest) Ingress naming the host sets its fallback's redirect,
+        as its annotations shape ingress-nginx's implicit "/" location for the host."""
         if not host:
             if table.any_host is None:
                 table.any_host = HostRoutes(fallback=table.default)
@@ -210,7 +212,7 @@ class _Translation:
         routes = store.get(name)
         if routes is None:
             fallback = table.default
-            if _has_tls(host, tls_hosts):  # ingress-nginx's implicit "/" location of a TLS server redirects too
+            if (_has_tls(host, tls_hosts) and opts.ssl_redirect) or opts.force_ssl_redirect:
                 fallback = Route(fallback.host, fallback.path, fallback.path_type, fallback.namespace,
                                  fallback.ingress, fallback.backend, fallback.options, True, fallback.labels)
             routes = store[name] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))

@@ -15,6 +15,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections import deque
@@ -70,7 +71,13 @@ def parse_host(raw: bytes) -> str | None:
         text = raw.decode("latin-1").strip().lower()
         if text.startswith("["):  # IPv6 literal
             end = text.find("]")
-            host = text[:end + 1] if end > 0 and (end + 1 == len(text) or text[end + 1] == ":") else None
+            rest = text[end + 1:]
+            host = text[:end + 1] if end > 0 and (not rest or (rest[0] == ":" and rest[1:].isdigit())) else None
+            if host is not None:
+                try:
+                    ipaddress.IPv6Address(host[1:-1])
+                except ValueError:
+                    host = None
         else:
             name, colon, port = text.partition(":")
             host = name.rstrip(".")
@@ -599,6 +606,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if exchange.body_mode == CHUNKED_BODY:
             exchange.send_upstream(b"0\r\n\r\n")
+        if exchange.upstream is not None:
+            exchange.upstream.request_sent()
         if exchange.response_done and exchange is self.active:
             self.finish(exchange)
 

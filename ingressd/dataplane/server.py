@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from time import monotonic
@@ -16,7 +17,7 @@ from time import monotonic
 from ..config import Config
 from ..routing import RouteTable
 from .http import ClientConnection, Exchange
-from .stats import LIFETIME_BUCKETS, AccessLog, Histogram, RequestStats
+from .stats import LIFETIME_BUCKETS, AccessLog, Counters, Histogram, RequestStats, rss_bytes
 from .tls import TLSContexts
 from .upstream import IDLE_TIMEOUT, UpstreamConnection, UpstreamPool
 
@@ -79,12 +80,13 @@ class DataPlane:
 
     # --- listening -----------------------------------------------------------------------------
 
-    async def listen(self, host: str | None, http_port: int, https_port: int) -> None:
+    async def listen(self, host: str | None, http_port: int, https_port: int, reuse_port: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for scheme, port in (("http", http_port), ("https", https_port)):
             listener = make_listener(scheme, port, self.hsts)
             server = await loop.create_server(
                 lambda listener=listener: self._accept(listener), host, port, backlog=2048, reuse_address=True,
+                reuse_port=reuse_port or None,
                 ssl=self.tls.listener_context if listener.tls else None,
             )
             self._servers.append(server)
@@ -201,6 +203,32 @@ class DataPlane:
             "ingress": route.ingress or "-",
             "service": route.service or "-",
         })
+
+    def counters(self) -> Counters:
+        """A copy of this plane's counters, for metrics (and for adding up across workers)."""
+        counters = Counters()
+        for conn in list(self.connections):
+            if conn.active is not None or conn.tunnel is not None:
+                counters.writing += 1
+            elif conn.cur is not None:
+                counters.reading += 1
+            else:
+                counters.waiting += 1
+        counters.stats = dict(self.stats)
+        counters.accepted = self.accepted
+        counters.upgraded = self.upgraded
+        counters.upgraded_lifetimes = self.upgraded_lifetimes
+        counters.idle_upstream = self.pool.count()
+        counters.upstream_new = self.upstream_new
+        counters.upstream_reused = self.upstream_reused
+        counters.rss = rss_bytes()
+        times = os.times()
+        counters.cpu = times.user + times.system
+        return counters
+
+    async def gather_counters(self) -> Counters:
+        """Same as ``counters``; the shape the control plane also uses for worker processes."""
+        return self.counters()
 
     def tunnel_opened(self) -> None:
         self.upgraded += 1

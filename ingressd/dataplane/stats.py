@@ -109,3 +109,50 @@ class AccessLog:
                 os.write(self.fd, ("\n".join(chunk) + "\n").encode("utf-8", "backslashreplace"))
         except (BlockingIOError, BrokenPipeError, OSError):
             pass  # a stuck or closed stdout must never stop serving
+
+
+def _merge_histogram(into: Histogram, other: Histogram) -> None:
+    into.counts = [a + b for a, b in zip(into.counts, other.counts)]
+    into.sum += other.sum
+
+
+def merge_request_stats(into: RequestStats, other: RequestStats) -> None:
+    into.count += other.count
+    for name in ("duration", "response", "header", "connect", "request_size", "response_size"):
+        _merge_histogram(getattr(into, name), getattr(other, name))
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Counters:
+    """One data plane's counters at one moment: picklable, and added up across worker processes."""
+
+    def __init__(self) -> None:
+        self.stats: dict[tuple, RequestStats] = {}
+        self.reading = self.writing = self.waiting = 0
+        self.accepted = self.upgraded = self.idle_upstream = self.upstream_new = self.upstream_reused = 0
+        self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
+        self.rss = 0
+        self.cpu = 0.0
+
+    @property
+    def active(self) -> int:
+        return self.reading + self.writing + self.waiting
+
+    def add(self, other: Counters) -> Counters:
+        for key, stats in other.stats.items():
+            mine = self.stats.get(key)
+            if mine is None:
+                mine = self.stats[key] = RequestStats()
+            merge_request_stats(mine, stats)
+        for name in ("reading", "writing", "waiting", "accepted", "upgraded", "idle_upstream", "upstream_new",
+                     "upstream_reused", "rss", "cpu"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        _merge_histogram(self.upgraded_lifetimes, other.upgraded_lifetimes)
+        return self

@@ -38,7 +38,7 @@ _RESPONSE_HEADERS = {
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("plane", "endpoint", "transport", "parser", "exchange", "headers", "reason", "interim",
-                 "deadline", "requests", "fresh_parser", "tunnel", "closed", "read_timeout")
+                 "deadline", "requests", "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout")
 
     def __init__(self, plane: DataPlane, endpoint: tuple[str, int]):
         self.plane = plane
@@ -54,7 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.fresh_parser = False
         self.tunnel = None
         self.closed = False
-        self.read_timeout = 60.0
+        self.read_timeout = self.send_timeout = 60.0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -74,8 +74,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser = HttpResponseParser(self)
             self.fresh_parser = False
         options = exchange.route.options
-        self.read_timeout = max(options.read_timeout, options.send_timeout)
-        self.deadline = self.plane.now + self.read_timeout
+        self.read_timeout = options.read_timeout
+        self.send_timeout = options.send_timeout
+        # proxy-send-timeout runs between writes while the body streams, proxy-read-timeout after.
+        self.deadline = self.plane.now + (self.read_timeout if exchange.request_done else self.send_timeout)
         pending = exchange.take_pending()
         if pending:
             self.transport.writelines((exchange.head, *pending))
@@ -84,6 +86,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
+        self.deadline = self.plane.now + self.send_timeout
+
+    def request_sent(self) -> None:
+        """The whole request is written: from now on the upstream has read-timeout to answer."""
         self.deadline = self.plane.now + self.read_timeout
 
     def abandon(self) -> None:
@@ -101,8 +107,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.close()
         if exchange is not None:
-            exchange.fail(504, f"upstream {exchange.route.backend.name} did not answer within "
-                               f"{self.read_timeout:g}s")
+            limit = self.read_timeout if exchange.request_done else self.send_timeout
+            exchange.fail(504, f"upstream {exchange.route.backend.name} did not answer within {limit:g}s")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -140,7 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange is None:
             self.close()  # bytes nobody asked for: the connection is not reusable
             return
-        self.deadline = self.plane.now + self.read_timeout
+        self.deadline = self.plane.now + (self.read_timeout if exchange.request_done else self.send_timeout)
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -30,6 +31,7 @@ log = logging.getLogger("ingressd.manifests")
 EXTENSIONS = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 64 << 20
 POLL_INTERVAL = 0.25
+RECENT_SECONDS = 2.0
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -37,6 +39,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 @dataclass
 class _FileState:
     signature: tuple[int, int, int]
+    digest: bytes
     objects: list[KubeObject] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -47,6 +50,14 @@ def _signature(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _digest(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read(MAX_FILE_BYTES + 1)).digest()
+    except OSError:
+        return b""
 
 
 def _decode(path: str, data: bytes) -> list:
@@ -123,10 +134,17 @@ class ManifestDirectory:
                 continue
             seen.add(path)
             state = self._files.get(path)
+            digest = b""
             if state is not None and state.signature == signature:
-                continue
+                # Same size and timestamp can still hide a rewrite on filesystems with coarse
+                # timestamps: compare contents while a file is fresh.
+                if time.time() - signature[0] / 1e9 > RECENT_SECONDS:
+                    continue
+                digest = _digest(path)
+                if digest == state.digest:
+                    continue
             objects, diagnostics = parse_file(path, state.objects if state else None)
-            self._files[path] = _FileState(signature, objects, diagnostics)
+            self._files[path] = _FileState(signature, digest or _digest(path), objects, diagnostics)
             for diagnostic in diagnostics:
                 log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,
                         extra={"object": diagnostic.object, "file": diagnostic.origin, "event": "rejected"})

@@ -1,0 +1,70 @@
+"""The body of one data-plane worker process (see ``workers.py`` for the protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+from multiprocessing.connection import Connection
+
+from .dataplane.server import DataPlane
+from .dataplane.stats import AccessLog
+from .logs import configure_logging
+
+log = logging.getLogger("ingressd.worker")
+
+
+def run_worker(conn: Connection, options, index: int, initial: bytes | None = None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the control plane decides when workers stop
+    configure_logging(options.log_level, options.log_format)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    try:
+        runner(_serve(conn, options, index, initial))
+    except Exception as error:  # report, so that the control plane can say why
+        try:
+            conn.send(("failed", f"worker {index}: {error}"))
+        except OSError:
+            pass
+        raise SystemExit(1)
+
+
+async def _serve(conn: Connection, options, index: int, initial: bytes | None) -> None:
+    loop = asyncio.get_running_loop()
+    plane = DataPlane(https_port=options.https_port, hsts=options.hsts,
+                      access_log=AccessLog(options.log_format) if options.access_log else None)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def on_message() -> None:
+        try:
+            handle(pickle.loads(conn.recv_bytes()))
+        except (EOFError, OSError):
+            stop.set()  # the control plane is gone: so are we
+
+    def handle(message: tuple) -> None:
+        kind = message[0]
+        if kind == "config":
+            plane.apply(message[2])
+            conn.send(("applied", message[1]))
+        elif kind == "challenges":
+            plane.set_challenges(message[1])
+        elif kind == "counters":
+            conn.send(("counters", message[1], plane.counters()))
+        elif kind == "stop":
+            stop.set()
+
+    if initial is not None:
+        handle(pickle.loads(initial))
+    loop.add_reader(conn.fileno(), on_message)
+    conn.send(("started", os.getpid()))
+    await plane.listen(options.listen, options.http_port, options.https_port, reuse_port=True)
+    conn.send(("listening", os.getpid()))
+    await stop.wait()
+    loop.remove_reader(conn.fileno())
+    await plane.close()

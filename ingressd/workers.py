@@ -1,0 +1,239 @@
+"""Data-plane worker processes, and the control plane's handle on them.
+
+With ``--workers N`` (N > 1) the control plane (source, translator, certificates, metrics port)
+runs in the main process and N worker processes serve traffic. Each worker binds the public ports
+with SO_REUSEPORT, so the kernel spreads connections over them, and receives every configuration
+and set of ACME challenges over a pipe. A worker that dies is started again with the current
+configuration; its open connections die with it, the others' do not.
+
+Messages are pickled tuples: to a worker ``("config", generation, Config)``, ``("challenges",
+dict)``, ``("counters", request_id)``, ``("stop",)``; from a worker ``("started", pid)``,
+``("applied", generation)``, ``("counters", request_id, Counters)``, ``("failed", reason)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from itertools import count
+from multiprocessing.connection import Connection
+
+from .config import Config
+from .dataplane.stats import Counters
+
+log = logging.getLogger("ingressd.workers")
+
+RESTART_BACKOFF_MAX = 10.0
+COUNTERS_TIMEOUT = 2.0
+
+
+class Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.process: multiprocessing.Process | None = None
+        self.conn: Connection | None = None
+        self.pid = 0
+        self.applied = -1  # the last configuration generation it confirmed
+        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.sender: asyncio.Task | None = None
+        self.failures = 0
+        self.started_at = 0.0
+        self.listening = False
+
+
+class WorkerPool:
+    """Same surface as ``DataPlane`` for the control plane: apply, set_challenges, counters, ready."""
+
+    def __init__(self, options, count_: int):
+        self.options = options
+        self.workers = [Worker(i) for i in range(count_)]
+        self.config: Config | None = None
+        self.generation = 0
+        self.challenges: dict[str, bytes] = {}
+        self._payload: bytes | None = None
+        self._requests = count()
+        self._pending: dict[int, tuple[asyncio.Future, list[Counters]]] = {}
+        self._closing = False
+        self._context = multiprocessing.get_context("spawn")
+        self._first_start: asyncio.Future | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker; raises OSError when they cannot listen (e.g. a port in use)."""
+        loop = asyncio.get_running_loop()
+        self._first_start = loop.create_future()
+        for worker in self.workers:
+            self._spawn(worker)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._first_start), 30)
+        except asyncio.TimeoutError:
+            raise OSError("workers did not start within 30 s") from None
+
+    def _spawn(self, worker: Worker) -> None:
+        from .worker import run_worker
+
+        loop = asyncio.get_running_loop()
+        parent, child = self._context.Pipe()
+        # The current configuration travels with the process, so that it serves it from its first
+        # connection on; later ones come over the pipe.
+        process = self._context.Process(target=run_worker, args=(child, self.options, worker.index, self._payload),
+                                        name=f"ingressd-worker-{worker.index}", daemon=True)
+        process.start()
+        child.close()
+        worker.process, worker.conn, worker.pid = process, parent, process.pid
+        worker.applied = -1
+        worker.started_at = time.monotonic()
+        worker.outbox = asyncio.Queue()
+        worker.sender = loop.create_task(self._send_loop(worker))
+        loop.add_reader(parent.fileno(), self._on_message, worker)
+        loop.add_reader(process.sentinel, self._on_exit, worker)
+        if self.challenges:
+            worker.outbox.put_nowait(pickle.dumps(("challenges", self.challenges)))
+
+    async def _send_loop(self, worker: Worker) -> None:
+        loop = asyncio.get_running_loop()
+        conn = worker.conn
+        while True:
+            data = await worker.outbox.get()
+            try:  # a large configuration may not fit in the pipe: never block the control loop
+                await loop.run_in_executor(None, conn.send_bytes, data)
+            except (OSError, ValueError):
+                return  # the worker is gone; _on_exit restarts it
+
+    def _on_message(self, worker: Worker) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
+            return
+        kind = message[0]
+        if kind == "started":
+            log.info("worker %d started (pid %d)", worker.index, message[1])
+        elif kind == "listening":
+            worker.listening = True
+            if self._first_start is not None and not self._first_start.done() and all(
+                    getattr(w, "listening", False) for w in self.workers):
+                self._first_start.set_result(None)
+        elif kind == "applied":
+            worker.applied = message[1]
+            if time.monotonic() - worker.started_at > 10:
+                worker.failures = 0  # it has been up a while: forget earlier crashes
+        elif kind == "counters":
+            pending = self._pending.get(message[1])
+            if pending is not None:
+                future, results = pending
+                results.append(message[2])
+                if len(results) >= sum(1 for w in self.workers if w.applied >= 0) and not future.done():
+                    future.set_result(None)
+        elif kind == "failed":
+            log.error("worker %d cannot serve: %s", worker.index, message[1])
+            if self._first_start is not None and not self._first_start.done():
+                self._first_start.set_exception(OSError(message[1]))
+
+    def _on_exit(self, worker: Worker) -> None:
+        loop = asyncio.get_running_loop()
+        process = worker.process
+        loop.remove_reader(process.sentinel)
+        try:
+            loop.remove_reader(worker.conn.fileno())
+        except (OSError, ValueError):
+            pass
+        if worker.sender is not None:
+            worker.sender.cancel()
+        worker.conn.close()
+        process.join(0)
+        worker.pid = 0
+        worker.listening = False
+        if self._closing:
+            return
+        if self._first_start is not None and not self._first_start.done():
+            self._first_start.set_exception(OSError(f"worker {worker.index} exited with {process.exitcode}"))
+            return
+        worker.failures += 1
+        delay = min(RESTART_BACKOFF_MAX, 0.1 * 2 ** (worker.failures - 1))
+        log.error("worker %d (pid %d) exited with %s; restarting in %.1f s", worker.index, process.pid,
+                  process.exitcode, delay)
+        loop.call_later(delay, self._restart, worker)
+
+    def _restart(self, worker: Worker) -> None:
+        if not self._closing:
+            self._spawn(worker)
+
+    async def close(self) -> None:
+        self._closing = True
+        for worker in self.workers:
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.terminate()
+        deadline = time.monotonic() + 10
+        for worker in self.workers:
+            if worker.process is not None:
+                while worker.process.is_alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if worker.process.is_alive():
+                    worker.process.kill()
+
+    # --- the DataPlane surface -------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.generation > 0 and all(w.applied >= 1 for w in self.workers if w.pid)
+
+    def apply(self, config: Config) -> None:
+        self.generation += 1
+        self.config = config
+        self._payload = pickle.dumps(("config", self.generation, config), protocol=pickle.HIGHEST_PROTOCOL)
+        for worker in self.workers:
+            if worker.pid:
+                worker.outbox.put_nowait(self._payload)
+
+    def set_challenges(self, challenges: dict[str, bytes]) -> None:
+        self.challenges = dict(challenges)
+        payload = pickle.dumps(("challenges", self.challenges))
+        for worker in self.workers:
+            if worker.pid:
+                worker.outbox.put_nowait(payload)
+
+    async def gather_counters(self) -> Counters:
+        """Every live worker's counters, added up (workers that do not answer in time are skipped)."""
+        loop = asyncio.get_running_loop()
+        request = next(self._requests)
+        future = loop.create_future()
+        results: list[Counters] = []
+        self._pending[request] = (future, results)
+        payload = pickle.dumps(("counters", request))
+        asked = 0
+        for worker in self.workers:
+            if worker.pid and worker.applied >= 0:
+                worker.outbox.put_nowait(payload)
+                asked += 1
+        try:
+            if asked:
+                await asyncio.wait_for(future, COUNTERS_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("only %d of %d workers reported counters in time", len(results), asked)
+        finally:
+            del self._pending[request]
+        total = Counters()
+        for counters in results:
+            total.add(counters)
+        return total
+
+
+def default_worker_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def ignore_interrupts() -> None:
+    """Workers stop when the control plane tells them (or dies), not on the terminal's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
