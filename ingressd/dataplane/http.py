@@ -162,23 +162,28 @@ class Exchange:
 
     # --- response side (called by the upstream connection) ------------------------------------
 
+    # Response bytes are collected in ``conn.out`` while one upstream read is parsed, and written
+    # with one call after it (``UpstreamConnection.data_received``): head and body of a small
+    # response leave in a single send.
+
     def response_head(self, head: bytes, status: int) -> None:
         self.response_started = True
         self.status = status
         self.sent += len(head)
-        self.conn.transport.write(head)
+        self.conn.out.append(head)
 
     def response_body(self, data: bytes) -> None:
         self.sent += len(data)
-        transport = self.conn.transport
         if self.chunked_out:
-            transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            self.conn.out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            transport.write(data)
+            self.conn.out.append(data)
 
     def response_complete(self) -> None:
+        conn = self.conn
         if self.chunked_out:
-            self.conn.transport.write(b"0\r\n\r\n")
+            conn.out.append(b"0\r\n\r\n")
+        conn.flush()
         self.response_done = True
         self.upstream = None
         if not self.request_done:
@@ -193,6 +198,7 @@ class Exchange:
         if self.aborted:
             return
         if self.response_started:
+            self.conn.flush()
             self.conn.transport.close()
             return
         log.warning("%s %s: %d %s", self.host or "-", self.url.decode("latin-1"), status, detail)
@@ -224,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "plane", "listener", "transport", "parser", "forwarded", "client_ip", "cur", "active", "queue",
         "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
-        "tunnel_at", "tunnel_in", "tunnel_out",
+        "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out",
     )
 
     def __init__(self, plane: DataPlane, listener: Listener):
@@ -247,6 +253,8 @@ class ClientConnection(asyncio.Protocol):
         self.last: Exchange | None = None  # the last request parsed
         self.tunnel_at = 0.0
         self.tunnel_in = self.tunnel_out = 0  # bytes through the tunnel from / to the client
+        self.eof = False  # the client half-closed its side
+        self.out: list[bytes] = []  # response bytes not yet handed to the transport
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -308,7 +316,11 @@ class ClientConnection(asyncio.Protocol):
             upgraded.send_upstream(tail)
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets the response.
+        # A client that half-closes after its request still gets the response, then the close.
+        self.eof = True
+        for exchange in (self.active, *self.queue):
+            if exchange is not None:
+                exchange.keep_alive = False
         return self.active is not None or bool(self.queue)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -341,6 +353,15 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = 0.0 if self.active is not None else self.plane.now + KEEPALIVE_TIMEOUT
 
     # --- flow control and lifecycle --------------------------------------------------------------
+
+    def flush(self) -> None:
+        out = self.out
+        if out:
+            self.out = []
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
 
     def pause(self, reason: int) -> None:
         if not self.paused and not self.closed:
@@ -386,7 +407,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.plane.record(exchange)
         self.active = None
-        if not exchange.keep_alive or self.closed:
+        if not exchange.keep_alive or self.closed or (self.eof and not self.queue):
             self.close()
             return
         if exchange.upgrade and exchange.status == 101:

@@ -27,18 +27,20 @@ log = logging.getLogger("ingressd.upstream")
 IDLE_TIMEOUT = 60.0  # an idle pooled connection is closed after this long
 MAX_IDLE_PER_ENDPOINT = 320  # ingress-nginx's upstream keep-alive
 MAX_REQUESTS_PER_CONNECTION = 10_000
+MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
 
-_DROP, _LENGTH, _STS, _CONNECTION, _UPGRADE = range(1, 6)
+_DROP, _LENGTH, _STS, _CONNECTION, _UPGRADE, _TE = range(1, 7)
 _RESPONSE_HEADERS = {
     b"connection": _CONNECTION, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
-    b"trailer": _DROP, b"transfer-encoding": _DROP, b"upgrade": _UPGRADE, b"content-length": _LENGTH,
+    b"trailer": _DROP, b"transfer-encoding": _TE, b"upgrade": _UPGRADE, b"content-length": _LENGTH,
     b"strict-transport-security": _STS,
 }
 
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("plane", "endpoint", "transport", "parser", "exchange", "headers", "reason", "interim",
-                 "deadline", "requests", "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout")
+                 "deadline", "requests", "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout",
+                 "until_close", "head_bytes")
 
     def __init__(self, plane: DataPlane, endpoint: tuple[str, int]):
         self.plane = plane
@@ -55,6 +57,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = None
         self.closed = False
         self.read_timeout = self.send_timeout = 60.0
+        self.until_close = False  # the response body ends when the upstream closes
+        self.head_bytes = 0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -120,6 +124,9 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None:
             return
+        if self.until_close and exchange.response_started and not exchange.response_done:
+            self.message_complete(exchange)  # a body delimited by the close is now complete
+            return
         self.exchange = None
         exchange.upstream = None
         if exchange.response_done:
@@ -147,6 +154,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: the connection is not reusable
             return
         self.deadline = self.plane.now + (self.read_timeout if exchange.request_done else self.send_timeout)
+        client = exchange.conn
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -159,6 +167,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange = None
             self.close()
             exchange.fail(502, f"upstream {exchange.route.backend.name} sent an invalid response")
+        client.flush()
 
     def pause_writing(self) -> None:
         client = self.tunnel or (self.exchange.conn if self.exchange is not None else None)
@@ -177,10 +186,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > MAX_HEAD_BYTES:
+            raise ValueError("response head too large")
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         headers, self.headers = self.headers, []
+        self.head_bytes = 0
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.interim = True
@@ -192,7 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.upstream_header = monotonic()
         exchange.upstream_status = status
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
-        length = has_sts = False
+        length = has_sts = chunked = False
         upgrade = None
         for name, value in headers:
             kind = _RESPONSE_HEADERS.get(name.lower())
@@ -206,6 +219,8 @@ class UpstreamConnection(asyncio.Protocol):
                 lines += (name, b": ", value, b"\r\n")
             elif kind == _UPGRADE:
                 upgrade = value
+            elif kind == _TE:
+                chunked = True
         if conn.listener.hsts and not has_sts:
             lines.append(responses.HSTS)
         keep_alive = exchange.keep_alive
@@ -216,6 +231,7 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade or b"websocket", b"\r\n\r\n")
             exchange.response_head(b"".join(lines), status)
+            conn.flush()  # before any tunnelled byte
             self.exchange = None
             self.tunnel = conn
             self.plane.timed.discard(self)
@@ -225,7 +241,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if exchange.upgrade:  # the upstream refused the upgrade: no way back to HTTP on either side
             keep_alive = exchange.keep_alive = False
-        if not (exchange.is_head or status == 204 or status == 304 or length):
+        has_body = not (exchange.is_head or status == 204 or status == 304)
+        self.until_close = has_body and not length and not chunked
+        if has_body and not length:
             if exchange.http10:
                 keep_alive = exchange.keep_alive = False  # the end of the body is the end of the connection
             else:  # re-frame: the client gets chunks whatever framing the upstream used
@@ -258,7 +276,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def message_complete(self, exchange: Exchange) -> None:
         self.exchange = None
-        reusable = (exchange.request_done and self.parser.should_keep_alive()
+        reusable = (exchange.request_done and not self.until_close and self.parser.should_keep_alive()
                     and self.requests < MAX_REQUESTS_PER_CONNECTION and not exchange.upgrade)
         exchange.response_complete()
         if reusable and not self.closed:
