@@ -153,8 +153,8 @@ class ControllerCollector:
             hosts += [("*." + suffix, cert) for suffix, cert in config.wildcard_certificates.items()]
             for host, cert in hosts:
                 namespace, _, secret = cert.source.partition("/")
-                labels = {"namespace": namespace, "class": constant["controller_class"], "host": host,
-                          "secret_name": secret, "identifier": cert.serial}
+                labels = dict(constant, namespace=namespace, host=host, secret_name=secret, identifier=cert.serial,
+                              **{"class": constant["controller_class"]})
                 expire.add_sample(expire.name, labels, cert.not_after.timestamp())
                 info.add_sample(info.name, dict(labels, issuer_organization=cert.issuer_organization,
                                                 issuer_common_name=cert.issuer_common_name,

@@ -173,7 +173,10 @@
 
   function renderCertificates(data, now) {
     var rows = data.certificates.map(function (c) {
-      var state = [el("span", {cls: "badge " + (c.last_error ? "error" : "ok"), text: c.state || "in use"})];
+      var label = c.state || "in use";
+      var kind = c.last_error || /error|fail/i.test(label) ? "error" :
+                 /^(ready|in use|default|issued|valid)$/i.test(label) ? "ok" : "warning";
+      var state = [el("span", {cls: "badge " + kind, text: label})];
       if (c.last_error) { state.push(el("div", {cls: "bad small", text: c.last_error})); }
       return el("tr", null, [
         td(el("code", {text: c.secret})),

@@ -104,16 +104,6 @@ def test_longer_prefix_beats_shorter_exact_that_does_not_match():
     assert served_by(config, "foo.com", "/a") == "exact-a"
 
 
-@pytest.mark.parametrize("request_path, expected", [
-    ("/exact?x=1", "exact"),
-    ("/exact?", "exact"),
-    ("/foo?q=/foo/bar", "foo-prefix"),
-    ("/?a=/foo", "root"),
-])
-def test_query_string_does_not_take_part(paths_config, request_path, expected):
-    assert served_by(paths_config, "foo.com", request_path) == expected
-
-
 def test_root_prefix_matches_everything():
     config = compile_config(ingress("web", rule("foo.com", path("/", "root"))))
     for p in ("/", "/a", "/a/b/", "/.well-known/x"):
@@ -228,10 +218,6 @@ def test_rules_for_one_host_merge_across_ingresses():
     assert served_by(config, "foo.com", "/a") == "svc-c"  # Exact and Prefix on one path: both kept
     assert lookup(config, "foo.com", "/b").namespace == "other"
     assert not [d for d in config.diagnostics if "already" in d.message]
-
-
-def _conflict(first, second):
-    return compile_config(first, second)
 
 
 def test_conflict_oldest_creation_timestamp_wins_and_warns_naming_both():
