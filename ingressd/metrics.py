@@ -50,10 +50,9 @@ class DataPlaneCollector:
     """Request, connection and upstream metrics from data plane counters (one plane, or the sum of
     all worker processes' planes)."""
 
-    def __init__(self, counters: Callable[[], Counters], constant: dict[str, str], per_undefined_host: bool = False):
+    def __init__(self, counters: Callable[[], Counters], constant: dict[str, str]):
         self.counters = counters
         self.constant = constant
-        self.per_undefined_host = per_undefined_host
 
     def collect(self):
         counters = self.counters()
@@ -61,8 +60,6 @@ class DataPlaneCollector:
         requests = Metric(PREFIX + "requests", "The total number of client requests", "counter")
         per_route = []
         for (labels, method, status), stats in counters.stats.items():
-            if not labels[1] and not self.per_undefined_host:
-                continue  # requests no Ingress defines, as ingress-nginx leaves them out
             sample = dict(zip(REQUEST_LABELS, labels))
             sample.update(constant, method=method.decode("latin-1"), status=str(status), canary="")
             requests.add_sample(PREFIX + "requests", sample, stats.count)
@@ -175,13 +172,12 @@ class ControllerCollector:
         yield rejected
 
 
-def make_registry(counters: Callable[[], Counters], ingress_class: str, per_undefined_host: bool = False,
-                  controller=None) -> CollectorRegistry:
+def make_registry(counters: Callable[[], Counters], ingress_class: str, controller=None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     constant = controller_labels(ingress_class)
-    registry.register(DataPlaneCollector(counters, constant, per_undefined_host))
+    registry.register(DataPlaneCollector(counters, constant))
     if controller is not None:
         registry.register(ControllerCollector(controller, constant))
     return registry

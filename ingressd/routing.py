@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from .annotations import DEFAULT_OPTIONS, RouteOptions
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+UNDEFINED_HOST = "_"  # the host label of requests for hosts no Ingress defines (nginx's catch-all name)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -15,7 +15,7 @@ from .certs import Certificate, load_certificate
 from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .objects import (BackendRef, EndpointSlice, Ingress, IngressClass, KubeObject, Service, TLSSecret)
-from .routing import Backend, HostRoutes, Route, RouteTable
+from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
 
 
 class _Index:
@@ -211,10 +211,11 @@ class _Translation:
         name = host[2:] if host.startswith("*.") else host
         routes = store.get(name)
         if routes is None:
-            fallback = table.default
-            if (_has_tls(host, tls_hosts) and opts.ssl_redirect) or opts.force_ssl_redirect:
-                fallback = Route(fallback.host, fallback.path, fallback.path_type, fallback.namespace,
-                                 fallback.ingress, fallback.backend, fallback.options, True, fallback.labels)
+            # A defined host's unmatched paths: the default backend, counted under the host.
+            default = table.default
+            redirect = (_has_tls(host, tls_hosts) and opts.ssl_redirect) or opts.force_ssl_redirect
+            fallback = Route(host, default.path, default.path_type, default.namespace, default.ingress,
+                             default.backend, default.options, redirect, (*default.labels[:3], host, ""))
             routes = store[name] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
         return routes
 
@@ -223,11 +224,11 @@ class _Translation:
             if ingress.default_backend is not None:
                 backend = self.backend(ingress.meta.namespace, ingress.default_backend, ingress)
                 return Route("", "", "Default", ingress.meta.namespace, ingress.meta.name, backend,
-                             labels=(ingress.meta.namespace, ingress.meta.name, backend.service, "", ""))
+                             labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""))
         backend = self.default_backend_service()
         if backend is not None:
-            return Route("", "", "Default", backend=backend, labels=("", "", backend.service, "", ""))
-        return Route("", "", "Default", options=DEFAULT_OPTIONS, labels=("", "", "", "", ""))
+            return Route("", "", "Default", backend=backend, labels=("", "", backend.service, UNDEFINED_HOST, ""))
+        return Route("", "", "Default", options=DEFAULT_OPTIONS, labels=("", "", "", UNDEFINED_HOST, ""))
 
     def tls(self, ingresses: list[Ingress]):
         certificates: dict[str, Certificate] = {}

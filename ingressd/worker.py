@@ -10,7 +10,6 @@ import signal
 from multiprocessing.connection import Connection
 
 from .dataplane.server import DataPlane
-from .dataplane.stats import AccessLog
 from .logs import configure_logging
 
 log = logging.getLogger("ingressd.worker")
@@ -36,8 +35,7 @@ def run_worker(conn: Connection, options, index: int, initial: bytes | None = No
 
 async def _serve(conn: Connection, options, index: int, initial: bytes | None) -> None:
     loop = asyncio.get_running_loop()
-    plane = DataPlane(https_port=options.https_port, hsts=options.hsts,
-                      access_log=AccessLog(options.log_format) if options.access_log else None)
+    plane = DataPlane.from_options(options)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 

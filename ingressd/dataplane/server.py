@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from time import monotonic
 
 from ..config import Config
-from ..routing import RouteTable
+from ..routing import UNDEFINED_HOST, RouteTable
 from .http import ClientConnection, Exchange
 from .stats import LIFETIME_BUCKETS, AccessLog, Counters, Histogram, RequestStats, rss_bytes
 from .tls import TLSContexts
@@ -25,6 +25,7 @@ log = logging.getLogger("ingressd.dataplane")
 
 TICK = 0.25  # resolution of every timeout
 MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
+MAX_UNDEFINED_HOSTS = 1000  # distinct host labels kept with --metrics-per-undefined-host
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,8 @@ def make_listener(scheme: str, port: int, hsts: bool) -> Listener:
 
 
 class DataPlane:
-    def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None):
+    def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
+                 per_undefined_host: bool = False):
         self.config = Config(RouteTable())
         self.ready = False
         self.https_port = https_port
@@ -56,6 +58,8 @@ class DataPlane:
         self.tls = TLSContexts()
         self.stats: dict[tuple, RequestStats] = {}  # by (route labels, method, status)
         self.access_log = access_log
+        self.per_undefined_host = per_undefined_host
+        self._undefined_labels: dict[tuple, tuple] = {}
         self.upgraded = 0  # open tunnels
         self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
         self.challenges: dict[str, bytes] = {}  # ACME HTTP-01 token -> key authorization
@@ -65,6 +69,13 @@ class DataPlane:
         self._round_robin: dict = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
+
+    @classmethod
+    def from_options(cls, options) -> DataPlane:
+        """A data plane for ``app.ServeOptions``."""
+        return cls(https_port=options.https_port, hsts=options.hsts,
+                   access_log=AccessLog(options.log_format) if options.access_log else None,
+                   per_undefined_host=options.metrics_per_undefined_host)
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -161,7 +172,10 @@ class DataPlane:
         route = exchange.route
         if route is None:
             return
-        key = (route.labels, exchange.method, exchange.status)
+        labels = route.labels
+        if self.per_undefined_host and labels[3] == UNDEFINED_HOST:
+            labels = self.undefined_host_labels(labels, exchange.host)
+        key = (labels, exchange.method, exchange.status)
         stats = self.stats.get(key)
         if stats is None:
             stats = self.stats[key] = RequestStats()
@@ -177,6 +191,15 @@ class DataPlane:
             stats.response.observe(now - exchange.upstream_start)
         if self.access_log is not None:
             self.log_exchange(exchange, now)
+
+    def undefined_host_labels(self, labels: tuple, host: str) -> tuple:
+        """Labels naming an undefined host (--metrics-per-undefined-host), bounded in number."""
+        cached = self._undefined_labels.get((labels, host))
+        if cached is None:
+            if len(self._undefined_labels) >= MAX_UNDEFINED_HOSTS:
+                return labels  # past the bound, further hosts share the collapsed label
+            cached = self._undefined_labels[(labels, host)] = (*labels[:3], host or UNDEFINED_HOST, labels[4])
+        return cached
 
     def log_exchange(self, exchange: Exchange, now: float) -> None:
         route = exchange.route
