@@ -117,8 +117,7 @@ async def serve(options: ServeOptions) -> None:
     if options.workers > 1:
         plane = WorkerPool(options, options.workers)
     else:
-        plane = DataPlane(https_port=options.https_port, hsts=options.hsts,
-                          access_log=AccessLog(options.log_format) if options.access_log else None)
+        plane = DataPlane.from_options(options)
     controller = Controller(options, plane)
     latest = Counters()
 
@@ -126,8 +125,7 @@ async def serve(options: ServeOptions) -> None:
         nonlocal latest
         latest = await plane.gather_counters()
 
-    registry = make_registry(lambda: latest, options.settings.ingress_classes[0], options.metrics_per_undefined_host,
-                             controller)
+    registry = make_registry(lambda: latest, options.settings.ingress_classes[0], controller)
     admin = await serve_admin(options.listen, options.metrics_port, {
         "/metrics": metrics_handler(registry, refresh_counters),
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
