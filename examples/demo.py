@@ -1,6 +1,9 @@
 """Run the demo: two backends and ingressd serving examples/manifests on loopback.
 
     python examples/demo.py        (Ctrl-C stops everything)
+
+Certificates come from the demo CA (examples/manifests/issuers.yaml) and are kept in
+examples/.state (git-ignored): delete it to see them issued again.
 """
 
 import os
@@ -12,6 +15,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HTTP, HTTPS, METRICS = 8080, 8443, 10254
+STATE = os.path.join(HERE, ".state")
 
 
 def main() -> int:
@@ -22,7 +26,7 @@ def main() -> int:
     processes.append(subprocess.Popen([
         sys.executable, "-m", "ingressd", "serve", "--manifests", os.path.join(HERE, "manifests"),
         "--listen", "127.0.0.1", "--http-port", str(HTTP), "--https-port", str(HTTPS),
-        "--metrics-port", str(METRICS),
+        "--metrics-port", str(METRICS), "--state-dir", STATE,
     ]))
     try:
         deadline = time.monotonic() + 15
@@ -40,13 +44,14 @@ ingressd is serving examples/manifests. Try, from another shell:
 
   curl -i http://plain.localhost:{HTTP}/                        # routed to the echo backend
   curl -i http://demo.localhost:{HTTP}/                         # 308 redirect to HTTPS
-  curl -k https://demo.localhost:{HTTPS}/                       # HTTPS, backend "hello"
-  curl -k https://demo.localhost:{HTTPS}/echo/x?y=1             # HTTPS, backend "echo"
+  curl --cacert examples/demo-ca.crt https://demo.localhost:{HTTPS}/            # HTTPS, backend "hello"
+  curl --cacert examples/demo-ca.crt https://demo.localhost:{HTTPS}/echo/x?y=1  # HTTPS, backend "echo"
   curl -i http://docs.localhost:{HTTP}/some/page?x=1            # 301 to mybinder.readthedocs.io, path kept
   curl -i http://play.localhost:{HTTP}/anything                 # 302 to a fixed URL
   curl -i http://unknown.localhost:{HTTP}/                      # default backend: 404
   curl http://127.0.0.1:{METRICS}/metrics | grep requests       # Prometheus metrics
   ingressd routes --manifests examples/manifests                # the route table
+  ingressd certs --manifests examples/manifests --state-dir examples/.state   # the certificates
 
 Edit a file under examples/manifests and the change applies within a second. Ctrl-C stops.
 """, flush=True)

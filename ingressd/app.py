@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from .admin import metrics_handler, serve_admin
+from .certmanager import CertificateCollector, CertificateManager, CertSettings, register_kinds
 from .config import Config, Settings, Snapshot
 from .dataplane.server import DataPlane
 from .dataplane.stats import AccessLog, Counters, Histogram
@@ -40,6 +41,7 @@ class ServeOptions:
     log_format: str = "text"
     log_level: str = "info"
     workers: int = 1  # data-plane processes; 1 serves from the control plane's own process
+    certificates: CertSettings = CertSettings()  # --state-dir, --default-issuer, --acme-*
 
 
 class Controller:
@@ -48,7 +50,10 @@ class Controller:
     def __init__(self, options: ServeOptions, plane: DataPlane):
         self.options = options
         self.plane = plane
-        self.source = ManifestDirectory(options.manifests)
+        register_kinds()  # ClusterIssuer and Issuer manifests
+        state_dir = options.certificates.state_dir  # managed Secrets: loaded like the manifests
+        self.source = ManifestDirectory(options.manifests, *([state_dir] if state_dir else []))
+        self.certs = CertificateManager.create(options.certificates, options.settings, plane.set_challenges)
         self._reported: set = set()
         self._ingresses: dict = {}
         # what the controller metrics report (ingress-nginx's "reload" is ingressd's apply)
@@ -71,6 +76,7 @@ class Controller:
             return
         self.plane.apply(config)
         self.config = config
+        self.certs.update(snapshot, config)
         self.config_hash = int(hashlib.sha256(f"{snapshot.version}{self.options.settings}".encode())
                                .hexdigest()[:13], 16)
         self.successes += 1
@@ -107,10 +113,17 @@ class Controller:
         """Read the sources once and apply the result: done before any port opens."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.source.scan)
+        if await self.certs.start(self.source.snapshot()):  # temporary certificates before the first config
+            await loop.run_in_executor(None, self.source.scan)
         await self.apply(self.source.snapshot())
 
     async def run(self) -> None:
-        await self.source.watch(self.apply)
+        certs = asyncio.get_running_loop().create_task(self.certs.run())
+        try:
+            await self.source.watch(self.apply)
+        finally:
+            certs.cancel()
+            await self.certs.close()
 
 
 async def serve(options: ServeOptions) -> None:
@@ -126,12 +139,13 @@ async def serve(options: ServeOptions) -> None:
         latest = await plane.gather_counters()
 
     registry = make_registry(lambda: latest, options.settings.ingress_classes[0], controller)
+    registry.register(CertificateCollector(controller.certs))
     admin = await serve_admin(options.listen, options.metrics_port, {
         "/metrics": metrics_handler(registry, refresh_counters),
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
         "/readyz": lambda: (200, "text/plain", b"ready\n") if plane.ready else
         (503, "text/plain", b"waiting for the first configuration\n"),
-        **status_handlers(plane),  # "/", its assets and "/status.json"; pass certificates= a status callable
+        **status_handlers(plane, certificates=controller.certs.status_entries),  # "/", assets, "/status.json"
     })
     await controller.load()
     if isinstance(plane, WorkerPool):

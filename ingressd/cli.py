@@ -1,10 +1,11 @@
-"""The ``ingressd`` command: serve, check, routes."""
+"""The ``ingressd`` command: serve, check, routes, certs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import re
 import sys
 
@@ -49,6 +50,36 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="certificate for unknown SNI (default: a generated self-signed one)")
 
 
+def _readable_file(value: str) -> str:
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a readable file")
+    return os.path.abspath(value)
+
+
+def _add_certificate_arguments(parser: argparse.ArgumentParser, state_dir_required: bool = False) -> None:
+    from .certmanager.issuers import LETSENCRYPT_PRODUCTION, LETSENCRYPT_STAGING
+
+    group = parser.add_argument_group("certificates (cert-manager and kube-lego annotations)")
+    group.add_argument("--state-dir", metavar="DIR", required=state_dir_required,
+                       help="where managed certificates (Secret manifests) and ACME account keys are kept")
+    group.add_argument("--default-issuer", metavar="CLUSTERISSUER",
+                       help="the ClusterIssuer for Ingresses annotated kubernetes.io/tls-acme: \"true\"")
+    group.add_argument("--acme-email", metavar="EMAIL",
+                       help="define the ACME ClusterIssuer 'ingressd-acme' (the default issuer unless "
+                            "--default-issuer is given)")
+    group.add_argument("--acme-server", metavar="URL", default=LETSENCRYPT_PRODUCTION,
+                       help=f"its ACME directory (default: Let's Encrypt production; staging: {LETSENCRYPT_STAGING})")
+    group.add_argument("--acme-ca-bundle", metavar="FILE", type=_readable_file,
+                       help="PEM file of CA certificates to trust for --acme-server (a private ACME CA)")
+
+
+def _cert_settings(args: argparse.Namespace):
+    from .certmanager import CertSettings
+
+    return CertSettings(state_dir=args.state_dir, default_issuer=args.default_issuer, acme_email=args.acme_email,
+                        acme_server=args.acme_server, acme_ca_bundle=args.acme_ca_bundle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingressd", description="HTTPS ingress for Kubernetes Ingress objects.")
     parser.add_argument("--version", action="version", version=f"ingressd {__version__}")
@@ -72,11 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one line per request (and per closed websocket) on stdout (default: on)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="access log format: ingress-nginx's default upstream format, or JSON")
+    _add_certificate_arguments(serve)
 
     check = commands.add_parser("check", help="validate manifests; exit 1 on errors")
     _add_source_arguments(check)
+    _add_certificate_arguments(check)
     routes = commands.add_parser("routes", help="print the compiled route table")
     _add_source_arguments(routes)
+    certs = commands.add_parser("certs", help="list the managed certificates and their state")
+    _add_source_arguments(certs)
+    _add_certificate_arguments(certs, state_dir_required=True)
     return parser
 
 
@@ -88,18 +124,31 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _load(args: argparse.Namespace):
-    source = ManifestDirectory(args.manifests)
+def _snapshot(args: argparse.Namespace):
+    from .certmanager import register_kinds
+
+    register_kinds()  # ClusterIssuer and Issuer manifests
+    state_dir = getattr(args, "state_dir", None)  # managed Secrets are read like the manifests
+    source = ManifestDirectory(args.manifests, *([state_dir] if state_dir else []))
     source.scan()
-    return translate(source.snapshot(), _settings(args))
+    return source.snapshot()
+
+
+def _load(args: argparse.Namespace):
+    return translate(_snapshot(args), _settings(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args)
-    for diagnostic in config.diagnostics:
+    from .certmanager import plan
+
+    snapshot = _snapshot(args)
+    config = translate(snapshot, _settings(args))
+    certificates = plan(snapshot, _settings(args), _cert_settings(args))  # issuers, annotations
+    diagnostics = list(dict.fromkeys(config.diagnostics + certificates.diagnostics))
+    for diagnostic in diagnostics:
         print(diagnostic)
-    errors = sum(1 for d in config.diagnostics if d.severity == ERROR)
-    warnings = len(config.diagnostics) - errors
+    errors = sum(1 for d in diagnostics if d.severity == ERROR)
+    warnings = len(diagnostics) - errors
     print(f"{errors} error(s), {warnings} warning(s); {config.ingress_count} Ingress(es) served, "
           f"{len(config.table.routes())} route(s)")
     return 1 if errors else 0
@@ -131,6 +180,16 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from .certmanager import FileSecretStore, FileStatusStore, certificate_rows, render
+
+    settings, cert_settings = _settings(args), _cert_settings(args)
+    entries = certificate_rows(_snapshot(args), settings, cert_settings, FileSecretStore(args.state_dir),
+                               FileStatusStore(args.state_dir))
+    print(render(entries))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import ServeOptions, serve
 
@@ -140,7 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, settings=_settings(args), hsts=args.hsts,
         metrics_per_undefined_host=args.metrics_per_undefined_host,
         access_log=args.access_log, log_format=args.log_format, log_level=args.log_level,
-        workers=args.workers or default_worker_count(),
+        workers=args.workers or default_worker_count(), certificates=_cert_settings(args),
     )
     try:
         import uvloop
@@ -161,4 +220,4 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"serve": cmd_serve, "check": cmd_check, "routes": cmd_routes}[args.command](args)
+    return {"serve": cmd_serve, "check": cmd_check, "routes": cmd_routes, "certs": cmd_certs}[args.command](args)

@@ -55,17 +55,8 @@ class _Translation:
 
     # --- classes ----------------------------------------------------------------------------
 
-    def is_ours(self, class_name: str) -> bool:
-        if class_name in self.settings.ingress_classes:
-            return True
-        ingress_class = self.index.classes.get(class_name)
-        return ingress_class is not None and ingress_class.controller == CONTROLLER_NAME
-
     def served(self, ingress: Ingress) -> bool:
-        if ingress.class_name is not None:
-            return self.is_ours(ingress.class_name)
-        defaults = [c for c in self.index.classes.values() if c.is_default]
-        return not defaults or any(self.is_ours(c.meta.name) for c in defaults)
+        return is_served(ingress, self.index.classes, self.settings)
 
     # --- backends ---------------------------------------------------------------------------
 
@@ -144,7 +135,7 @@ class _Translation:
 
     def run(self) -> Config:
         ingresses = sorted((i for i in self.index.ingresses if self.served(i)),
-                           key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))
+                           key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))  # oldest first
         options = {}
         for ingress in ingresses:
             opts, warnings = parse_route_options(ingress.meta.annotations)
@@ -261,6 +252,26 @@ class _Translation:
                     else:
                         certificates[host] = cert
         return certificates, wildcard_certificates, tls_hosts
+
+
+def is_served(ingress: Ingress, classes: dict[str, IngressClass], settings: Settings) -> bool:
+    """Whether ingressd serves this Ingress, given the IngressClasses by name (see the README)."""
+    def ours(class_name: str) -> bool:
+        ingress_class = classes.get(class_name)
+        return class_name in settings.ingress_classes or (
+            ingress_class is not None and ingress_class.controller == CONTROLLER_NAME)
+
+    if ingress.class_name is not None:
+        return ours(ingress.class_name)
+    defaults = [c for c in classes.values() if c.is_default]
+    return not defaults or any(ours(c.meta.name) for c in defaults)
+
+
+def served_ingresses(objects, settings: Settings) -> list[Ingress]:
+    """The Ingresses ingressd serves, oldest first: the order in which conflicts are decided."""
+    classes = {o.meta.name: o for o in objects if isinstance(o, IngressClass)}
+    return sorted((o for o in objects if isinstance(o, Ingress) and is_served(o, classes, settings)),
+                  key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))
 
 
 def _has_tls(host: str, tls_hosts: set[str]) -> bool:

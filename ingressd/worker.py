@@ -52,6 +52,7 @@ async def _serve(conn: Connection, options, index: int, initial: bytes | None) -
             conn.send(("applied", message[1]))
         elif kind == "challenges":
             plane.set_challenges(message[1])
+            conn.send(("challenges-applied", message[2]))
         elif kind == "counters":
             conn.send(("counters", message[1], plane.counters()))
         elif kind == "stop":

@@ -7,8 +7,9 @@ and set of ACME challenges over a pipe. A worker that dies is started again with
 configuration; its open connections die with it, the others' do not.
 
 Messages are pickled tuples: to a worker ``("config", generation, Config)``, ``("challenges",
-dict)``, ``("counters", request_id)``, ``("stop",)``; from a worker ``("started", pid)``,
-``("applied", generation)``, ``("counters", request_id, Counters)``, ``("failed", reason)``.
+dict, generation)``, ``("counters", request_id)``, ``("stop",)``; from a worker ``("started", pid)``,
+``("listening", pid)``, ``("applied", generation)``, ``("challenges-applied", generation)``,
+``("counters", request_id, Counters)``, ``("failed", reason)``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Worker:
         self.failures = 0
         self.started_at = 0.0
         self.listening = False
+        self.challenges_applied = 0  # the last challenge generation it confirmed
 
 
 class WorkerPool:
@@ -63,6 +65,8 @@ class WorkerPool:
         self._closing = False
         self._context = multiprocessing.get_context("spawn")
         self._first_start: asyncio.Future | None = None
+        self.challenge_generation = 0
+        self._challenge_waiters: list[tuple[int, asyncio.Future]] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -95,8 +99,9 @@ class WorkerPool:
         worker.sender = loop.create_task(self._send_loop(worker))
         loop.add_reader(parent.fileno(), self._on_message, worker)
         loop.add_reader(process.sentinel, self._on_exit, worker)
+        worker.challenges_applied = 0
         if self.challenges:
-            worker.outbox.put_nowait(pickle.dumps(("challenges", self.challenges)))
+            worker.outbox.put_nowait(pickle.dumps(("challenges", self.challenges, self.challenge_generation)))
 
     async def _send_loop(self, worker: Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -122,6 +127,9 @@ class WorkerPool:
             if self._first_start is not None and not self._first_start.done() and all(
                     getattr(w, "listening", False) for w in self.workers):
                 self._first_start.set_result(None)
+        elif kind == "challenges-applied":
+            worker.challenges_applied = message[1]
+            self._check_challenge_waiters()
         elif kind == "applied":
             worker.applied = message[1]
             if time.monotonic() - worker.started_at > 10:
@@ -152,6 +160,7 @@ class WorkerPool:
         process.join(0)
         worker.pid = 0
         worker.listening = False
+        self._check_challenge_waiters()  # a dead worker no longer holds anyone up
         if self._closing:
             return
         if self._first_start is not None and not self._first_start.done():
@@ -194,12 +203,27 @@ class WorkerPool:
             if worker.pid:
                 worker.outbox.put_nowait(self._payload)
 
-    def set_challenges(self, challenges: dict[str, bytes]) -> None:
+    def set_challenges(self, challenges: dict[str, bytes]) -> asyncio.Future:
+        """Send the HTTP-01 answers to every worker; the future resolves when all live workers
+        serve them (so that the CA is asked to validate only then)."""
         self.challenges = dict(challenges)
-        payload = pickle.dumps(("challenges", self.challenges))
+        self.challenge_generation += 1
+        payload = pickle.dumps(("challenges", self.challenges, self.challenge_generation))
         for worker in self.workers:
             if worker.pid:
                 worker.outbox.put_nowait(payload)
+        future = asyncio.get_running_loop().create_future()
+        self._challenge_waiters.append((self.challenge_generation, future))
+        self._check_challenge_waiters()
+        return future
+
+    def _check_challenge_waiters(self) -> None:
+        live = [w for w in self.workers if w.pid]
+        for generation, future in list(self._challenge_waiters):
+            if all(w.challenges_applied >= generation for w in live):
+                self._challenge_waiters.remove((generation, future))
+                if not future.done():
+                    future.set_result(None)
 
     async def gather_counters(self) -> Counters:
         """Every live worker's counters, added up (workers that do not answer in time are skipped)."""

@@ -95,14 +95,15 @@ def test_check_ignores_other_kinds_and_other_files(mdir):
     mdir.write("ing.yaml", [
         m.ingress("ing-ok", [m.rule("ok.example.com", m.path("/", "svc-a"))]),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "b"}},
-        {"apiVersion": "cert-manager.io/v1", "kind": "Issuer", "metadata": {"name": "le"}, "spec": {"acme": {}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": "x"}},
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": [1, 2]},
     ])
     mdir.write_text("notes.txt", "this is not a manifest: {{{")
     mdir.write_text("README.md", "# docs\n- [ ]\n")
     mdir.write_text(".hidden.yaml", "{{{{ broken but hidden")
     proc = run_cli("check", "--manifests", mdir.path)
     assert proc.returncode == 0, output(proc)
-    for name in ("notes.txt", "README.md", ".hidden.yaml", "ConfigMap", "Issuer"):
+    for name in ("notes.txt", "README.md", ".hidden.yaml", "ConfigMap", "Deployment", "Widget"):
         assert name not in output(proc), output(proc)
 
 

@@ -26,21 +26,31 @@ def base_files(backend):
     }
 
 
+# Each check makes several fresh connections: ingressd may serve from several worker processes
+# (SO_REUSEPORT), and a change counts as applied only when every one of them has it.
+CHECKS = 8
+
+
 def routes_to(inst, host, path, name):
     def check():
-        r = inst.get(path, host, timeout=2)
-        return r.status == 200 and r.name == name
+        for _ in range(CHECKS):
+            r = inst.get(path, host, timeout=2)
+            if r.status != 200 or r.name != name:
+                return False
+        return True
     return check
 
 
 def status_is(inst, host, path, status):
-    return lambda: inst.get(path, host, timeout=2).status == status
+    return lambda: all(inst.get(path, host, timeout=2).status == status for _ in range(CHECKS))
 
 
 def timed_wait(pred, message):
     start = time.monotonic()
     wait_until(pred, 5, 0.02, message)
-    return time.monotonic() - start
+    elapsed = time.monotonic() - start
+    assert pred(), f"{message}: applied, then not any more"
+    return elapsed
 
 
 def test_add_modify_delete_file(ingressd_factory, backend):

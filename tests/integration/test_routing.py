@@ -54,8 +54,8 @@ def rt(tmp_path_factory, backend, blackhole):
         *m.service_with_endpoints("svc-team", backend.port("d"), namespace="team"),
         # Kinds ingressd does not use are ignored.
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "data": {"a": "b"}},
-        {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt"},
-         "spec": {"acme": {"server": "https://acme.example/directory"}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}},
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": "anything"},
     ]
     hosts = [
         m.ingress("ing-wild", [m.rule("*.wild.example.com", m.path("/", "svc-a"))]),

@@ -59,7 +59,7 @@ def tls_default_cert(tmp_path_factory, backend, ca):
         "svc.yaml": backend.services("a"),
         "secrets.yaml": [m.tls_secret("fallback-cert", *cert, namespace="certs")],
         "ing.yaml": [m.ingress("ing-a", [m.rule("a.example.com", m.path("/", "svc-a"))])],
-    }, args=["--default-ssl-certificate", "certs/fallback-cert"])
+    }, args=["--default-ssl-certificate", "certs/fallback-cert", "--no-hsts"])
     yield inst
     inst.stop()
 
@@ -186,6 +186,12 @@ def test_https_responses_carry_hsts(tls, ca):
     r = tls.get_tls("/", "secure.example.com", tls=certs.client_context(ca))
     assert r.status == 200
     assert r.header("strict-transport-security") == HSTS
+
+
+def test_hsts_disabled_by_flag(tls_default_cert):
+    r = tls_default_cert.get_tls("/", "a.example.com", tls=certs.client_context())
+    assert r.status == 200, r
+    assert r.header("strict-transport-security") is None
 
 
 def test_https_forwarded_headers(tls, ca):

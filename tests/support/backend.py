@@ -24,6 +24,7 @@ The action is the last path segment (``/api/status`` is ``/status``):
 * ``/slow?delay=S``: echo after S seconds.
 * ``/status?code=N``: that status with a short body.
 * ``/close``: reads the request and closes the connection without answering.
+* ``/closeafter``: echo without ``Connection: close``, then closes the connection.
 * ``/ws`` with ``Upgrade: websocket``: a websocket echo (sans-I/O protocol from ``websockets``).
 """
 
@@ -232,6 +233,11 @@ class Connection:
         n, sha = await self.consume(req)
         path = "/" + req.action
         if path == "/close":
+            return False
+        if path == "/closeafter":
+            # Answer as if keeping the connection alive, then close it: a stale pooled connection.
+            self.respond(req, 200, json.dumps(self.describe(req, n, sha)).encode())
+            await self.writer.drain()
             return False
         if path == "/download":
             size = int(req.params.get("size", "0"))
