@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .admin import metrics_handler, serve_admin
 from .certmanager import CertificateCollector, CertificateManager, CertSettings, register_kinds
 from .config import Config, Settings, Snapshot
-from .dataplane.server import DataPlane
+from .dataplane.server import DataPlane, bind_listeners
 from .dataplane.stats import AccessLog, Counters, Histogram
 from .diagnostics import ERROR
 from .objects import Ingress
@@ -127,8 +127,9 @@ class Controller:
 
 
 async def serve(options: ServeOptions) -> None:
+    sockets = bind_listeners(options.listen, options.http_port, options.https_port)
     if options.workers > 1:
-        plane = WorkerPool(options, options.workers)
+        plane = WorkerPool(options, options.workers, sockets)
     else:
         plane = DataPlane.from_options(options)
     controller = Controller(options, plane)
@@ -151,7 +152,7 @@ async def serve(options: ServeOptions) -> None:
     if isinstance(plane, WorkerPool):
         await plane.start()
     else:
-        await plane.listen(options.listen, options.http_port, options.https_port)
+        await plane.listen(sockets)
     where = options.listen or "*"
     log.info("serving with %d worker process(es): HTTP on %s:%d, HTTPS on %s:%d, metrics on %s:%d",
              options.workers, where, options.http_port, where, options.https_port, where, options.metrics_port)

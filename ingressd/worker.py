@@ -15,7 +15,7 @@ from .logs import configure_logging
 log = logging.getLogger("ingressd.worker")
 
 
-def run_worker(conn: Connection, options, index: int, initial: bytes | None = None) -> None:
+def run_worker(conn: Connection, options, index: int, sockets: dict, initial: bytes | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the control plane decides when workers stop
     configure_logging(options.log_level, options.log_format)
     try:
@@ -24,7 +24,7 @@ def run_worker(conn: Connection, options, index: int, initial: bytes | None = No
         uvloop = None
     runner = uvloop.run if uvloop is not None else asyncio.run
     try:
-        runner(_serve(conn, options, index, initial))
+        runner(_serve(conn, options, index, sockets, initial))
     except Exception as error:  # report, so that the control plane can say why
         try:
             conn.send(("failed", f"worker {index}: {error}"))
@@ -33,7 +33,7 @@ def run_worker(conn: Connection, options, index: int, initial: bytes | None = No
         raise SystemExit(1)
 
 
-async def _serve(conn: Connection, options, index: int, initial: bytes | None) -> None:
+async def _serve(conn: Connection, options, index: int, sockets: dict, initial: bytes | None) -> None:
     loop = asyncio.get_running_loop()
     plane = DataPlane.from_options(options)
     stop = asyncio.Event()
@@ -62,7 +62,7 @@ async def _serve(conn: Connection, options, index: int, initial: bytes | None) -
         handle(pickle.loads(initial))
     loop.add_reader(conn.fileno(), on_message)
     conn.send(("started", os.getpid()))
-    await plane.listen(options.listen, options.http_port, options.https_port, reuse_port=True)
+    await plane.listen(sockets)
     conn.send(("listening", os.getpid()))
     await stop.wait()
     loop.remove_reader(conn.fileno())

@@ -1,9 +1,10 @@
 """Data-plane worker processes, and the control plane's handle on them.
 
 With ``--workers N`` (N > 1) the control plane (source, translator, certificates, metrics port)
-runs in the main process and N worker processes serve traffic. Each worker binds the public ports
-with SO_REUSEPORT, so the kernel spreads connections over them, and receives every configuration
-and set of ACME challenges over a pipe. A worker that dies is started again with the current
+runs in the main process and N worker processes serve traffic. The control plane binds the public
+ports; every worker inherits the listening sockets and accepts from them (one accept queue, as
+nginx's workers share theirs), and receives every configuration and set of ACME challenges over a
+pipe. A worker that dies is started again with the current
 configuration; its open connections die with it, the others' do not.
 
 Messages are pickled tuples: to a worker ``("config", generation, Config)``, ``("challenges",
@@ -53,8 +54,9 @@ class Worker:
 class WorkerPool:
     """Same surface as ``DataPlane`` for the control plane: apply, set_challenges, counters, ready."""
 
-    def __init__(self, options, count_: int):
+    def __init__(self, options, count_: int, sockets: dict):
         self.options = options
+        self.sockets = sockets  # the listening sockets every worker accepts from
         self.workers = [Worker(i) for i in range(count_)]
         self.config: Config | None = None
         self.generation = 0
@@ -88,7 +90,8 @@ class WorkerPool:
         parent, child = self._context.Pipe()
         # The current configuration travels with the process, so that it serves it from its first
         # connection on; later ones come over the pipe.
-        process = self._context.Process(target=run_worker, args=(child, self.options, worker.index, self._payload),
+        process = self._context.Process(target=run_worker,
+                                        args=(child, self.options, worker.index, self.sockets, self._payload),
                                         name=f"ingressd-worker-{worker.index}", daemon=True)
         process.start()
         child.close()

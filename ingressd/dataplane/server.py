@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from time import monotonic
@@ -25,7 +26,38 @@ log = logging.getLogger("ingressd.dataplane")
 
 TICK = 0.25  # resolution of every timeout
 MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
+BACKLOG = 2048
 MAX_UNDEFINED_HOSTS = 1000  # distinct host labels kept with --metrics-per-undefined-host
+
+
+def bind_listeners(host: str | None, http_port: int, https_port: int) -> dict[str, list[socket.socket]]:
+    """Listening sockets for both ports, on every address of ``host`` (all addresses when None).
+
+    They are bound once, by the control plane, and inherited by every worker: all workers accept
+    from one queue, so a worker that dies loses only the connections it had accepted.
+    """
+    sockets: dict[str, list[socket.socket]] = {"http": [], "https": []}
+    try:
+        for scheme, port in (("http", http_port), ("https", https_port)):
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                sockets[scheme].append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as error:
+                    raise OSError(error.errno, f"cannot listen on {address[0]} port {port}: "
+                                               f"{error.strerror}") from None
+                sock.listen(BACKLOG)
+                sock.setblocking(False)
+    except BaseException:
+        for sock in sockets["http"] + sockets["https"]:
+            sock.close()
+        raise
+    return sockets
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +123,17 @@ class DataPlane:
 
     # --- listening -----------------------------------------------------------------------------
 
-    async def listen(self, host: str | None, http_port: int, https_port: int, reuse_port: bool = False) -> None:
+    async def listen(self, sockets: dict[str, list[socket.socket]]) -> None:
+        """Serve on listening sockets from ``bind_listeners`` (shared by every worker process)."""
         loop = asyncio.get_running_loop()
-        for scheme, port in (("http", http_port), ("https", https_port)):
-            listener = make_listener(scheme, port, self.hsts)
-            server = await loop.create_server(
-                lambda listener=listener: self._accept(listener), host, port, backlog=2048, reuse_address=True,
-                reuse_port=reuse_port or None,
-                ssl=self.tls.listener_context if listener.tls else None,
-            )
-            self._servers.append(server)
+        for scheme in ("http", "https"):
+            for sock in sockets[scheme]:
+                listener = make_listener(scheme, sock.getsockname()[1], self.hsts)
+                server = await loop.create_server(
+                    lambda listener=listener: self._accept(listener), sock=sock, backlog=BACKLOG,
+                    ssl=self.tls.listener_context if listener.tls else None,
+                )
+                self._servers.append(server)
         self._sweeper = loop.create_task(self._sweep())
 
     def _accept(self, listener: Listener) -> ClientConnection:
