@@ -13,7 +13,7 @@ from .admin import metrics_handler, serve_admin
 from .certmanager import CertificateCollector, CertificateManager, CertSettings, register_kinds
 from .config import Config, Settings, Snapshot
 from .dataplane.server import DataPlane, bind_listeners
-from .dataplane.stats import AccessLog, Counters, Histogram
+from .dataplane.stats import Counters, Histogram
 from .diagnostics import ERROR
 from .objects import Ingress
 from .metrics import make_registry

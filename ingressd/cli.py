@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import re
-import sys
 
 from . import __version__
 from .config import Settings

@@ -141,9 +141,9 @@ class TLSSecret:
 KubeObject = Ingress | IngressClass | Service | EndpointSlice | TLSSecret
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- field readers (also used by other object kinds, e.g. certmanager's issuers) ------------------
 
-def _mapping(value: Any, where: str) -> dict:
+def mapping_field(value: Any, where: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -151,7 +151,7 @@ def _mapping(value: Any, where: str) -> dict:
     return value
 
 
-def _list(value: Any, where: str) -> list:
+def list_field(value: Any, where: str) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -161,7 +161,7 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def _string(value: Any, where: str, *, required: bool = False) -> str | None:
+def string_field(value: Any, where: str, *, required: bool = False) -> str | None:
     if value is None or value == "":
         if required:
             raise InvalidObject(f"{where} is required")
@@ -179,7 +179,7 @@ def _port_number(value: Any, where: str) -> int:
 
 def _string_map(value: Any, where: str) -> dict[str, str]:
     result = {}
-    for key, item in _mapping(value, where).items():
+    for key, item in mapping_field(value, where).items():
         if not isinstance(key, str):
             raise InvalidObject(f"{where} keys must be strings")
         # Kubernetes requires strings; YAML users often write `true` or 60 unquoted.
@@ -196,13 +196,13 @@ def _string_map(value: Any, where: str) -> dict[str, str]:
 
 
 def meta_of(doc: dict, kind: str, origin: str | None, *, namespaced: bool = True) -> Meta:
-    metadata = _mapping(doc.get("metadata"), "metadata")
-    name = _string(metadata.get("name"), "metadata.name", required=True)
+    metadata = mapping_field(doc.get("metadata"), "metadata")
+    name = string_field(metadata.get("name"), "metadata.name", required=True)
     if len(name) > 253 or not _NAME_RE.match(name):
         raise InvalidObject(f"metadata.name {name!r} is not a valid Kubernetes name")
     namespace = ""
     if namespaced:
-        namespace = _string(metadata.get("namespace"), "metadata.namespace") or DEFAULT_NAMESPACE
+        namespace = string_field(metadata.get("namespace"), "metadata.namespace") or DEFAULT_NAMESPACE
         if len(namespace) > 63 or not _PORT_NAME_RE.match(namespace):
             raise InvalidObject(f"metadata.namespace {namespace!r} is not a valid namespace")
     created = _timestamp(metadata.get("creationTimestamp"))
@@ -245,49 +245,49 @@ def normalize_host(host: str, where: str) -> str:
 # --- Ingress ----------------------------------------------------------------------------------
 
 def _backend(value: Any, where: str) -> BackendRef:
-    backend = _mapping(value, where)
+    backend = mapping_field(value, where)
     if backend.get("resource") is not None:
         raise InvalidObject(f"{where}.resource backends are not supported (use a service)")
-    service = _mapping(backend.get("service"), f"{where}.service")
+    service = mapping_field(backend.get("service"), f"{where}.service")
     if not service:
         raise InvalidObject(f"{where}.service is required")
-    name = _string(service.get("name"), f"{where}.service.name", required=True)
-    port = _mapping(service.get("port"), f"{where}.service.port")
+    name = string_field(service.get("name"), f"{where}.service.name", required=True)
+    port = mapping_field(service.get("port"), f"{where}.service.port")
     number, port_name = port.get("number"), port.get("name")
     if number is not None and port_name is not None:
         raise InvalidObject(f"{where}.service.port must set number or name, not both")
     if number is not None:
         return BackendRef(name, port_number=_port_number(number, f"{where}.service.port.number"))
     if port_name is not None:
-        port_name = _string(port_name, f"{where}.service.port.name", required=True)
+        port_name = string_field(port_name, f"{where}.service.port.name", required=True)
         return BackendRef(name, port_name=port_name)
     raise InvalidObject(f"{where}.service.port needs a number or a name")
 
 
 def _ingress(doc: dict, origin: str | None) -> Ingress:
     meta = meta_of(doc, "Ingress", origin)
-    spec = _mapping(doc.get("spec"), "spec")
-    class_name = _string(spec.get("ingressClassName"), "spec.ingressClassName")
+    spec = mapping_field(doc.get("spec"), "spec")
+    class_name = string_field(spec.get("ingressClassName"), "spec.ingressClassName")
     if class_name is None:
         class_name = meta.annotations.get(LEGACY_CLASS_ANNOTATION) or None
     default_backend = None
     if spec.get("defaultBackend") is not None:
         default_backend = _backend(spec["defaultBackend"], "spec.defaultBackend")
     rules = []
-    for i, raw_rule in enumerate(_list(spec.get("rules"), "spec.rules")):
+    for i, raw_rule in enumerate(list_field(spec.get("rules"), "spec.rules")):
         where = f"spec.rules[{i}]"
-        rule = _mapping(raw_rule, where)
-        host = _string(rule.get("host"), f"{where}.host")
+        rule = mapping_field(raw_rule, where)
+        host = string_field(rule.get("host"), f"{where}.host")
         host = normalize_host(host, f"{where}.host") if host else ""
-        http = _mapping(rule.get("http"), f"{where}.http")
+        http = mapping_field(rule.get("http"), f"{where}.http")
         paths = []
-        for j, raw_path in enumerate(_list(http.get("paths"), f"{where}.http.paths")):
+        for j, raw_path in enumerate(list_field(http.get("paths"), f"{where}.http.paths")):
             pwhere = f"{where}.http.paths[{j}]"
-            item = _mapping(raw_path, pwhere)
-            path_type = _string(item.get("pathType"), f"{pwhere}.pathType") or "ImplementationSpecific"
+            item = mapping_field(raw_path, pwhere)
+            path_type = string_field(item.get("pathType"), f"{pwhere}.pathType") or "ImplementationSpecific"
             if path_type not in PATH_TYPES:
                 raise InvalidObject(f"{pwhere}.pathType {path_type!r} must be one of {', '.join(PATH_TYPES)}")
-            path = _string(item.get("path"), f"{pwhere}.path")
+            path = string_field(item.get("path"), f"{pwhere}.path")
             if path is None:
                 if path_type != "ImplementationSpecific":
                     raise InvalidObject(f"{pwhere}.path is required for pathType {path_type}")
@@ -299,14 +299,14 @@ def _ingress(doc: dict, origin: str | None) -> Ingress:
             paths.append(IngressPath(path, path_type, _backend(item.get("backend"), f"{pwhere}.backend")))
         rules.append(IngressRule(host, tuple(paths)))
     tls = []
-    for i, raw_tls in enumerate(_list(spec.get("tls"), "spec.tls")):
+    for i, raw_tls in enumerate(list_field(spec.get("tls"), "spec.tls")):
         where = f"spec.tls[{i}]"
-        entry = _mapping(raw_tls, where)
+        entry = mapping_field(raw_tls, where)
         hosts = tuple(
-            normalize_host(_string(h, f"{where}.hosts[{k}]", required=True), f"{where}.hosts[{k}]")
-            for k, h in enumerate(_list(entry.get("hosts"), f"{where}.hosts"))
+            normalize_host(string_field(h, f"{where}.hosts[{k}]", required=True), f"{where}.hosts[{k}]")
+            for k, h in enumerate(list_field(entry.get("hosts"), f"{where}.hosts"))
         )
-        tls.append(IngressTLS(hosts, _string(entry.get("secretName"), f"{where}.secretName")))
+        tls.append(IngressTLS(hosts, string_field(entry.get("secretName"), f"{where}.secretName")))
     if default_backend is None and not rules:
         raise InvalidObject("spec needs rules or a defaultBackend")
     return Ingress(meta, class_name, default_backend, tuple(rules), tuple(tls))
@@ -314,8 +314,8 @@ def _ingress(doc: dict, origin: str | None) -> Ingress:
 
 def _ingress_class(doc: dict, origin: str | None) -> IngressClass:
     meta = meta_of(doc, "IngressClass", origin, namespaced=False)
-    spec = _mapping(doc.get("spec"), "spec")
-    controller = _string(spec.get("controller"), "spec.controller") or ""
+    spec = mapping_field(doc.get("spec"), "spec")
+    controller = string_field(spec.get("controller"), "spec.controller") or ""
     is_default = meta.annotations.get(DEFAULT_CLASS_ANNOTATION, "").lower() == "true"
     return IngressClass(meta, controller, is_default)
 
@@ -324,13 +324,13 @@ def _ingress_class(doc: dict, origin: str | None) -> IngressClass:
 
 def _service(doc: dict, origin: str | None) -> Service:
     meta = meta_of(doc, "Service", origin)
-    spec = _mapping(doc.get("spec"), "spec")
-    service_type = _string(spec.get("type"), "spec.type") or "ClusterIP"
+    spec = mapping_field(doc.get("spec"), "spec")
+    service_type = string_field(spec.get("type"), "spec.type") or "ClusterIP"
     ports = []
-    for i, raw in enumerate(_list(spec.get("ports"), "spec.ports")):
+    for i, raw in enumerate(list_field(spec.get("ports"), "spec.ports")):
         where = f"spec.ports[{i}]"
-        port = _mapping(raw, where)
-        name = _string(port.get("name"), f"{where}.name") or ""
+        port = mapping_field(raw, where)
+        name = string_field(port.get("name"), f"{where}.name") or ""
         number = _port_number(port.get("port"), f"{where}.port")
         target = port.get("targetPort")
         if target is not None and not isinstance(target, str):
@@ -338,16 +338,16 @@ def _service(doc: dict, origin: str | None) -> Service:
         ports.append(ServicePort(name, number, target))
     external_name = None
     if service_type == "ExternalName":
-        external_name = _string(spec.get("externalName"), "spec.externalName", required=True)
+        external_name = string_field(spec.get("externalName"), "spec.externalName", required=True)
         external_name = normalize_host(external_name, "spec.externalName")
     return Service(meta, service_type, tuple(ports), external_name)
 
 
 def _endpoint_ports(value: Any, where: str) -> tuple[EndpointPort, ...]:
     ports = []
-    for i, raw in enumerate(_list(value, where)):
-        port = _mapping(raw, f"{where}[{i}]")
-        name = _string(port.get("name"), f"{where}[{i}].name") or ""
+    for i, raw in enumerate(list_field(value, where)):
+        port = mapping_field(raw, f"{where}[{i}]")
+        name = string_field(port.get("name"), f"{where}[{i}].name") or ""
         protocol = port.get("protocol") or "TCP"
         if protocol != "TCP":
             continue
@@ -356,7 +356,7 @@ def _endpoint_ports(value: Any, where: str) -> tuple[EndpointPort, ...]:
 
 
 def _address(value: Any, where: str) -> str:
-    address = _string(value, where, required=True)
+    address = string_field(value, where, required=True)
     if len(address) > 253 or any(ch.isspace() for ch in address):
         raise InvalidObject(f"{where} {address!r} is not an address")
     return address
@@ -371,12 +371,12 @@ def _endpoint_slice(doc: dict, origin: str | None) -> EndpointSlice:
     if address_type not in ("IPv4", "IPv6", "FQDN"):
         raise InvalidObject(f"addressType {address_type!r} is not IPv4, IPv6 or FQDN")
     addresses = []
-    for i, raw in enumerate(_list(doc.get("endpoints"), "endpoints")):
-        endpoint = _mapping(raw, f"endpoints[{i}]")
-        conditions = _mapping(endpoint.get("conditions"), f"endpoints[{i}].conditions")
+    for i, raw in enumerate(list_field(doc.get("endpoints"), "endpoints")):
+        endpoint = mapping_field(raw, f"endpoints[{i}]")
+        conditions = mapping_field(endpoint.get("conditions"), f"endpoints[{i}].conditions")
         if conditions.get("ready") is False:  # unset means ready, per the API
             continue
-        for k, address in enumerate(_list(endpoint.get("addresses"), f"endpoints[{i}].addresses")):
+        for k, address in enumerate(list_field(endpoint.get("addresses"), f"endpoints[{i}].addresses")):
             addresses.append(_address(address, f"endpoints[{i}].addresses[{k}]"))
     return EndpointSlice(meta, service_name, _endpoint_ports(doc.get("ports"), "ports"), tuple(addresses))
 
@@ -385,11 +385,11 @@ def _endpoints(doc: dict, origin: str | None) -> list[EndpointSlice]:
     """The old ``v1`` Endpoints: each subset becomes one slice (ready addresses only)."""
     meta = meta_of(doc, "Endpoints", origin)
     slices = []
-    for i, raw in enumerate(_list(doc.get("subsets"), "subsets")):
-        subset = _mapping(raw, f"subsets[{i}]")
+    for i, raw in enumerate(list_field(doc.get("subsets"), "subsets")):
+        subset = mapping_field(raw, f"subsets[{i}]")
         addresses = tuple(
-            _address(_mapping(a, f"subsets[{i}].addresses[{k}]").get("ip"), f"subsets[{i}].addresses[{k}].ip")
-            for k, a in enumerate(_list(subset.get("addresses"), f"subsets[{i}].addresses"))
+            _address(mapping_field(a, f"subsets[{i}].addresses[{k}]").get("ip"), f"subsets[{i}].addresses[{k}].ip")
+            for k, a in enumerate(list_field(subset.get("addresses"), f"subsets[{i}].addresses"))
         )
         ports = _endpoint_ports(subset.get("ports"), f"subsets[{i}].ports")
         slices.append(EndpointSlice(meta, meta.name, ports, addresses))
@@ -419,8 +419,8 @@ def _secret(doc: dict, origin: str | None) -> TLSSecret | None:
     if doc.get("type") != "kubernetes.io/tls":
         return None
     meta = meta_of(doc, "Secret", origin)
-    data = _mapping(doc.get("data"), "data")
-    string_data = _mapping(doc.get("stringData"), "stringData")
+    data = mapping_field(doc.get("data"), "data")
+    string_data = mapping_field(doc.get("stringData"), "stringData")
     cert = _secret_value(data, string_data, "tls.crt")
     key = _secret_value(data, string_data, "tls.key")
     if not cert or not key:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..diagnostics import InvalidObject
-from ..objects import CLUSTER_SCOPED_KINDS, Meta, meta_of, register_kind
+from ..objects import CLUSTER_SCOPED_KINDS, Meta, mapping_field, meta_of, register_kind, string_field
 
 API_VERSION = "cert-manager.io/v1"
 CLUSTER_ISSUER = "ClusterIssuer"
@@ -78,39 +77,21 @@ class Issuer:
         return self.meta.namespace or CLUSTER_RESOURCE_NAMESPACE
 
 
-def _mapping(value: Any, where: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidObject(f"{where} must be a mapping, not {type(value).__name__}")
-    return value
-
-
-def _string(value: Any, where: str, required: bool = False) -> str | None:
-    if value is None or value == "":
-        if required:
-            raise InvalidObject(f"{where} is required")
-        return None
-    if not isinstance(value, str):
-        raise InvalidObject(f"{where} must be a string, not {type(value).__name__}")
-    return value
-
-
 def _acme(raw: dict, warnings: list[str], problems: list[str]) -> AcmeSpec:
     for key in sorted(set(raw) - _ACME_FIELDS):
         warnings.append(f"spec.acme.{key} is not a cert-manager field; ignored")
     for key in ("preferredChain", "externalAccountBinding", "disableAccountKeyGeneration", "enableDurationFeature"):
         if raw.get(key) not in (None, "", False):
             warnings.append(f"spec.acme.{key} is not supported by ingressd; ignored")
-    server = _string(raw.get("server"), "spec.acme.server", required=True)
+    server = string_field(raw.get("server"), "spec.acme.server", required=True)
     if not server.startswith(("https://", "http://")):
         raise InvalidObject(f"spec.acme.server {server!r} is not an http(s) URL")
-    email = _string(raw.get("email"), "spec.acme.email") or ""
-    key_ref = _mapping(raw.get("privateKeySecretRef"), "spec.acme.privateKeySecretRef")
-    key_name = _string(key_ref.get("name"), "spec.acme.privateKeySecretRef.name", required=True)
+    email = string_field(raw.get("email"), "spec.acme.email") or ""
+    key_ref = mapping_field(raw.get("privateKeySecretRef"), "spec.acme.privateKeySecretRef")
+    key_name = string_field(key_ref.get("name"), "spec.acme.privateKeySecretRef.name", required=True)
     ca_bundle = None
     if raw.get("caBundle") is not None:
-        text = _string(raw.get("caBundle"), "spec.acme.caBundle") or ""
+        text = string_field(raw.get("caBundle"), "spec.acme.caBundle") or ""
         try:
             ca_bundle = base64.b64decode(text.encode(), validate=True)
         except (binascii.Error, ValueError):
@@ -122,7 +103,7 @@ def _acme(raw: dict, warnings: list[str], problems: list[str]) -> AcmeSpec:
         raise InvalidObject("spec.acme.skipTLSVerify must be true or false")
     if skip:
         warnings.append("spec.acme.skipTLSVerify is set: the ACME server's certificate is not verified")
-    profile = _string(raw.get("profile"), "spec.acme.profile")
+    profile = string_field(raw.get("profile"), "spec.acme.profile")
     solvers = raw.get("solvers")
     if solvers is None:
         solvers = []
@@ -130,10 +111,10 @@ def _acme(raw: dict, warnings: list[str], problems: list[str]) -> AcmeSpec:
         raise InvalidObject("spec.acme.solvers must be a list")
     http01 = not solvers  # no solver listed: HTTP-01, the only one ingressd answers
     for i, solver in enumerate(solvers):
-        solver = _mapping(solver, f"spec.acme.solvers[{i}]")
+        solver = mapping_field(solver, f"spec.acme.solvers[{i}]")
         if "http01" in solver:
             http01 = True
-            if _mapping(solver.get("selector"), f"spec.acme.solvers[{i}].selector"):
+            if mapping_field(solver.get("selector"), f"spec.acme.solvers[{i}].selector"):
                 warnings.append(f"spec.acme.solvers[{i}].selector is ignored: ingressd answers HTTP-01 for every name")
         for kind in sorted(set(solver) - {"http01", "selector"}):
             if kind == "dns01":
@@ -149,7 +130,7 @@ def _acme(raw: dict, warnings: list[str], problems: list[str]) -> AcmeSpec:
 
 def _issuer(doc: dict, origin: str | None, kind: str) -> Issuer:
     meta = meta_of(doc, kind, origin, namespaced=kind == ISSUER)
-    spec = _mapping(doc.get("spec"), "spec")
+    spec = mapping_field(doc.get("spec"), "spec")
     warnings: list[str] = []
     problems: list[str] = []
     for key in sorted(set(spec) - _SPEC_FIELDS):
@@ -162,11 +143,11 @@ def _issuer(doc: dict, origin: str | None, kind: str) -> Issuer:
         problems.append(f"spec.{types[0]} issuers are not supported by ingressd (use acme, ca or selfSigned)")
         return Issuer(meta, warnings=tuple(warnings), problems=tuple(problems))
     if types[0] == "acme":
-        acme = _acme(_mapping(spec["acme"], "spec.acme"), warnings, problems)
+        acme = _acme(mapping_field(spec["acme"], "spec.acme"), warnings, problems)
         return Issuer(meta, acme=acme, warnings=tuple(warnings), problems=tuple(problems))
     if types[0] == "ca":
-        ca = _mapping(spec["ca"], "spec.ca")
-        secret = _string(ca.get("secretName"), "spec.ca.secretName", required=True)
+        ca = mapping_field(spec["ca"], "spec.ca")
+        secret = string_field(ca.get("secretName"), "spec.ca.secretName", required=True)
         for key in sorted(set(ca) - {"secretName", "crlDistributionPoints", "ocspServers",
                                      "issuingCertificateURLs"}):
             warnings.append(f"spec.ca.{key} is not a cert-manager field; ignored")

@@ -127,8 +127,8 @@ class _Planner:
         if cs.acme_email:
             implicit = implicit_issuer(IMPLICIT_ISSUER_NAME, cs.acme_email, cs.acme_server, cs.acme_ca_bundle)
             if implicit.ref in self.issuers:
-                self.report(WARNING, self.issuers[implicit.ref], f"this ClusterIssuer is used instead of the one "
-                                                                 f"--acme-email defines with the same name")
+                self.report(WARNING, self.issuers[implicit.ref], "this ClusterIssuer is used instead of the one "
+                                                                 "--acme-email defines with the same name")
             else:
                 self.issuers[implicit.ref] = implicit
         for issuer in self.issuers.values():

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from support import procs
 from support.ingressd import LIVE, REPO, Ingressd, free_port, subprocess_env
 from support.wait import wait_until
 
@@ -30,15 +31,7 @@ needs_pebble = pytest.mark.skipif(not (os.path.exists(PEBBLE) and os.path.exists
                                   reason="Debian's pebble package is not installed")
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+_stop = procs.stop
 
 
 class Pebble:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from support import manifests as m
+from support import procs
 from support.certs import issue
 from support.ingressd import launch, subprocess_env
 from support.wait import wait_until
@@ -132,13 +133,7 @@ class Browser:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        procs.stop(proc)
         try:  # helpers chromium started in its own session (renderers, zygote) that outlived it
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import client as h
+from . import procs
 from .manifests import ManifestDir
 from .wait import wait_until
 
@@ -102,13 +103,7 @@ class Ingressd:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        procs.stop(proc)
         self.returncode = proc.returncode
         if self in LIVE:
             LIVE.remove(self)
