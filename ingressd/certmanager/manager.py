@@ -180,6 +180,8 @@ class CertificateManager:
             except Exception:
                 log.exception("reconciling certificates failed; retrying in 30 s")
                 self._next_due = self.clock() + 30
+            if self._next_due <= self.clock():  # nothing scheduled (e.g. no --state-dir): wait for a change
+                self._next_due = self.clock() + RECHECK
 
     async def close(self) -> None:
         for task in list(self.inflight.values()) + list(self._aux.values()):
