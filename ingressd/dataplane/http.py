@@ -90,53 +90,49 @@ def parse_host(raw: bytes) -> str | None:
 
 
 class Exchange:
-    """One request and its response on a client connection."""
+    """One request and its response on a client connection.
 
-    __slots__ = (
-        "conn", "url", "headers", "method", "keep_alive", "is_head", "route", "local", "status",
-        "host", "head", "body_mode", "body_limit", "received", "pending", "pending_bytes", "request_done",
-        "response_started", "response_done", "upstream", "chunked_out", "upgrade", "expect_continue",
-        "attempts", "replayable", "connecting", "aborted", "http10",
-        # for metrics and the access log
-        "started", "upstream_start", "upstream_connected", "upstream_header", "sent", "upstream_received",
-        "upstream_addr", "upstream_status", "request_id", "referer", "user_agent", "head_size",
-    )
+    Every field has a class-level default and ``__init__`` sets only what each request needs
+    afresh: creating an exchange is on the request path, and most fields keep their defaults.
+    """
+
+    url = b""
+    method = b""
+    keep_alive = True
+    is_head = False
+    route: Route | None = None
+    local: bytes | None = None  # a complete response written by ingressd itself
+    status = 0
+    host = ""
+    head = b""  # the request head for the upstream
+    body_mode = NO_BODY
+    body_limit: int | None = None
+    received = 0
+    pending: list[bytes] | None = None  # body bytes read before an upstream was attached
+    pending_bytes = 0
+    request_done = False
+    response_started = False
+    response_done = False
+    upstream: UpstreamConnection | None = None
+    chunked_out = False
+    upgrade = False
+    expect_continue = False
+    attempts = 0
+    replayable = True
+    connecting = False
+    aborted = False
+    http10 = False
+    # for metrics and the access log
+    upstream_start = upstream_connected = upstream_header = 0.0
+    sent = upstream_received = head_size = 0
+    upstream_addr: tuple[str, int] | None = None
+    upstream_status = 0
+    request_id = referer = user_agent = b""
 
     def __init__(self, conn: ClientConnection):
         self.conn = conn
-        self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.method = b""
-        self.keep_alive = True
-        self.is_head = False
-        self.route: Route | None = None
-        self.local: bytes | None = None  # a complete response written by ingressd itself
-        self.status = 0
-        self.host = ""
-        self.head = b""  # the request head for the upstream
-        self.body_mode = NO_BODY
-        self.body_limit: int | None = None
-        self.received = 0
-        self.pending: list[bytes] | None = None  # body bytes read before an upstream was attached
-        self.pending_bytes = 0
-        self.request_done = False
-        self.response_started = False
-        self.response_done = False
-        self.upstream: UpstreamConnection | None = None
-        self.chunked_out = False
-        self.upgrade = False
-        self.expect_continue = False
-        self.attempts = 0
-        self.replayable = True
-        self.connecting = False
-        self.aborted = False
-        self.http10 = False
         self.started = monotonic()
-        self.upstream_start = self.upstream_connected = self.upstream_header = 0.0
-        self.sent = self.upstream_received = self.head_size = 0
-        self.upstream_addr: tuple[str, int] | None = None
-        self.upstream_status = 0
-        self.request_id = self.referer = self.user_agent = b""
 
     # --- request side ---------------------------------------------------------------------
 

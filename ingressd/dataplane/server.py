@@ -213,15 +213,11 @@ class DataPlane:
         if stats is None:
             stats = self.stats[key] = RequestStats()
         now = monotonic()
-        stats.count += 1
-        stats.duration.observe(now - exchange.started)
-        stats.request_size.observe(exchange.head_size + exchange.received)
-        stats.response_size.observe(exchange.sent)
+        stats.observe(now - exchange.started, exchange.head_size + exchange.received, exchange.sent)
         proxied = exchange.upstream_header
         if proxied:
-            stats.connect.observe(exchange.upstream_connected - exchange.upstream_start)
-            stats.header.observe(proxied - exchange.upstream_start)
-            stats.response.observe(now - exchange.upstream_start)
+            start = exchange.upstream_start
+            stats.observe_upstream(exchange.upstream_connected - start, proxied - start, now - start)
         if self.access_log is not None:
             self.log_exchange(exchange, now)
 

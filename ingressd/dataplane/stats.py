@@ -53,6 +53,31 @@ class RequestStats:
         self.request_size = Histogram(LENGTH_BUCKETS)
         self.response_size = Histogram(LENGTH_BUCKETS)
 
+    # One call per request instead of one per histogram: these run for every request.
+
+    def observe(self, duration: float, request_size: int, response_size: int) -> None:
+        self.count += 1
+        h = self.duration
+        h.counts[bisect_left(TIME_BUCKETS, duration)] += 1
+        h.sum += duration
+        h = self.request_size
+        h.counts[bisect_left(LENGTH_BUCKETS, request_size)] += 1
+        h.sum += request_size
+        h = self.response_size
+        h.counts[bisect_left(LENGTH_BUCKETS, response_size)] += 1
+        h.sum += response_size
+
+    def observe_upstream(self, connect: float, header: float, response: float) -> None:
+        h = self.connect
+        h.counts[bisect_left(TIME_BUCKETS, connect)] += 1
+        h.sum += connect
+        h = self.header
+        h.counts[bisect_left(TIME_BUCKETS, header)] += 1
+        h.sum += header
+        h = self.response
+        h.counts[bisect_left(TIME_BUCKETS, response)] += 1
+        h.sum += response
+
 
 class AccessLog:
     """Buffered access log lines on stdout, flushed every tick in whole-line writes.
