@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from time import monotonic
 from typing import TYPE_CHECKING
 
@@ -29,18 +30,19 @@ MAX_IDLE_PER_ENDPOINT = 320  # ingress-nginx's upstream keep-alive
 MAX_REQUESTS_PER_CONNECTION = 10_000
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
 
-_DROP, _LENGTH, _STS, _CONNECTION, _UPGRADE, _TE = range(1, 7)
-_RESPONSE_HEADERS = {
-    b"connection": _CONNECTION, b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP,
-    b"trailer": _DROP, b"transfer-encoding": _TE, b"upgrade": _UPGRADE, b"content-length": _LENGTH,
-    b"strict-transport-security": _STS,
-}
+# Response heads are forwarded as the upstream wrote them, less the hop-by-hop fields: one regex
+# pass instead of a Python callback per header.
+_HOP_BY_HOP = re.compile(
+    rb"^(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade)[ \t]*:[^\n]*\n",
+    re.IGNORECASE | re.MULTILINE)
+_UPGRADE_FIELD = re.compile(rb"^upgrade[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_CHUNKED_FIELD = re.compile(rb"^transfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE | re.MULTILINE)
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("plane", "endpoint", "transport", "parser", "exchange", "headers", "reason", "interim",
-                 "deadline", "requests", "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout",
-                 "until_close", "head_bytes")
+    __slots__ = ("plane", "endpoint", "transport", "parser", "exchange", "interim", "deadline", "requests",
+                 "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout", "until_close", "buffer",
+                 "head_start", "partial", "in_head")
 
     def __init__(self, plane: DataPlane, endpoint: tuple[str, int]):
         self.plane = plane
@@ -48,8 +50,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.reason = b""
         self.interim = False
         self.deadline = 0.0
         self.requests = 0
@@ -58,7 +58,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.read_timeout = self.send_timeout = 60.0
         self.until_close = False  # the response body ends when the upstream closes
-        self.head_bytes = 0
+        # The bytes of the response head being parsed: ``buffer`` is what the parser is fed now
+        # (after ``partial``, an unfinished head from earlier reads), the head starts at ``head_start``.
+        self.buffer = self.partial = b""
+        self.head_start = 0
+        self.in_head = False
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -74,6 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.upstream_connected = monotonic()
         exchange.upstream_addr = self.endpoint
         self.requests += 1
+        self.in_head = True
         if self.fresh_parser:
             self.parser = HttpResponseParser(self)
             self.fresh_parser = False
@@ -155,8 +160,18 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.deadline = self.plane.now + (self.read_timeout if exchange.request_done else self.send_timeout)
         client = exchange.conn
+        if self.partial:
+            self.buffer = self.partial + data
+            self.partial = b""
+        else:
+            self.buffer = data
+        self.head_start = 0
         try:
             self.parser.feed_data(data)
+            if self.in_head and self.exchange is not None:  # a head split across reads
+                self.partial = self.buffer[self.head_start:]
+                if len(self.partial) > MAX_HEAD_BYTES:
+                    raise HttpParserError("response head too large")
         except HttpParserUpgrade as upgrade:
             tail = data[upgrade.args[0]:]
             if self.tunnel is not None and tail:
@@ -181,47 +196,32 @@ class UpstreamConnection(asyncio.Protocol):
 
     # --- httptools callbacks ---------------------------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self.reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        self.head_bytes += len(name) + len(value)
-        if self.head_bytes > MAX_HEAD_BYTES:
-            raise ValueError("response head too large")
-
     def on_headers_complete(self) -> None:
         exchange = self.exchange
-        headers, self.headers = self.headers, []
-        self.head_bytes = 0
+        buffer, start = self.buffer, self.head_start
+        end = buffer.find(b"\r\n\r\n", start)
+        line_end = buffer.find(b"\r\n", start)
+        if end < 0 or line_end < 0 or end - start > MAX_HEAD_BYTES:
+            raise ValueError("response head not found or too large")
+        self.head_start = end + 4
+        self.in_head = False
+        status_line = buffer[start + 8:line_end]  # " 200 OK": the version is ingressd's to say
+        fields = buffer[line_end + 2:end + 2]  # every field line, each ending in CRLF
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.interim = True
+            self.in_head = True  # the final response follows
             if status != 100 and not exchange.http10:  # 100 Continue was ingressd's to send
-                exchange.conn.transport.write(b"HTTP/1.1 %d %s\r\n%s\r\n" % (
-                    status, self.reason, b"".join(b"%s: %s\r\n" % h for h in headers)))
+                exchange.conn.transport.write(b"HTTP/1.1%s\r\n%s\r\n" % (status_line, fields))
             return
         conn = exchange.conn
         exchange.upstream_header = monotonic()
         exchange.upstream_status = status
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, self.reason)]
-        length = has_sts = chunked = False
-        upgrade = None
-        for name, value in headers:
-            kind = _RESPONSE_HEADERS.get(name.lower())
-            if kind is None:
-                lines += (name, b": ", value, b"\r\n")
-            elif kind == _LENGTH:
-                length = True
-                lines += (name, b": ", value, b"\r\n")
-            elif kind == _STS:
-                has_sts = True
-                lines += (name, b": ", value, b"\r\n")
-            elif kind == _UPGRADE:
-                upgrade = value
-            elif kind == _TE:
-                chunked = True
-        if conn.listener.hsts and not has_sts:
+        lower = b"\n" + fields.lower()
+        length = b"\ncontent-length:" in lower
+        chunked = b"\ntransfer-encoding:" in lower and _CHUNKED_FIELD.search(fields) is not None
+        lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
+        if conn.listener.hsts and b"\nstrict-transport-security:" not in lower:
             lines.append(responses.HSTS)
         keep_alive = exchange.keep_alive
         if status == 101:
@@ -229,7 +229,9 @@ class UpstreamConnection(asyncio.Protocol):
                 exchange.fail(502, "upstream switched protocols unasked")
                 self.close()
                 return
-            lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade or b"websocket", b"\r\n\r\n")
+            upgrade = _UPGRADE_FIELD.search(fields)
+            lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade.group(1) if upgrade else b"websocket",
+                      b"\r\n\r\n")
             exchange.response_head(b"".join(lines), status)
             conn.flush()  # before any tunnelled byte
             self.exchange = None

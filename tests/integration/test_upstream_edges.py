@@ -22,6 +22,10 @@ RESPONSES = {
     # A response head far beyond any sane size.
     b"/huge-head": b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(100))
                    + b"Content-Length: 2\r\n\r\nok",
+    # Hop-by-hop fields the client must not see, an HTTP/1.0 status line, and a field split oddly.
+    b"/hop-by-hop": b"HTTP/1.0 200 Fine\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                    b"Proxy-Connection: keep-alive\r\nTrailer: X-T\r\nX-Kept: yes\r\n"
+                    b"content-length: 2\r\nX-Connection-Like: stays\r\n\r\nok",
     # Not HTTP at all.
     b"/garbage": b"\x00\x01\x02 this is not a response\r\n\r\n",
 }
@@ -84,6 +88,46 @@ def test_body_delimited_by_close_for_http10(edge):
     response = h.curl("-s", "-0", "--resolve", edge.resolve("raw.example.com"),
                       edge.url("raw.example.com", "/until-close"))
     assert response.stdout == b"body until close\n"
+
+
+def test_response_hop_by_hop_fields_are_removed(edge):
+    with h.RawConn(edge.http_port) as conn:
+        conn.send(b"GET /hop-by-hop HTTP/1.1\r\nHost: raw.example.com\r\n\r\n")
+        head = conn.read_until(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 200 Fine"  # ingressd speaks HTTP/1.1 to its client
+    names = {line.split(b":")[0].lower() for line in lines[1:] if line}
+    assert not names & {b"connection", b"keep-alive", b"proxy-connection", b"trailer"}, head
+    assert {b"x-kept", b"content-length", b"x-connection-like"} <= names, head
+
+
+def test_response_head_split_across_reads(tmp_path):
+    """An upstream that trickles its head byte by byte still gets its response through."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    def serve():
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: 1\r\nContent-Length: 5\r\n\r\n":
+                conn.sendall(bytes([byte]))
+            conn.sendall(b"hello")
+            conn.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    inst = launch(tmp_path, {
+        "svc.yaml": m.service_with_endpoints("svc-slow", port),
+        "ing.yaml": [m.ingress("ing-slow", [m.rule("slow.example.com", m.path("/", "svc-slow"))])],
+    }, args=["--workers", "1"])
+    try:
+        response = inst.get("/", "slow.example.com")
+        assert response.status == 200 and response.body == b"hello" and response.header("x-slow") == "1"
+    finally:
+        inst.stop()
+        sock.close()
 
 
 def test_interim_response_is_forwarded(edge):
