@@ -156,8 +156,9 @@ class CertificateManager:
             self._wake = asyncio.Event()
 
     async def start(self, snapshot: Snapshot) -> bool:
-        """Before the first configuration is served (no port open yet, so no order): copy valid
-        certificates and write temporary ones where needed. True when a Secret was written."""
+        """Before the first configuration is served (no port open yet, so no ACME order): copy valid
+        certificates, issue those of local issuers, write temporary ones for the rest. True when a
+        Secret was written."""
         self._bind()
         self.snapshot = snapshot
         try:
@@ -267,7 +268,12 @@ class CertificateManager:
                 self._log_once(gid, "certificate %s for %s (%s) is valid until %s; renewal at %s",
                                ", ".join(f"{c.namespace}/{c.secret_name}" for c in certs), ", ".join(want.hosts),
                                want.issuer_ref, _iso(decision.copy_from.not_after), _iso(decision.issue_at))
-            if decision.issue_at is not None and orders:
+            if decision.issue_at is not None and decision.issue_at <= now and not orders and want.issuer.acme is None:
+                # Local issuers (ca, selfSigned) issue offline at once: even before the first
+                # configuration, so that it serves the real certificate rather than a temporary one.
+                await self._issue(gid, decision)
+                wrote = True
+            elif decision.issue_at is not None and orders:
                 if decision.issue_at <= now:
                     self.inflight[gid] = loop.create_task(self._issue(gid, decision))
                 else:

@@ -40,27 +40,23 @@ def leaf(store, name, namespace="default"):
     return secret, x509.load_pem_x509_certificates(secret.data["tls.crt"])[0]
 
 
-def test_temporary_then_issued_then_reused_without_orders():
+def test_local_issuer_issues_before_serving_then_reuses_without_orders():
     store, status = MemorySecretStore(), MemoryStatusStore()
     site = ingress("web", [(["a.example.com", "b.example.com"], "web-tls")], {CM + "cluster-issuer": "self"})
     snap = snapshot(cluster_issuer("self", {"selfSigned": {}}), site)
 
     async def run():
         mgr = manager(store, status)
-        assert await mgr.start(snap)  # before the ports open: temporary only, no order
+        # Before the ports open: a local issuer needs no network, so the real certificate is
+        # issued at once and the first configuration serves it (no temporary one in between).
+        assert await mgr.start(snap)
         secret, cert = leaf(store, "web-tls")
-        temporary_key = secret.data["tls.key"]
-        assert secret.annotations["ingressd.io/temporary-certificate"] == "true" and not mgr.inflight
+        assert "ingressd.io/temporary-certificate" not in secret.annotations and not mgr.inflight
         assert {n.value for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value} == {
             "a.example.com", "b.example.com"}
-        await mgr.reconcile()
-        await settle(mgr)
-        secret, cert = leaf(store, "web-tls")
-        assert "ingressd.io/temporary-certificate" not in secret.annotations
         assert secret.annotations[CM + "issuer-name"] == "self" and secret.data["ca.crt"] == secret.data["tls.crt"]
         assert mgr.orders == {("self", "success"): 1}
         issued_key = store.get("default", "web-tls").data["tls.key"]
-        assert issued_key == temporary_key  # as cert-manager does: the real certificate keeps the key
         await mgr.reconcile()
         assert not mgr.inflight and mgr.orders == {("self", "success"): 1}  # valid: nothing to do
         assert mgr.next_renewal[("default", "web-tls")][1] > time.time()
