@@ -90,9 +90,9 @@ class Controller:
                  (time.perf_counter() - started) * 1000)
 
     def report(self, snapshot: Snapshot, config: Config) -> None:
-        """Log each new diagnostic once, and each Ingress that appeared or changed (file errors are
-        logged by the source as it reads them)."""
-        current = {d for d in config.diagnostics if d.object or not d.origin}
+        """Log each new diagnostic once, and each Ingress that appeared or changed. What the source
+        found reading files (unparsable files, invalid objects) it has logged already."""
+        current = set(config.diagnostics) - set(snapshot.diagnostics)
         for diagnostic in config.diagnostics:
             if diagnostic in current and diagnostic not in self._reported:
                 log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,

@@ -13,7 +13,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 import trustme
 
 from support import procs
-from support.ingressd import LIVE, REPO, Ingressd, free_port, subprocess_env
+from support.ingressd import Ingressd, free_port, subprocess_env
 from support.wait import wait_until
 
 PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
@@ -120,20 +119,7 @@ class FixedPortIngressd(Ingressd):
         self.http_port, self.https_port, self.metrics_port = ports
 
     def start(self, ready_timeout: float = 30.0) -> "FixedPortIngressd":
-        cmd = [sys.executable, "-m", "ingressd", "serve", "--manifests", str(self.manifests),
-               "--listen", "127.0.0.1", "--http-port", str(self.http_port), "--https-port", str(self.https_port),
-               "--metrics-port", str(self.metrics_port), *self.args]
-        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
-                                         env=subprocess_env())
-        LIVE.append(self)
-        try:
-            wait_until(self._ready_or_dead, timeout=ready_timeout, interval=0.05,
-                       message=f"ingressd /readyz on port {self.metrics_port}")
-        except Exception:
-            self.stop()
-            raise RuntimeError(f"ingressd did not become ready:\n{self.logs()}") from None
-        if self.proc.poll() is not None:
+        if not self.spawn(ready_timeout):
             log = self.logs()
             self.stop()
             raise RuntimeError(f"ingressd exited with {self.returncode}:\n{log}")

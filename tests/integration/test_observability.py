@@ -157,6 +157,8 @@ def test_controller_events_are_structured(obs):
     assert any(e["object"] == "Ingress default/ing-obs" for e in accepted)
     rejected = [e for e in events if e.get("event") == "rejected"]
     assert any(e["object"] == "Ingress default/ing-broken" and e["file"].endswith("broken.yaml") for e in rejected)
+    # Reported once: the source logs what it could not read; the controller does not repeat it.
+    assert len([e for e in rejected if e["object"] == "Ingress default/ing-broken"]) == 1
 
 
 def test_no_access_log(tmp_path, backend):

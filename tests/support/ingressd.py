@@ -63,26 +63,7 @@ class Ingressd:
     def start(self, ready_timeout: float = 30.0) -> "Ingressd":
         for attempt in range(3):
             self.http_port, self.https_port, self.metrics_port = free_port(), free_port(), free_port()
-            cmd = [
-                sys.executable, "-m", "ingressd", "serve",
-                "--manifests", str(self.manifests),
-                "--listen", "127.0.0.1",
-                "--http-port", str(self.http_port),
-                "--https-port", str(self.https_port),
-                "--metrics-port", str(self.metrics_port),
-                *self.args,
-            ]
-            with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-                self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                             cwd=REPO, env=subprocess_env())
-            LIVE.append(self)
-            try:
-                wait_until(self._ready_or_dead, timeout=ready_timeout, interval=0.05,
-                           message=f"ingressd /readyz on port {self.metrics_port}")
-            except Exception:
-                self.stop()
-                raise RuntimeError(f"ingressd did not become ready:\n{self.logs()}") from None
-            if self.proc.poll() is None:
+            if self.spawn(ready_timeout):
                 return self
             # Exited: a port taken by someone else between free_port() and bind() is retried.
             log = self.logs()
@@ -90,6 +71,23 @@ class Ingressd:
             if "in use" not in log.lower() or attempt == 2:
                 raise RuntimeError(f"ingressd exited with {self.returncode} before ready:\n{log}")
         raise AssertionError("unreachable")
+
+    def spawn(self, ready_timeout: float) -> bool:
+        """Start ``ingressd serve`` on this instance's ports and wait for /readyz; False if it exited."""
+        cmd = [sys.executable, "-m", "ingressd", "serve", "--manifests", str(self.manifests),
+               "--listen", "127.0.0.1", "--http-port", str(self.http_port), "--https-port", str(self.https_port),
+               "--metrics-port", str(self.metrics_port), *self.args]
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
+                                         env=subprocess_env())
+        LIVE.append(self)
+        try:
+            wait_until(self._ready_or_dead, timeout=ready_timeout, interval=0.05,
+                       message=f"ingressd /readyz on port {self.metrics_port}")
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"ingressd did not become ready:\n{self.logs()}") from None
+        return self.proc.poll() is None
 
     def _ready_or_dead(self) -> bool:
         if self.proc.poll() is not None:
