@@ -86,7 +86,7 @@ class Controller:
         self.report(snapshot, config)
         log.info("configuration applied: %d ingresses, %d routes, %d certificates in %.0f ms",
                  config.ingress_count, len(config.table.routes()),
-                 len(set(config.certificates.values()) | set(config.wildcard_certificates.values())),
+                 len(set(config.certificates.values())),
                  (time.perf_counter() - started) * 1000)
 
     def report(self, snapshot: Snapshot, config: Config) -> None:

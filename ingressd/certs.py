@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from .hosts import matches
+
 FAKE_CERTIFICATE_CN = "Kubernetes Ingress Controller Fake Certificate"
 
 
@@ -31,18 +33,7 @@ class Certificate:
     public_key_algorithm: str = ""
 
     def covers(self, host: str) -> bool:
-        return any(name_matches(name, host) for name in self.names)
-
-
-def name_matches(pattern: str, host: str) -> bool:
-    """Certificate name matching: a ``*.`` wildcard stands for exactly one label."""
-    pattern = pattern.lower()
-    if pattern == host:
-        return True
-    if pattern.startswith("*."):
-        dot = host.find(".")
-        return dot > 0 and host[dot + 1:] == pattern[2:]
-    return False
+        return any(matches(name, host) for name in self.names)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .certs import Certificate
 from .diagnostics import Diagnostic
+from .hosts import HostMap
 from .objects import KubeObject
 from .routing import RouteTable
 
@@ -38,20 +39,14 @@ class Settings:
 @dataclass(frozen=True, slots=True)
 class Config:
     table: RouteTable
-    certificates: dict[str, Certificate] = field(default_factory=dict)  # exact host -> certificate
-    wildcard_certificates: dict[str, Certificate] = field(default_factory=dict)  # "foo.com" for *.foo.com
+    certificates: HostMap[Certificate] = field(default_factory=HostMap)  # by host pattern (spec.tls hosts)
     default_certificate: Certificate | None = None  # from --default-ssl-certificate
     diagnostics: tuple[Diagnostic, ...] = ()
     ingress_count: int = 0
     orphans: tuple[tuple[str, str, str], ...] = ()  # (namespace, ingress, "no-service" | "no-endpoint")
 
     def certificate_for(self, host: str) -> Certificate | None:
-        cert = self.certificates.get(host)
-        if cert is None:
-            dot = host.find(".")
-            if dot > 0:
-                cert = self.wildcard_certificates.get(host[dot + 1:])
-        return cert
+        return self.certificates.get(host)
 
     @property
     def errors(self) -> list[Diagnostic]:

@@ -147,7 +147,6 @@ class ControllerCollector:
         rejected = Metric("ingressd_objects_rejected", "Objects or files rejected, by kind and reason", "gauge")
         if config is not None:
             hosts = list(config.certificates.items())
-            hosts += [("*." + suffix, cert) for suffix, cert in config.wildcard_certificates.items()]
             for host, cert in hosts:
                 namespace, _, secret = cert.source.partition("/")
                 labels = dict(constant, namespace=namespace, host=host, secret_name=secret, identifier=cert.serial,

@@ -1,6 +1,6 @@
 """The compiled route table and its lookup: the one piece of routing that runs per request.
 
-Lookup costs one dict probe for the host (two for a wildcard) plus one per path element: the
+Lookup costs one dict probe for the host (two for a wildcard, see ``hosts.HostMap``) plus one per path element: the
 table is built once per configuration so that requests do no sorting, no regexes and no loops
 over rules.
 """
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .annotations import DEFAULT_OPTIONS, RouteOptions
+from .hosts import HostMap
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 UNDEFINED_HOST = "_"  # the host label of requests for hosts no Ingress defines (nginx's catch-all name)
@@ -76,8 +77,7 @@ class HostRoutes:
 
 @dataclass(slots=True, eq=False)
 class RouteTable:
-    hosts: dict[str, HostRoutes] = field(default_factory=dict)
-    wildcards: dict[str, HostRoutes] = field(default_factory=dict)  # "*.foo.com" stored as "foo.com"
+    hosts: HostMap[HostRoutes] = field(default_factory=HostMap)  # by host pattern, wildcards included
     any_host: HostRoutes | None = None  # rules without a host
     default: Route = field(default_factory=lambda: Route("", "", "Default"))
 
@@ -85,25 +85,19 @@ class RouteTable:
         """The route for a request; ``host`` lower-case without port, ``path`` normalized."""
         routes = self.hosts.get(host)
         if routes is None:
-            dot = host.find(".")
-            if dot > 0:
-                routes = self.wildcards.get(host[dot + 1:])
+            routes = self.any_host
             if routes is None:
-                routes = self.any_host
-                if routes is None:
-                    return self.default
+                return self.default
         route = routes.match(path)
         if route is None:
             return routes.fallback or self.default
         return route
 
     def routes(self) -> list[Route]:
-        """Every rule route, for listings: hosts sorted, then the host-less rules."""
+        """Every rule route, for listings: hosts sorted (wildcards after names), then the host-less rules."""
         result = []
-        for key in sorted(self.hosts):
-            result += _host_listing(self.hosts[key])
-        for key in sorted(self.wildcards):
-            result += _host_listing(self.wildcards[key])
+        for _, routes in self.hosts.items():
+            result += _host_listing(routes)
         if self.any_host:
             result += _host_listing(self.any_host)
         return result

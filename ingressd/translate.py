@@ -14,6 +14,7 @@ from .annotations import DEFAULT_OPTIONS, RouteOptions, parse_route_options
 from .certs import Certificate, load_certificate
 from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
+from .hosts import HostMap, is_wildcard
 from .objects import (BackendRef, EndpointSlice, Ingress, IngressClass, KubeObject, Service, TLSSecret)
 from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
 
@@ -143,7 +144,7 @@ class _Translation:
             for warning in warnings:
                 self.report(WARNING, ingress, warning, "annotation")
 
-        certificates, wildcard_certificates, tls_hosts = self.tls(ingresses)
+        certificates, tls_hosts = self.tls(ingresses)
         table = RouteTable()
         global_default = self.global_default(ingresses)
         table.default = global_default
@@ -186,28 +187,26 @@ class _Translation:
                 self.diagnostics.append(Diagnostic(
                     ERROR, f"--default-ssl-certificate {self.settings.default_ssl_certificate}: secret not found "
                            "or not a valid kubernetes.io/tls Secret; using a generated certificate"))
-        return Config(table=table, certificates=certificates, wildcard_certificates=wildcard_certificates,
+        return Config(table=table, certificates=certificates,
                       default_certificate=default_certificate,
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans))
 
-    def host_routes(self, table: RouteTable, host: str, tls_hosts: set[str], opts: RouteOptions) -> HostRoutes:
+    def host_routes(self, table: RouteTable, host: str, tls_hosts: HostMap[bool], opts: RouteOptions) -> HostRoutes:
         """A host's routes; the first (oldest) Ingress naming the host sets its fallback's redirect,
         as its annotations shape ingress-nginx's implicit "/" location for the host."""
         if not host:
             if table.any_host is None:
                 table.any_host = HostRoutes(fallback=table.default)
             return table.any_host
-        store = table.wildcards if host.startswith("*.") else table.hosts
-        name = host[2:] if host.startswith("*.") else host
-        routes = store.get(name)
+        routes = table.hosts.pattern_value(host)
         if routes is None:
             # A defined host's unmatched paths: the default backend, counted under the host.
             default = table.default
             redirect = (_has_tls(host, tls_hosts) and opts.ssl_redirect) or opts.force_ssl_redirect
             fallback = Route(host, default.path, default.path_type, default.namespace, default.ingress,
                              default.backend, default.options, redirect, (*default.labels[:3], host, ""))
-            routes = store[name] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
+            routes = table.hosts[host] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
         return routes
 
     def global_default(self, ingresses: list[Ingress]) -> Route:
@@ -222,9 +221,8 @@ class _Translation:
         return Route("", "", "Default", options=DEFAULT_OPTIONS, labels=("", "", "", UNDEFINED_HOST, ""))
 
     def tls(self, ingresses: list[Ingress]):
-        certificates: dict[str, Certificate] = {}
-        wildcard_certificates: dict[str, Certificate] = {}
-        tls_hosts: set[str] = set()
+        certificates: HostMap[Certificate] = HostMap()
+        tls_hosts: HostMap[bool] = HostMap()
         owners: dict[str, Ingress] = {}
         for ingress in ingresses:  # oldest first: the oldest Ingress's TLS wins for a shared host
             for entry in ingress.tls:
@@ -234,24 +232,21 @@ class _Translation:
                 for host in entry.hosts:
                     if host in owners:
                         if owners[host] is not ingress and cert is not None:
-                            if certificates.get(host) is not cert and wildcard_certificates.get(host[2:]) is not cert:
+                            if certificates.pattern_value(host) is not cert:
                                 self.report(WARNING, ingress, f"TLS for host {host} is already set by the older "
                                                               f"{owners[host].meta.ref}; this entry is ignored",
                                             "conflict")
                         continue
                     owners[host] = ingress
-                    tls_hosts.add(host)
+                    tls_hosts[host] = True
                     if cert is None:
                         continue
                     if not cert.covers(host):
                         self.report(WARNING, ingress, f"certificate in secret {cert.source} does not cover host "
                                                       f"{host} (it names {', '.join(cert.names) or 'nothing'})",
                                     "reference")
-                    if host.startswith("*."):
-                        wildcard_certificates[host[2:]] = cert
-                    else:
-                        certificates[host] = cert
-        return certificates, wildcard_certificates, tls_hosts
+                    certificates[host] = cert
+        return certificates, tls_hosts
 
 
 def is_served(ingress: Ingress, classes: dict[str, IngressClass], settings: Settings) -> bool:
@@ -274,13 +269,11 @@ def served_ingresses(objects, settings: Settings) -> list[Ingress]:
                   key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))
 
 
-def _has_tls(host: str, tls_hosts: set[str]) -> bool:
+def _has_tls(host: str, tls_hosts: HostMap[bool]) -> bool:
+    """Whether a rule host is covered by some spec.tls host (a wildcard rule only by the same wildcard)."""
     if not host:
         return False
-    if host in tls_hosts:
-        return True
-    dot = host.find(".")
-    return dot > 0 and not host.startswith("*.") and "*." + host[dot + 1:] in tls_hosts
+    return bool(tls_hosts.pattern_value(host) if is_wildcard(host) else tls_hosts.get(host))
 
 
 def translate(snapshot: Snapshot, settings: Settings = Settings()) -> Config:

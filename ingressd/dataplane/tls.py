@@ -63,7 +63,6 @@ class TLSContexts:
             self.fallback_cert = fallback
         # Drop contexts of certificates no longer used; the rest are built lazily on first use.
         used = {c.fingerprint for c in config.certificates.values()}
-        used |= {c.fingerprint for c in config.wildcard_certificates.values()}
         used |= {self.fallback_cert.fingerprint, self._fallback_cert.fingerprint}
         for fingerprint in list(self._contexts):
             if fingerprint not in used:

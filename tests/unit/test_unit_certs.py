@@ -8,7 +8,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from ingressd.certs import FAKE_CERTIFICATE_CN, fake_certificate, load_certificate, name_matches, self_signed
+from ingressd.certs import FAKE_CERTIFICATE_CN, fake_certificate, load_certificate, self_signed
+from ingressd.hosts import matches
 
 
 @pytest.fixture(scope="module")
@@ -102,4 +103,4 @@ def test_fake_certificate_like_ingress_nginx():
     ("foo.com", "x.foo.com", False),
 ])
 def test_name_matches(pattern, host, expected):
-    assert name_matches(pattern, host) is expected
+    assert matches(pattern, host) is expected
