@@ -1,8 +1,9 @@
 """Per-request counters, histograms and access log lines, kept cheap for the request path.
 
 prometheus_client's labelled histograms take a lock and a label lookup per observation; here one
-``RequestStats`` object per (route, method, status) holds plain bucket arrays that ``record`` bumps,
-and ``ingressd.metrics`` turns them into samples only when Prometheus scrapes.
+``RequestStats`` object per (route, method, status) holds plain bucket arrays that
+``Recorder.record`` bumps, and ``ingressd.metrics`` turns them into samples only when Prometheus
+scrapes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ import json
 import os
 import time
 from bisect import bisect_left
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from ..routing import UNDEFINED_HOST
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+MAX_UNDEFINED_HOSTS = 1000  # distinct host labels kept with --metrics-per-undefined-host
 
 # ingress-nginx's buckets (see ../shared/reference/metrics.md).
 TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -181,3 +191,92 @@ class Counters:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         _merge_histogram(self.upgraded_lifetimes, other.upgraded_lifetimes)
         return self
+
+
+class Recorder:
+    """Counts finished exchanges and closed tunnels, and writes their access log lines."""
+
+    def __init__(self, access_log: AccessLog | None = None, per_undefined_host: bool = False):
+        self.access_log = access_log
+        self.per_undefined_host = per_undefined_host
+        self.stats: dict[tuple, RequestStats] = {}  # by (route labels, method, status)
+        self.upgraded = 0  # open tunnels
+        self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
+        self._undefined_labels: dict[tuple, tuple] = {}
+
+    def record(self, exchange: Exchange) -> None:
+        """Count a finished exchange (and log it): the only per-request bookkeeping."""
+        route = exchange.route
+        if route is None:
+            return
+        labels = route.labels
+        if self.per_undefined_host and labels[3] == UNDEFINED_HOST:
+            labels = self.undefined_host_labels(labels, exchange.host)
+        key = (labels, exchange.method, exchange.status)
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = RequestStats()
+        now = monotonic()
+        stats.observe(now - exchange.started, exchange.head_size + exchange.received, exchange.sent)
+        proxied = exchange.upstream_header
+        if proxied:
+            start = exchange.upstream_start
+            stats.observe_upstream(exchange.upstream_connected - start, proxied - start, now - start)
+        if self.access_log is not None:
+            self.log_exchange(exchange, now)
+
+    def undefined_host_labels(self, labels: tuple, host: str) -> tuple:
+        """Labels naming an undefined host (--metrics-per-undefined-host), bounded in number."""
+        cached = self._undefined_labels.get((labels, host))
+        if cached is None:
+            if len(self._undefined_labels) >= MAX_UNDEFINED_HOSTS:
+                return labels  # past the bound, further hosts share the collapsed label
+            cached = self._undefined_labels[(labels, host)] = (*labels[:3], host or UNDEFINED_HOST, labels[4])
+        return cached
+
+    def log_exchange(self, exchange: Exchange, now: float) -> None:
+        route = exchange.route
+        proxied = bool(exchange.upstream_header)
+        address = exchange.upstream_addr
+        self.access_log.write({
+            "remote_addr": exchange.conn.client_ip,
+            "time_local": self.access_log.time_local(),
+            "request": "%s %s HTTP/%s" % (exchange.method.decode("latin-1"), exchange.url.decode("latin-1"),
+                                           "1.0" if exchange.http10 else "1.1"),
+            "status": exchange.status,
+            "body_bytes_sent": exchange.sent,
+            "http_referer": exchange.referer.decode("latin-1") or "-",
+            "http_user_agent": exchange.user_agent.decode("latin-1") or "-",
+            "request_length": exchange.head_size + exchange.received,
+            "request_time": round(now - exchange.started, 3),
+            "proxy_upstream_name": route.backend.name if route.backend is not None else "upstream-default-backend",
+            "upstream_addr": f"{address[0]}:{address[1]}" if address else "-",
+            "upstream_response_length": exchange.upstream_received if proxied else "-",
+            "upstream_response_time": round(now - exchange.upstream_start, 3) if proxied else "-",
+            "upstream_status": exchange.upstream_status or "-",
+            "req_id": exchange.request_id.decode("latin-1"),
+            "namespace": route.namespace or "-",
+            "ingress": route.ingress or "-",
+            "service": route.service or "-",
+        })
+
+    def tunnel_opened(self) -> None:
+        self.upgraded += 1
+
+    def tunnel_closed(self, client_ip: str, opened: float, sent: int, received: int) -> None:
+        self.upgraded -= 1
+        lifetime = monotonic() - opened
+        self.upgraded_lifetimes.observe(lifetime)
+        if self.access_log is not None:
+            self.access_log.write({
+                "remote_addr": client_ip, "time_local": self.access_log.time_local(),
+                "request": "websocket closed", "status": 101, "body_bytes_sent": sent, "http_referer": "-",
+                "http_user_agent": "-", "request_length": received, "request_time": round(lifetime, 3),
+                "proxy_upstream_name": "-", "upstream_addr": "-", "upstream_response_length": "-",
+                "upstream_response_time": "-", "upstream_status": "-", "req_id": "-", "namespace": "-",
+                "ingress": "-", "service": "-",
+            })
+
+    def flush(self) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()

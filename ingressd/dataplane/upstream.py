@@ -1,9 +1,11 @@
 """The upstream side of the proxy: pooled keep-alive connections to endpoints, parsing responses.
 
 An ``UpstreamConnection`` serves one exchange at a time. When a response ends and both sides allow
-it, the connection goes back to its endpoint's idle list, where the next request to that endpoint
-finds it. Response heads are rebuilt without hop-by-hop headers; bodies stream through with
-backpressure to the client.
+it, the connection goes back to its endpoint's idle list in the ``UpstreamPool``, where the next
+request to that endpoint finds it. The pool also chooses endpoints (round robin) and dials new
+connections, trying the next endpoint when one refuses. Response heads are handed to the client
+side as the upstream wrote them (status line and raw field lines): the client side renders them
+for its own protocol. Bodies stream through with backpressure both ways.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ import asyncio
 import logging
 import re
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from . import responses
-from .http import PAUSE_UPSTREAM
+from .exchange import (PAUSE_UPSTREAM, RESPONSE_CHUNKED, RESPONSE_EMPTY, RESPONSE_LENGTH, RESPONSE_UNTIL_CLOSE,
+                       Exchange)
 
 if TYPE_CHECKING:
-    from .http import Exchange
-    from .server import DataPlane
+    from .timers import Timers
 
 log = logging.getLogger("ingressd.upstream")
 
@@ -29,23 +30,19 @@ IDLE_TIMEOUT = 60.0  # an idle pooled connection is closed after this long
 MAX_IDLE_PER_ENDPOINT = 320  # ingress-nginx's upstream keep-alive
 MAX_REQUESTS_PER_CONNECTION = 10_000
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
+MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
 
-# Response heads are forwarded as the upstream wrote them, less the hop-by-hop fields: one regex
-# pass instead of a Python callback per header.
-_HOP_BY_HOP = re.compile(
-    rb"^(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade)[ \t]*:[^\n]*\n",
-    re.IGNORECASE | re.MULTILINE)
-_UPGRADE_FIELD = re.compile(rb"^upgrade[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 _CHUNKED_FIELD = re.compile(rb"^transfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE | re.MULTILINE)
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("plane", "endpoint", "transport", "parser", "exchange", "interim", "deadline", "requests",
+    __slots__ = ("pool", "timers", "endpoint", "transport", "parser", "exchange", "interim", "deadline", "requests",
                  "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout", "until_close", "buffer",
                  "head_start", "partial", "in_head")
 
-    def __init__(self, plane: DataPlane, endpoint: tuple[str, int]):
-        self.plane = plane
+    def __init__(self, pool: UpstreamPool, endpoint: tuple[str, int]):
+        self.pool = pool
+        self.timers = pool.timers
         self.endpoint = endpoint
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpResponseParser(self)
@@ -54,7 +51,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.requests = 0
         self.fresh_parser = False
-        self.tunnel = None
+        self.tunnel = None  # the client side once the connection is a tunnel
         self.closed = False
         self.read_timeout = self.send_timeout = 60.0
         self.until_close = False  # the response body ends when the upstream closes
@@ -68,7 +65,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        self.plane.timed.add(self)
+        self.timers.add(self)
 
     def attach(self, exchange: Exchange) -> None:
         """Send ``exchange``'s request on this connection."""
@@ -79,14 +76,16 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.upstream_addr = self.endpoint
         self.requests += 1
         self.in_head = True
+        self.head_start = len(self.buffer)  # bytes read before the request was sent are not its response
         if self.fresh_parser:
             self.parser = HttpResponseParser(self)
             self.fresh_parser = False
         options = exchange.route.options
         self.read_timeout = options.read_timeout
         self.send_timeout = options.send_timeout
-        # proxy-send-timeout runs between writes while the body streams, proxy-read-timeout after.
-        self.deadline = self.plane.now + (self.read_timeout if exchange.request_done else self.send_timeout)
+        # proxy-read-timeout runs once the request is sent; while its body streams, proxy-send-timeout
+        # runs only while the upstream does not take what we write (a slow client is the client's timeout).
+        self.deadline = self.timers.now + self.read_timeout if exchange.request_done else 0.0
         pending = exchange.take_pending()
         if pending:
             self.transport.writelines((exchange.head, *pending))
@@ -95,11 +94,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
-        self.deadline = self.plane.now + self.send_timeout
 
     def request_sent(self) -> None:
         """The whole request is written: from now on the upstream has read-timeout to answer."""
-        self.deadline = self.plane.now + self.read_timeout
+        self.deadline = self.timers.now + self.read_timeout
 
     def abandon(self) -> None:
         """The exchange is gone mid-way: this connection's state is unknown, so close it."""
@@ -111,6 +109,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
     def on_timeout(self) -> None:
         exchange = self.exchange
         self.exchange = None
@@ -121,10 +125,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.plane.timed.discard(self)
-        self.plane.pool.forget(self)
+        self.timers.discard(self)
+        self.pool.forget(self)
         if self.tunnel is not None:
-            self.tunnel.transport.close()
+            self.tunnel.tunnel_closed_by_upstream()
             return
         exchange = self.exchange
         if exchange is None:
@@ -138,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not exchange.response_started and self.requests > 1 and exchange.replayable:
             # A pooled connection the upstream had closed just as we reused it: try a fresh one.
-            self.plane.proxy(exchange, fresh=True)
+            self.pool.proxy(exchange, fresh=True)
             return
         exchange.fail(502, f"upstream {exchange.route.backend.name} closed the connection"
                            + (f" ({exc})" if exc else ""))
@@ -151,14 +155,14 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.tunnel_out += len(data)
-            tunnel.transport.write(data)
+            tunnel.tunnel_send(data)
             return
         exchange = self.exchange
         if exchange is None:
             self.close()  # bytes nobody asked for: the connection is not reusable
             return
-        self.deadline = self.plane.now + (self.read_timeout if exchange.request_done else self.send_timeout)
+        if exchange.request_done:
+            self.deadline = self.timers.now + self.read_timeout
         client = exchange.conn
         if self.partial:
             self.buffer = self.partial + data
@@ -175,8 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserUpgrade as upgrade:
             tail = data[upgrade.args[0]:]
             if self.tunnel is not None and tail:
-                self.tunnel.tunnel_out += len(tail)
-                self.tunnel.transport.write(tail)
+                self.tunnel.tunnel_send(tail)
         except HttpParserError as error:
             log.warning("invalid response from %s:%d: %s", *self.endpoint, error)
             self.exchange = None
@@ -185,14 +188,20 @@ class UpstreamConnection(asyncio.Protocol):
         client.flush()
 
     def pause_writing(self) -> None:
-        client = self.tunnel or (self.exchange.conn if self.exchange is not None else None)
+        exchange = self.exchange
+        client = self.tunnel or (exchange.conn if exchange is not None else None)
         if client is not None:
             client.pause(PAUSE_UPSTREAM)
+        if exchange is not None and not exchange.request_done:
+            self.deadline = self.timers.now + self.send_timeout
 
     def resume_writing(self) -> None:
-        client = self.tunnel or (self.exchange.conn if self.exchange is not None else None)
+        exchange = self.exchange
+        client = self.tunnel or (exchange.conn if exchange is not None else None)
         if client is not None:
             client.resume(PAUSE_UPSTREAM)
+        if exchange is not None and not exchange.request_done:
+            self.deadline = 0.0
 
     # --- httptools callbacks ---------------------------------------------------------------------
 
@@ -211,52 +220,31 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             self.interim = True
             self.in_head = True  # the final response follows
-            if status != 100 and not exchange.http10:  # 100 Continue was ingressd's to send
-                exchange.conn.transport.write(b"HTTP/1.1%s\r\n%s\r\n" % (status_line, fields))
+            exchange.response_interim(status, status_line, fields)
             return
-        conn = exchange.conn
         exchange.upstream_header = monotonic()
         exchange.upstream_status = status
-        lower = b"\n" + fields.lower()
-        length = b"\ncontent-length:" in lower
-        chunked = b"\ntransfer-encoding:" in lower and _CHUNKED_FIELD.search(fields) is not None
-        lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
-        if conn.listener.hsts and b"\nstrict-transport-security:" not in lower:
-            lines.append(responses.HSTS)
-        keep_alive = exchange.keep_alive
         if status == 101:
             if not exchange.upgrade:
                 exchange.fail(502, "upstream switched protocols unasked")
                 self.close()
                 return
-            upgrade = _UPGRADE_FIELD.search(fields)
-            lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade.group(1) if upgrade else b"websocket",
-                      b"\r\n\r\n")
-            exchange.response_head(b"".join(lines), status)
-            conn.flush()  # before any tunnelled byte
             self.exchange = None
-            self.tunnel = conn
-            self.plane.timed.discard(self)
-            exchange.response_done = True
-            conn.become_tunnel(self)
-            conn.finish(exchange)
+            self.tunnel = exchange.conn
+            self.timers.discard(self)
+            exchange.switched_protocols(status_line, fields, self)
             return
-        if exchange.upgrade:  # the upstream refused the upgrade: no way back to HTTP on either side
-            keep_alive = exchange.keep_alive = False
-        has_body = not (exchange.is_head or status == 204 or status == 304)
-        self.until_close = has_body and not length and not chunked
-        if has_body and not length:
-            if exchange.http10:
-                keep_alive = exchange.keep_alive = False  # the end of the body is the end of the connection
-            else:  # re-frame: the client gets chunks whatever framing the upstream used
-                exchange.chunked_out = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not keep_alive:
-            lines.append(b"Connection: close\r\n")
-        elif exchange.http10:
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        exchange.response_head(b"".join(lines), status)
+        lower = b"\n" + fields.lower()
+        if exchange.is_head or status == 204 or status == 304:
+            body = RESPONSE_EMPTY
+        elif b"\ncontent-length:" in lower:
+            body = RESPONSE_LENGTH
+        elif b"\ntransfer-encoding:" in lower and _CHUNKED_FIELD.search(fields) is not None:
+            body = RESPONSE_CHUNKED
+        else:
+            body = RESPONSE_UNTIL_CLOSE
+        self.until_close = body == RESPONSE_UNTIL_CLOSE
+        exchange.response_head(status, status_line, fields, body)
         if exchange.is_head:
             # httptools cannot be told a response has no body; end it here, parse the next afresh.
             self.fresh_parser = True
@@ -265,7 +253,6 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
         if exchange is not None and not exchange.is_head:
-            exchange.upstream_received += len(body)
             exchange.response_body(body)
 
     def on_message_complete(self) -> None:
@@ -280,20 +267,73 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         reusable = (exchange.request_done and not self.until_close and self.parser.should_keep_alive()
                     and self.requests < MAX_REQUESTS_PER_CONNECTION and not exchange.upgrade)
-        exchange.response_complete()
+        # Back to the pool first, so that the client's next (pipelined) request can take it.
         if reusable and not self.closed:
-            self.deadline = self.plane.now + IDLE_TIMEOUT
-            self.plane.pool.release(self)
+            self.deadline = self.timers.now + IDLE_TIMEOUT
+            self.pool.release(self)
         else:
             self.close()
+        exchange.response_complete()
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per endpoint, and the dialing of new ones."""
+    """Idle keep-alive connections per endpoint, the choice of endpoint, and the dialing of new ones.
 
-    def __init__(self, plane: DataPlane):
-        self.plane = plane
+    ``dial(pool, exchange, endpoint)`` opens a connection and hands it to ``connected`` (or reports
+    ``dial_failed``); the default dials TCP on the running loop. Tests pass their own.
+    """
+
+    def __init__(self, timers: Timers, dial: Callable[[UpstreamPool, Exchange, tuple[str, int]], None] | None = None):
+        self.timers = timers
+        self.dial = dial or dial_tcp
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+        self.round_robin: dict = {}
+        self.new = 0  # connections dialed
+        self.reused = 0  # exchanges sent on a pooled connection
+
+    # --- proxying ---------------------------------------------------------------------------------
+
+    def reset_balancing(self) -> None:
+        """A new configuration: backends are new objects, start their rotation afresh."""
+        self.round_robin = {}
+
+    def proxy(self, exchange: Exchange, fresh: bool = False) -> None:
+        """Send ``exchange`` to the next endpoint of its backend (round robin)."""
+        backend = exchange.route.backend
+        endpoints = backend.endpoints
+        index = self.round_robin.get(backend, 0)
+        self.round_robin[backend] = index + 1
+        endpoint = endpoints[index % len(endpoints)]
+        exchange.attempts += 1
+        if not fresh:
+            conn = self.acquire(endpoint)
+            if conn is not None:
+                self.reused += 1
+                exchange.upstream_start = monotonic()
+                conn.attach(exchange)
+                return
+        if not exchange.upstream_start:
+            exchange.upstream_start = monotonic()
+        exchange.connecting = True
+        self.dial(self, exchange, endpoint)
+
+    def connected(self, exchange: Exchange, conn: UpstreamConnection) -> None:
+        self.new += 1
+        if exchange.aborted or not exchange.connecting:
+            conn.deadline = self.timers.now + IDLE_TIMEOUT
+            self.release(conn)
+        else:
+            conn.attach(exchange)
+
+    def dial_failed(self, exchange: Exchange, status: int, detail: str) -> None:
+        if exchange.aborted or not exchange.connecting:
+            return
+        if exchange.attempts < min(len(exchange.route.backend.endpoints), MAX_ATTEMPTS):
+            self.proxy(exchange, fresh=True)
+        else:
+            exchange.fail(status, detail)
+
+    # --- idle connections -------------------------------------------------------------------------
 
     def acquire(self, endpoint: tuple[str, int]) -> UpstreamConnection | None:
         idle = self.idle.get(endpoint)
@@ -326,3 +366,23 @@ class UpstreamPool:
 
     def count(self) -> int:
         return sum(len(idle) for idle in self.idle.values())
+
+
+def dial_tcp(pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]) -> None:
+    asyncio.get_running_loop().create_task(_connect(pool, exchange, endpoint))
+
+
+async def _connect(pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+    timeout = exchange.route.options.connect_timeout
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: UpstreamConnection(pool, endpoint), endpoint[0], endpoint[1]), timeout)
+    except asyncio.TimeoutError:
+        pool.dial_failed(exchange, 504, f"timed out connecting to upstream {exchange.route.backend.name} "
+                                        f"after {timeout:g}s")
+    except OSError as error:
+        pool.dial_failed(exchange, 502, f"cannot connect to upstream {exchange.route.backend.name}: "
+                                        f"{error.strerror or error}")
+    else:
+        pool.connected(exchange, conn)

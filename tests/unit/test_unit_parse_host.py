@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingressd.dataplane.http import parse_host
+from ingressd.dataplane.forward import parse_host
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -166,7 +166,7 @@ def test_wildcard_does_not_match_the_bare_domain():
 def test_request_host_case_and_port_are_ignored():
     # The data plane lower-cases and strips the port (parse_host); together with it, the lookup
     # must route FOO.com:8080 like foo.com.
-    from ingressd.dataplane.http import parse_host
+    from ingressd.dataplane.forward import parse_host
     config = compile_config(ingress("web", rule("foo.com", path("/", "svc"))))
     for raw in (b"FOO.com", b"foo.com:8080", b"Foo.Com:443", b"foo.com."):
         assert served_by(config, parse_host(raw), "/") == "svc", raw

@@ -1,0 +1,157 @@
+"""The request head as the upstream gets it: client headers read once, rewritten as ingress-nginx does.
+
+``read_headers`` makes the one pass over a request's headers: it keeps the end-to-end ones (as
+raw ``name: value`` lines), takes out what ingressd itself interprets (Host, framing, Expect,
+Upgrade, X-Request-ID, X-Forwarded-For) and drops what must not reach the upstream (hop-by-hop
+fields, the ``Proxy`` header (httpoxy), and the X-Forwarded-*/X-Real-IP values a client could forge).
+``upstream_head`` then joins the request head with ingressd's own forwarding headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from random import getrandbits
+from typing import TYPE_CHECKING
+
+from .exchange import CHUNKED_BODY, LENGTH_BODY
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+# How a request header is treated when building the upstream request.
+_FORWARD, _HOST, _DROP, _REQUEST_ID, _XFF, _CONNECTION, _UPGRADE, _EXPECT, _LENGTH, _TE, _REFERER, _AGENT = range(12)
+_REQUEST_HEADERS = {
+    b"referer": _REFERER, b"user-agent": _AGENT,
+    b"host": _HOST, b"x-request-id": _REQUEST_ID, b"x-forwarded-for": _XFF, b"connection": _CONNECTION,
+    b"upgrade": _UPGRADE, b"expect": _EXPECT, b"content-length": _LENGTH, b"transfer-encoding": _TE,
+    b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b"trailer": _DROP, b"proxy": _DROP,
+    b"x-real-ip": _DROP, b"x-forwarded-host": _DROP, b"x-forwarded-port": _DROP, b"x-forwarded-proto": _DROP,
+    b"x-forwarded-scheme": _DROP, b"x-scheme": _DROP, b"x-original-forwarded-for": _DROP,
+}
+_CONNECTION_OPTIONS = (b"keep-alive", b"close", b"upgrade")
+
+_host_cache: dict[bytes, str | None] = {}
+_request_ids = itertools.count(getrandbits(63))
+_request_id_prefix = b"%016x" % getrandbits(64)
+
+
+def new_request_id() -> bytes:
+    """32 hex digits as ingress-nginx's $req_id: a random per-process half and a counter, unique
+    without a random draw per request."""
+    return b"%s%016x" % (_request_id_prefix, next(_request_ids) & 0xFFFFFFFFFFFFFFFF)
+
+
+def parse_host(raw: bytes) -> str | None:
+    """Host header to routing key: lower-case, no port, no trailing dot. None if invalid."""
+    host = _host_cache.get(raw)
+    if host is None and raw not in _host_cache:
+        text = raw.decode("latin-1").strip().lower()
+        if text.startswith("["):  # IPv6 literal
+            end = text.find("]")
+            rest = text[end + 1:]
+            host = text[:end + 1] if end > 0 and (not rest or (rest[0] == ":" and rest[1:].isdigit())) else None
+            if host is not None:
+                try:
+                    ipaddress.IPv6Address(host[1:-1])
+                except ValueError:
+                    host = None
+        else:
+            name, colon, port = text.partition(":")
+            host = name.rstrip(".")
+            if (colon and not port.isdigit()) or not all(c.isalnum() or c in "-._*" for c in host):
+                host = None
+        if len(_host_cache) > 4096:
+            _host_cache.clear()
+        _host_cache[raw] = host
+    return host
+
+
+class RequestHead:
+    """What ``read_headers`` found besides the forwarded lines (one per request, slots only)."""
+
+    __slots__ = ("lines", "raw_host", "request_id", "xff", "upgrade", "expect", "error")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []  # name, b": ", value, b"\r\n" for every forwarded header
+        self.raw_host: bytes | None = None
+        self.request_id: bytes | None = None
+        self.xff: bytes | None = None
+        self.upgrade: bytes | None = None
+        self.expect = False
+        self.error: str | None = None  # why the request is malformed
+
+
+def read_headers(exchange: Exchange) -> RequestHead:
+    """One pass over ``exchange.headers``: sets its body framing, referer and user agent."""
+    head = RequestHead()
+    lines = head.lines
+    connection = None
+    chunked = False
+    for name, value in exchange.headers:
+        kind = _REQUEST_HEADERS.get(name.lower(), _FORWARD)
+        if kind == _FORWARD:
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _HOST:
+            if head.raw_host is not None:
+                head.error = "duplicate Host header"
+            head.raw_host = value
+        elif kind == _LENGTH:
+            exchange.body_length = int(value)  # httptools has validated it
+        elif kind == _TE:
+            chunked = chunked or value.lower().endswith(b"chunked")
+        elif kind == _REQUEST_ID:
+            head.request_id = value
+        elif kind == _REFERER:
+            exchange.referer = value
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _AGENT:
+            exchange.user_agent = value
+            lines += (name, b": ", value, b"\r\n")
+        elif kind == _XFF:
+            head.xff = value if head.xff is None else head.xff + b", " + value
+        elif kind == _EXPECT:
+            head.expect = value.lower() == b"100-continue"
+        elif kind == _UPGRADE:
+            head.upgrade = value
+        elif kind == _CONNECTION and value.lower() not in _CONNECTION_OPTIONS:
+            connection = value if connection is None else connection + b"," + value
+    if connection is not None:
+        _drop_connection_listed(lines, connection)
+    if chunked:
+        exchange.body_mode = CHUNKED_BODY
+    elif exchange.body_length > 0:
+        exchange.body_mode = LENGTH_BODY
+    return head
+
+
+def upstream_head(exchange: Exchange, head: RequestHead, forwarded: bytes) -> bytes:
+    """The request head for the upstream. ``forwarded`` holds the per-connection X-Forwarded-For,
+    X-Real-IP and listener lines (see ``http.ClientConnection``)."""
+    raw_host = head.raw_host or b""
+    framing = b""
+    if exchange.body_mode == LENGTH_BODY:
+        framing = b"Content-Length: %d\r\n" % exchange.body_length
+    elif exchange.body_mode == CHUNKED_BODY:
+        framing = b"Transfer-Encoding: chunked\r\n"
+    if exchange.upgrade:
+        framing += b"Upgrade: " + head.upgrade + b"\r\nConnection: upgrade\r\n"
+    if head.xff is not None:
+        framing += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
+    return b"".join((
+        exchange.method, b" ", exchange.url, b" HTTP/1.1\r\nHost: ", raw_host, b"\r\n", *head.lines, forwarded,
+        b"X-Forwarded-Host: ", raw_host, b"\r\nX-Request-ID: ", exchange.request_id, b"\r\n", framing, b"\r\n",
+    ))
+
+
+def _drop_connection_listed(lines: list[bytes], value: bytes) -> None:
+    """Remove headers the client listed in Connection (hop-by-hop by declaration)."""
+    listed = {token.strip().lower() for token in value.split(b",")} - set(_CONNECTION_OPTIONS)
+    if not listed:
+        return
+    kept: list[bytes] = []
+    for i in range(0, len(lines), 4):
+        if lines[i].lower() not in listed:
+            kept += lines[i:i + 4]
+    lines[:] = kept
+

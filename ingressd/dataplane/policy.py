@@ -1,0 +1,59 @@
+"""What ingressd answers itself, decided from the request's facts and its route: a pure function.
+
+ingress-nginx's order, for one request:
+
+1. a declared body larger than the route's ``proxy-body-size``: 413, and the connection closes
+   (the body is never read);
+2. an HTTP-01 challenge token ingressd is publishing: its key authorization (before routing and
+   before the HTTPS redirect, so a CA can always validate over plain HTTP);
+3. plain HTTP to a host with TLS (``ssl-redirect``) or ``force-ssl-redirect``: 308 to HTTPS;
+4. ``permanent-redirect`` / ``temporal-redirect``: the rendered target;
+5. no backend (the built-in default backend): 404;
+6. a backend with no usable endpoint: 503 naming why.
+
+Anything else is proxied. Nothing here does IO or keeps state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..routing import ACME_CHALLENGE_PREFIX, Route
+from . import responses
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes = b""
+    location: str | None = None  # a redirect target
+    close: bool = False  # close the connection after answering
+    hsts: bool = True  # Strict-Transport-Security may be added (not on challenge answers)
+
+
+def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, scheme: str, body_length: int,
+               challenges: dict[str, bytes], https_port: int) -> Answer | None:
+    """The local answer to a request, or None when it goes to the route's backend.
+
+    ``path`` is the normalized path (routing's view), ``url`` the request target as received
+    (origin form), ``body_length`` the declared Content-Length or -1.
+    """
+    options = route.options
+    limit = options.body_size_limit
+    if limit is not None and body_length > limit:
+        return Answer(413, responses.error_body(
+            413, f"the body of {body_length} bytes exceeds the limit of {limit} bytes"), close=True)
+    if path.startswith(ACME_CHALLENGE_PREFIX):
+        token = challenges.get(path[len(ACME_CHALLENGE_PREFIX):])
+        if token is not None:
+            return Answer(200, token, hsts=False)
+    elif route.https_redirect and not tls:
+        target = "https://" + host + ("" if https_port == 443 else f":{https_port}") + url.decode("latin-1")
+        return Answer(308, location=target)
+    if options.redirect is not None:
+        return Answer(options.redirect.code, location=options.redirect.render(scheme, host, url.decode("latin-1")))
+    backend = route.backend
+    if backend is None:
+        return Answer(404, responses.DEFAULT_BACKEND_BODY)
+    if backend.error is not None:
+        return Answer(503, responses.error_body(503, backend.error))
+    return None
