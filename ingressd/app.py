@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass
 
 from .admin import metrics_handler, serve_admin
-from .certmanager import CertificateCollector, CertificateManager, CertSettings, register_kinds
+from .certmanager import CertificateCollector, CertificateManager, CertSettings
 from .config import Config, Settings, Snapshot
 from .dataplane.server import DataPlane, bind_listeners
 from .dataplane.stats import Counters, Histogram
-from .diagnostics import ERROR
+from .diagnostics import Reporter
 from .objects import Ingress
 from .metrics import make_registry
-from .sources.manifests import ManifestDirectory
+from .sources import Source, SourceOptions, open_source
 from .status import status_handlers
 from .translate import translate
 from .workers import WorkerPool
@@ -29,7 +29,7 @@ APPLY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 @dataclass(frozen=True)
 class ServeOptions:
-    manifests: str
+    source: SourceOptions
     listen: str | None
     http_port: int
     https_port: int
@@ -47,14 +47,14 @@ class ServeOptions:
 class Controller:
     """Turns each snapshot from the source into a configuration and hands it to the data plane."""
 
-    def __init__(self, options: ServeOptions, plane: DataPlane):
+    def __init__(self, options: ServeOptions, plane: DataPlane, source: Source | None = None):
         self.options = options
         self.plane = plane
-        register_kinds()  # ClusterIssuer and Issuer manifests
-        state_dir = options.certificates.state_dir  # managed Secrets: loaded like the manifests
-        self.source = ManifestDirectory(options.manifests, *([state_dir] if state_dir else []))
-        self.certs = CertificateManager.create(options.certificates, options.settings, plane.set_challenges)
-        self._reported: set = set()
+        self.source = source if source is not None else open_source(options.source)
+        self.reporter = Reporter(log)  # every diagnostic, from the source, translator and planner, logged once
+        self.certs = CertificateManager.for_source(self.source, options.certificates, options.settings,
+                                                   plane.set_challenges, self.reporter)
+        self.snapshot: Snapshot | None = None  # the last one applied
         self._ingresses: dict = {}
         # what the controller metrics report (ingress-nginx's "reload" is ingressd's apply)
         self.config: Config | None = None
@@ -76,6 +76,7 @@ class Controller:
             return
         self.plane.apply(config)
         self.config = config
+        self.snapshot = snapshot
         self.certs.update(snapshot, config)
         self.config_hash = int(hashlib.sha256(f"{snapshot.version}{self.options.settings}".encode())
                                .hexdigest()[:13], 16)
@@ -90,15 +91,9 @@ class Controller:
                  (time.perf_counter() - started) * 1000)
 
     def report(self, snapshot: Snapshot, config: Config) -> None:
-        """Log each new diagnostic once, and each Ingress that appeared or changed. What the source
-        found reading files (unparsable files, invalid objects) it has logged already."""
-        current = set(config.diagnostics) - set(snapshot.diagnostics)
-        for diagnostic in config.diagnostics:
-            if diagnostic in current and diagnostic not in self._reported:
-                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,
-                        extra={"object": diagnostic.object, "file": diagnostic.origin,
-                               "event": "rejected" if diagnostic.severity == ERROR else "warning"})
-        self._reported = current
+        """Log each new diagnostic once (the source's are in the configuration's), and each Ingress
+        that appeared or changed."""
+        self.reporter.update("config", config.diagnostics)
         ingresses = {obj.meta.key: obj for obj in snapshot.objects if isinstance(obj, Ingress)}
         for key, ingress in ingresses.items():
             if self._ingresses.get(key) != ingress:
@@ -110,20 +105,27 @@ class Controller:
         self._ingresses = ingresses
 
     async def load(self) -> None:
-        """Read the sources once and apply the result: done before any port opens."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.source.scan)
+        """Read the source completely once and apply the result: done before any port opens, so
+        that nothing partial is ever served."""
+        await self.source.start()
+        await self.source.synced()
         if await self.certs.start(self.source.snapshot()):  # temporary certificates before the first config
-            await loop.run_in_executor(None, self.source.scan)
+            await self.source.settle()
         await self.apply(self.source.snapshot())
 
     async def run(self) -> None:
+        """Apply every change of the source (bursts coalesced by the source), forever."""
         certs = asyncio.get_running_loop().create_task(self.certs.run())
         try:
-            await self.source.watch(self.apply)
+            while True:
+                await self.source.changed()
+                snapshot = self.source.snapshot()
+                if snapshot is not self.snapshot:
+                    await self.apply(snapshot)
         finally:
             certs.cancel()
             await self.certs.close()
+            await self.source.close()
 
 
 async def serve(options: ServeOptions) -> None:
@@ -165,7 +167,7 @@ async def serve(options: ServeOptions) -> None:
     stopping = loop.create_task(stop.wait())
     done, _ = await asyncio.wait({watcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if watcher in done and watcher.exception() is not None:
-        log.error("the manifest watcher stopped", exc_info=watcher.exception())
+        log.error("the source watcher stopped", exc_info=watcher.exception())
     watcher.cancel()
     stopping.cancel()
     admin.close()

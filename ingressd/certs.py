@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
 import hashlib
@@ -31,6 +32,10 @@ class Certificate:
     issuer_common_name: str = ""
     issuer_organization: str = ""
     public_key_algorithm: str = ""
+    not_before: datetime.datetime | None = None
+    public_key_size: int = 0  # bits (the curve's for ECDSA)
+    has_san: bool = True  # False: ``names`` is the subject CN (browsers no longer accept such certificates)
+    cert_id: str | None = None  # RFC 9773 (ARI) CertID, when the certificate has an Authority Key Identifier
 
     def covers(self, host: str) -> bool:
         return any(matches(name, host) for name in self.names)
@@ -54,12 +59,18 @@ def load_certificate(source: str, cert_pem: bytes, key_pem: bytes) -> Certificat
     if leaf.public_key().public_bytes(serialization.Encoding.DER, public) != key.public_key().public_bytes(
             serialization.Encoding.DER, public):
         raise ValueError("tls.key does not belong to the certificate in tls.crt")
+    has_san = True
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         names = tuple(n.lower() for n in san.value.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
+        has_san = False
         names = tuple(a.value.lower() for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
                       if isinstance(a.value, str))
+    try:
+        cert_id = ari_cert_id(leaf)
+    except (x509.ExtensionNotFound, ValueError):
+        cert_id = None
     return Certificate(
         source=source,
         cert_pem=cert_pem,
@@ -71,7 +82,25 @@ def load_certificate(source: str, cert_pem: bytes, key_pem: bytes) -> Certificat
         issuer_common_name=_attribute(leaf.issuer, NameOID.COMMON_NAME),
         issuer_organization=_attribute(leaf.issuer, NameOID.ORGANIZATION_NAME),
         public_key_algorithm=_key_algorithm(leaf.public_key()),
+        not_before=leaf.not_valid_before_utc,
+        public_key_size=getattr(leaf.public_key(), "key_size", 0),
+        has_san=has_san,
+        cert_id=cert_id,
     )
+
+
+def ari_cert_id(cert: x509.Certificate) -> str:
+    """RFC 9773 CertID: base64url(AKI keyIdentifier) "." base64url(DER serial content octets)."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    if aki is None:
+        raise ValueError("the certificate's Authority Key Identifier has no keyIdentifier")
+    serial = cert.serial_number
+    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # leading 0x00 kept for the sign bit
+    return _b64(aki) + "." + _b64(serial_bytes)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
 def _attribute(name: x509.Name, oid) -> str:

@@ -13,7 +13,7 @@ from .config import Settings
 from .logs import configure_logging
 from .workers import default_worker_count
 from .diagnostics import ERROR
-from .sources.manifests import ManifestDirectory
+from .sources import SourceOptions, open_source, read_once
 from .translate import translate
 
 _SERVICE_RE = re.compile(r"^([a-z0-9-]+/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?:([0-9]+|[a-z0-9-]+)$")
@@ -123,26 +123,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _snapshot(args: argparse.Namespace):
-    from .certmanager import register_kinds
+def _source_options(args: argparse.Namespace) -> SourceOptions:
+    return SourceOptions(manifests=args.manifests, state_dir=getattr(args, "state_dir", None))
 
-    register_kinds()  # ClusterIssuer and Issuer manifests
-    state_dir = getattr(args, "state_dir", None)  # managed Secrets are read like the manifests
-    source = ManifestDirectory(args.manifests, *([state_dir] if state_dir else []))
-    source.scan()
-    return source.snapshot()
+
+def _read(args: argparse.Namespace):
+    """The source of the command line, read once: (source, snapshot)."""
+    source = open_source(_source_options(args))
+    return source, asyncio.run(read_once(source))
 
 
 def _load(args: argparse.Namespace):
-    return translate(_snapshot(args), _settings(args))
+    return translate(_read(args)[1], _settings(args))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .certmanager import plan
 
-    snapshot = _snapshot(args)
+    source, snapshot = _read(args)
     config = translate(snapshot, _settings(args))
-    certificates = plan(snapshot, _settings(args), _cert_settings(args))  # issuers, annotations
+    owns = source.secrets.owns if source.secrets is not None else None
+    certificates = plan(snapshot, _settings(args), _cert_settings(args), owns=owns)  # issuers, annotations
     diagnostics = list(dict.fromkeys(config.diagnostics + certificates.diagnostics))
     for diagnostic in diagnostics:
         print(diagnostic)
@@ -180,11 +181,11 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from .certmanager import FileSecretStore, FileStatusStore, certificate_rows, render
+    from .certmanager import certificate_rows, render
 
     settings, cert_settings = _settings(args), _cert_settings(args)
-    entries = certificate_rows(_snapshot(args), settings, cert_settings, FileSecretStore(args.state_dir),
-                               FileStatusStore(args.state_dir))
+    source, snapshot = _read(args)
+    entries = certificate_rows(snapshot, settings, cert_settings, source.secrets, source.statuses)
     print(render(entries))
     return 0
 
@@ -194,7 +195,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level, args.log_format)
     options = ServeOptions(
-        manifests=args.manifests, listen=args.listen, http_port=args.http_port, https_port=args.https_port,
+        source=_source_options(args), listen=args.listen, http_port=args.http_port, https_port=args.https_port,
         metrics_port=args.metrics_port, settings=_settings(args), hsts=args.hsts,
         metrics_per_undefined_host=args.metrics_per_undefined_host,
         access_log=args.access_log, log_format=args.log_format, log_level=args.log_level,

@@ -6,7 +6,9 @@ status page) and keeps serving the last good configuration.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 ERROR = "error"
 WARNING = "warning"
@@ -32,3 +34,37 @@ class Diagnostic:
 
 class InvalidObject(ValueError):
     """A Kubernetes object that cannot be used; the message says why."""
+
+
+class Reporter:
+    """The one owner of diagnostics output.
+
+    Sources, the translator and the certificate planner only *return* diagnostics; whoever runs
+    them hands each new set to :meth:`update` under a channel name ("config", "certificates").
+    A diagnostic is logged once, when it first appears in any channel, and again only after it
+    has gone away and come back. Sinks (a Kubernetes Event recorder) get the same new ones."""
+
+    def __init__(self, logger: logging.Logger | None = None):
+        self.log = logger or logging.getLogger("ingressd")
+        self.sinks: list[Callable[[Diagnostic], None]] = []
+        self._channels: dict[str, frozenset[Diagnostic]] = {}
+
+    def update(self, channel: str, diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+        """Set ``channel``'s current diagnostics; returns (and reports) those that are new."""
+        before = frozenset().union(*self._channels.values())
+        ordered = list(dict.fromkeys(diagnostics))
+        self._channels[channel] = frozenset(ordered)
+        new = [d for d in ordered if d not in before]
+        for diagnostic in new:
+            self.log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,
+                         extra={"object": diagnostic.object, "file": diagnostic.origin,
+                                "event": "rejected" if diagnostic.severity == ERROR else "warning"})
+            for sink in self.sinks:
+                try:
+                    sink(diagnostic)
+                except Exception:  # noqa: BLE001 - reporting must never stop the control plane
+                    self.log.exception("reporting %s failed", diagnostic)
+        return new
+
+    def current(self) -> frozenset[Diagnostic]:
+        return frozenset().union(*self._channels.values())

@@ -12,7 +12,7 @@ import binascii
 import datetime
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from .diagnostics import InvalidObject
 
@@ -39,8 +39,9 @@ class Meta:
     name: str
     origin: str | None = field(default=None, compare=False)  # manifest file, for messages
     creation_timestamp: str = ""
-    annotations: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
-    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # Compared (two objects are equal only when their content is), never hashed (dicts).
+    annotations: dict[str, str] = field(default_factory=dict, hash=False)
+    labels: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -123,22 +124,78 @@ class EndpointPort:
 
 @dataclass(frozen=True, slots=True)
 class EndpointSlice:
-    """An EndpointSlice, or an old ``v1`` Endpoints object flattened into the same shape."""
+    """An EndpointSlice, or an old ``v1`` Endpoints object flattened into the same shape (its
+    further subsets, each with their own ports, in ``subsets``)."""
 
     meta: Meta
     service_name: str
     ports: tuple[EndpointPort, ...]
     ready_addresses: tuple[str, ...]
+    subsets: tuple["EndpointSlice", ...] = ()
+
+    def parts(self) -> tuple["EndpointSlice", ...]:
+        return (self, *self.subsets)
 
 
 @dataclass(frozen=True, slots=True)
-class TLSSecret:
+class Secret:
+    """A ``v1`` Secret: the one parsed form of Secrets for the translator (TLS), the certificate
+    manager (its stores) and anything else that reads Secrets."""
+
     meta: Meta
-    cert_pem: bytes
-    key_pem: bytes
+    type: str
+    data: dict[str, bytes] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def build(cls, namespace: str, name: str, type: str, data: dict[str, bytes] | None = None,
+              annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+              origin: str | None = None) -> "Secret":
+        meta = Meta("Secret", namespace, name, origin, annotations=dict(annotations or {}), labels=dict(labels or {}))
+        return cls(meta, type, dict(data or {}))
+
+    @property
+    def namespace(self) -> str:
+        return self.meta.namespace
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, name): how stores and the certificate manager look Secrets up."""
+        return (self.meta.namespace, self.meta.name)
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return self.meta.annotations
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.meta.labels
+
+    @property
+    def origin(self) -> str | None:
+        return self.meta.origin
+
+    @property
+    def is_tls(self) -> bool:
+        return self.type == TLS_SECRET_TYPE
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.data.get("tls.crt", b"")
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.data.get("tls.key", b"")
 
 
-KubeObject = Ingress | IngressClass | Service | EndpointSlice | TLSSecret
+TLSSecret = Secret  # the translator's name for it: a Secret of type kubernetes.io/tls
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+KubeObject = Ingress | IngressClass | Service | EndpointSlice | Secret
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name): unique within a snapshot
 
 
 # --- field readers (also used by other object kinds, e.g. certmanager's issuers) ------------------
@@ -393,75 +450,114 @@ def _endpoints(doc: dict, origin: str | None) -> list[EndpointSlice]:
         )
         ports = _endpoint_ports(subset.get("ports"), f"subsets[{i}].ports")
         slices.append(EndpointSlice(meta, meta.name, ports, addresses))
-    return slices or [EndpointSlice(meta, meta.name, (), ())]
+    if not slices:
+        return [EndpointSlice(meta, meta.name, (), ())]
+    first, *rest = slices
+    return [EndpointSlice(meta, meta.name, first.ports, first.ready_addresses, tuple(rest))]
 
 
 # --- Secret -----------------------------------------------------------------------------------
 
-def _secret_value(data: dict, string_data: dict, key: str) -> bytes | None:
-    if key in string_data:
-        value = string_data[key]
-        if not isinstance(value, str):
-            raise InvalidObject(f"stringData[{key!r}] must be a string")
+def _secret_bytes(value: Any, where: str, *, base64_encoded: bool) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidObject(f"{where} must be a {'base64 ' if base64_encoded else ''}string")
+    if not base64_encoded:
         return value.encode()
-    if key in data:
-        value = data[key]
-        if not isinstance(value, str):
-            raise InvalidObject(f"data[{key!r}] must be a base64 string")
-        try:
-            return base64.b64decode("".join(value.split()).encode(), validate=True)  # line-wrapped is fine
-        except (binascii.Error, ValueError):
-            raise InvalidObject(f"data[{key!r}] is not valid base64") from None
-    return None
+    try:
+        return base64.b64decode("".join(value.split()).encode(), validate=True)  # line-wrapped is fine
+    except (binascii.Error, ValueError):
+        raise InvalidObject(f"{where} is not valid base64") from None
 
 
-def _secret(doc: dict, origin: str | None) -> TLSSecret | None:
-    if doc.get("type") != "kubernetes.io/tls":
-        return None
+def parse_secret(doc: dict, origin: str | None = None) -> Secret:
+    """Any ``v1`` Secret (``data`` base64, ``stringData`` plain and winning, as the API merges them).
+
+    A ``kubernetes.io/tls`` Secret must hold ``tls.crt`` and ``tls.key``; whether they are a
+    usable certificate is for :func:`ingressd.certs.load_certificate` to say."""
     meta = meta_of(doc, "Secret", origin)
-    data = mapping_field(doc.get("data"), "data")
-    string_data = mapping_field(doc.get("stringData"), "stringData")
-    cert = _secret_value(data, string_data, "tls.crt")
-    key = _secret_value(data, string_data, "tls.key")
-    if not cert or not key:
-        raise InvalidObject("a kubernetes.io/tls Secret needs both tls.crt and tls.key")
-    if len(cert) > MAX_PEM_BYTES or len(key) > MAX_PEM_BYTES:
-        raise InvalidObject("tls.crt or tls.key is larger than 1 MiB")
-    return TLSSecret(meta, cert, key)
+    secret_type = string_field(doc.get("type"), "type") or "Opaque"
+    data: dict[str, bytes] = {}
+    for key, value in mapping_field(doc.get("data"), "data").items():
+        data[str(key)] = _secret_bytes(value, f"data[{key!r}]", base64_encoded=True)
+    for key, value in mapping_field(doc.get("stringData"), "stringData").items():
+        data[str(key)] = _secret_bytes(value, f"stringData[{key!r}]", base64_encoded=False)
+    if secret_type == TLS_SECRET_TYPE:
+        if not data.get("tls.crt") or not data.get("tls.key"):
+            raise InvalidObject("a kubernetes.io/tls Secret needs both tls.crt and tls.key")
+        if len(data["tls.crt"]) > MAX_PEM_BYTES or len(data["tls.key"]) > MAX_PEM_BYTES:
+            raise InvalidObject("tls.crt or tls.key is larger than 1 MiB")
+    return Secret(meta, secret_type, data)
 
 
-_PARSERS = {
+def _tls_secret(doc: dict, origin: str | None) -> Secret | None:
+    """What the snapshot keeps of Secrets: the TLS ones (no unrelated Secret data in memory)."""
+    if doc.get("type") != TLS_SECRET_TYPE:
+        return None
+    return parse_secret(doc, origin)
+
+
+# --- the parser table ---------------------------------------------------------------------------
+
+Parser = Callable[[dict, "str | None"], "KubeObject | list[KubeObject] | None"]
+
+
+@dataclass(frozen=True)
+class Kinds:
+    """The kinds a source parses: ``(apiVersion, kind) -> parser(doc, origin)``, built once and
+    handed to the source (no global registry). A parser returns an object with a ``meta``, a list
+    of them, or None (ignored), and raises InvalidObject for bad input."""
+
+    parsers: Mapping[tuple[str, str], Parser]
+    cluster_scoped: frozenset[str] = frozenset()
+
+    def including(self, parsers: Mapping[tuple[str, str], Parser], cluster_scoped=()) -> "Kinds":
+        return Kinds({**self.parsers, **parsers}, self.cluster_scoped | frozenset(cluster_scoped))
+
+    def parse(self, doc: Any, origin: str | None = None) -> list[KubeObject]:
+        """The ingressd objects in one decoded document: usually one, none for other kinds."""
+        if not isinstance(doc, dict):
+            raise InvalidObject(f"a manifest document must be a mapping, not {type(doc).__name__}")
+        api_version, kind = doc.get("apiVersion"), doc.get("kind")
+        if not isinstance(kind, str) or not isinstance(api_version, str):
+            raise InvalidObject("apiVersion and kind are required")
+        parser = self.parsers.get((api_version, kind))
+        if parser is None:
+            if kind in ("Ingress", "IngressClass") and api_version.startswith(("networking.k8s.io/", "extensions/")):
+                raise InvalidObject(f"{api_version} {kind} is not supported; use networking.k8s.io/v1")
+            return []
+        parsed = parser(doc, origin)
+        if parsed is None:
+            return []
+        return parsed if isinstance(parsed, list) else [parsed]
+
+    def describe(self, doc: Any) -> str | None:
+        """``Kind namespace/name`` for messages about a document that may not parse."""
+        if not isinstance(doc, dict):
+            return None
+        kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "object"
+        metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+        name = metadata.get("name")
+        if not isinstance(name, str):
+            return kind
+        namespace = metadata.get("namespace")
+        if kind in self.cluster_scoped:
+            return f"{kind} {name}"
+        namespace = namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
+        return f"{kind} {namespace}/{name}"
+
+
+CORE_KINDS = Kinds({
     ("networking.k8s.io/v1", "Ingress"): _ingress,
     ("networking.k8s.io/v1", "IngressClass"): _ingress_class,
     ("v1", "Service"): _service,
     ("discovery.k8s.io/v1", "EndpointSlice"): _endpoint_slice,
-    ("v1", "Secret"): _secret,
-}
+    ("v1", "Endpoints"): _endpoints,
+    ("v1", "Secret"): _tls_secret,
+}, frozenset({"IngressClass"}))
 
 
-def register_kind(api_version: str, kind: str, parser) -> None:
-    """Teach ``parse_object`` another kind: ``parser(doc, origin)`` returns an object (with a
-    ``meta``) or None, and raises InvalidObject for bad input. Used by optional subsystems."""
-    _PARSERS[(api_version, kind)] = parser
-
-
-CLUSTER_SCOPED_KINDS = {"IngressClass", "ClusterIssuer"}
-
-
-def describe(doc: Any) -> str | None:
-    """``Kind namespace/name`` for messages about a document that may not parse."""
-    if not isinstance(doc, dict):
-        return None
-    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else "object"
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    name = metadata.get("name")
-    if not isinstance(name, str):
-        return kind
-    namespace = metadata.get("namespace")
-    if kind in CLUSTER_SCOPED_KINDS:
-        return f"{kind} {name}"
-    namespace = namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
-    return f"{kind} {namespace}/{name}"
+def describe(doc: Any, kinds: Kinds = CORE_KINDS) -> str | None:
+    return kinds.describe(doc)
 
 
 def flatten(doc: Any) -> list[Any]:
@@ -473,19 +569,6 @@ def flatten(doc: Any) -> list[Any]:
     return [doc]
 
 
-def parse_object(doc: Any, origin: str | None = None) -> list[KubeObject]:
-    """The ingressd objects in one decoded document: usually one, none for other kinds."""
-    if not isinstance(doc, dict):
-        raise InvalidObject(f"a manifest document must be a mapping, not {type(doc).__name__}")
-    api_version, kind = doc.get("apiVersion"), doc.get("kind")
-    if not isinstance(kind, str) or not isinstance(api_version, str):
-        raise InvalidObject("apiVersion and kind are required")
-    if (api_version, kind) == ("v1", "Endpoints"):
-        return list(_endpoints(doc, origin))
-    parser = _PARSERS.get((api_version, kind))
-    if parser is None:
-        if kind in ("Ingress", "IngressClass") and api_version.startswith(("networking.k8s.io/", "extensions/")):
-            raise InvalidObject(f"{api_version} {kind} is not supported; use networking.k8s.io/v1")
-        return []
-    parsed = parser(doc, origin)
-    return [parsed] if parsed is not None else []
+def parse_object(doc: Any, origin: str | None = None, kinds: Kinds = CORE_KINDS) -> list[KubeObject]:
+    """The ingressd objects in one decoded document (``kinds``: the core ones unless given)."""
+    return kinds.parse(doc, origin)

@@ -15,7 +15,7 @@ from .certs import Certificate, load_certificate
 from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .hosts import HostMap, is_wildcard
-from .objects import (BackendRef, EndpointSlice, Ingress, IngressClass, KubeObject, Service, TLSSecret)
+from .objects import BackendRef, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
 from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
 
 
@@ -27,16 +27,17 @@ class _Index:
         self.classes: dict[str, IngressClass] = {}
         self.services: dict[tuple[str, str], Service] = {}
         self.slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
-        self.secrets: dict[tuple[str, str], TLSSecret] = {}
+        self.secrets: dict[tuple[str, str], Secret] = {}
         for obj in objects:
             if isinstance(obj, Ingress):
                 self.ingresses.append(obj)
             elif isinstance(obj, Service):
                 self.services[(obj.meta.namespace, obj.meta.name)] = obj
             elif isinstance(obj, EndpointSlice):
-                self.slices[(obj.meta.namespace, obj.service_name)].append(obj)
-            elif isinstance(obj, TLSSecret):
-                self.secrets[(obj.meta.namespace, obj.meta.name)] = obj
+                self.slices[(obj.meta.namespace, obj.service_name)].extend(obj.parts())
+            elif isinstance(obj, Secret):
+                if obj.is_tls:
+                    self.secrets[(obj.meta.namespace, obj.meta.name)] = obj
             elif isinstance(obj, IngressClass):
                 self.classes[obj.meta.name] = obj
 
@@ -259,7 +260,9 @@ def is_served(ingress: Ingress, classes: dict[str, IngressClass], settings: Sett
     if ingress.class_name is not None:
         return ours(ingress.class_name)
     defaults = [c for c in classes.values() if c.is_default]
-    return not defaults or any(ours(c.meta.name) for c in defaults)
+    if defaults:  # what the API server's DefaultIngressClass admission would have set
+        return any(ours(c.meta.name) for c in defaults)
+    return settings.watch_ingress_without_class
 
 
 def served_ingresses(objects, settings: Settings) -> list[Ingress]:

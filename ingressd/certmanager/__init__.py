@@ -2,7 +2,7 @@
 
 Modules, one job each:
 
-- ``issuers``: ClusterIssuer and Issuer objects (``register_kinds()`` teaches ``objects.parse_object``).
+- ``issuers``: ClusterIssuer and Issuer objects (``with_issuer_kinds`` adds them to a source's parser table).
 - ``plan``: which certificates the snapshot asks for and from which issuer (pure).
 - ``timing``: renewal times (ARI window, a third of the lifetime, jitter), backoff, ARI CertID (pure).
 - ``decide``: what to do for one certificate given its stored Secret and status (pure).
@@ -13,7 +13,7 @@ Modules, one job each:
 - ``metrics``: the Prometheus collector; ``listing``: ``ingressd certs``.
 """
 
-from .issuers import register as register_kinds
+from .issuers import with_issuer_kinds
 from .listing import certificate_entries, certificate_rows, render
 from .manager import CertificateManager
 from .metrics import CertificateCollector
@@ -21,4 +21,4 @@ from .plan import CertSettings, plan
 from .store import FileSecretStore, FileStatusStore
 
 __all__ = ["CertSettings", "CertificateCollector", "CertificateManager", "FileSecretStore", "FileStatusStore",
-           "certificate_entries", "certificate_rows", "plan", "register_kinds", "render"]
+           "certificate_entries", "certificate_rows", "plan", "render", "with_issuer_kinds"]

@@ -7,19 +7,17 @@ names), write a temporary certificate for hosts that have nothing to serve, and 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
+from ..certs import load_certificate
+from ..objects import TLS_SECRET_TYPE, Secret
 from .issuers import CLUSTER_ISSUER, ISSUER, IssuerRef
-from .keys import KeySpec, key_spec_of, load_key, public_der
+from .keys import KeySpec
 from .plan import WantedCertificate
-from .store import CertStatus, StoredSecret
-from .timing import ari_cert_id, renewal_time
+from .store import CertStatus
+from .timing import renewal_time
 
-TLS_TYPE = "kubernetes.io/tls"
+TLS_TYPE = TLS_SECRET_TYPE
 ALT_NAMES = "cert-manager.io/alt-names"
 COMMON_NAME = "cert-manager.io/common-name"
 ISSUER_NAME = "cert-manager.io/issuer-name"
@@ -58,36 +56,25 @@ class SecretFacts:
         return self.usable and self.not_before <= now < self.not_after
 
 
-def facts_of(secret: StoredSecret) -> SecretFacts:
-    """What a Secret holds. Never raises: an unusable Secret says why in ``problem``."""
+def facts_of(secret: Secret) -> SecretFacts:
+    """What a Secret holds, parsed by the translator's own certificate parser
+    (:func:`ingressd.certs.load_certificate`). Never raises: an unusable Secret says why in ``problem``."""
     base = dict(namespace=secret.namespace, name=secret.name, temporary=secret.annotations.get(TEMPORARY) == "true")
     kind, name = secret.annotations.get(ISSUER_KIND), secret.annotations.get(ISSUER_NAME)
     if kind in (CLUSTER_ISSUER, ISSUER) and name:
         base["issuer"] = IssuerRef(kind, secret.namespace if kind == ISSUER else "", name)
-    cert_pem, key_pem = secret.data.get("tls.crt"), secret.data.get("tls.key")
-    if secret.type != TLS_TYPE or not cert_pem or not key_pem:
+    if secret.type != TLS_TYPE or not secret.cert_pem or not secret.key_pem:
         return SecretFacts(**base, problem="not a kubernetes.io/tls Secret with tls.crt and tls.key")
     try:
-        leaf = x509.load_pem_x509_certificates(cert_pem)[0]
-        key = load_key(key_pem)
-    except (ValueError, TypeError) as error:
-        return SecretFacts(**base, problem=f"cannot parse the certificate or key ({error})")
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = frozenset(n.lower() for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = frozenset()
-    try:
-        cert_id = ari_cert_id(leaf)
-    except (x509.ExtensionNotFound, ValueError):
-        cert_id = None
-    matches = public_der(leaf) == public_der(key)
+        cert = load_certificate(f"{secret.namespace}/{secret.name}", secret.cert_pem, secret.key_pem)
+    except ValueError as error:
+        return SecretFacts(**base, problem=str(error))
+    algorithm = cert.public_key_algorithm
     return SecretFacts(
-        **base, names=names, not_before=leaf.not_valid_before_utc.timestamp(),
-        not_after=leaf.not_valid_after_utc.timestamp(), usable=matches, key_spec=key_spec_of(key),
-        fingerprint=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
-        serial=leaf.serial_number, cert_id=cert_id,
-        problem="" if matches else "tls.key does not belong to the certificate in tls.crt")
+        **base, names=frozenset(cert.names) if cert.has_san else frozenset(),
+        not_before=cert.not_before.timestamp(), not_after=cert.not_after.timestamp(), usable=True,
+        key_spec=KeySpec(algorithm, cert.public_key_size) if algorithm in ("RSA", "ECDSA") else None,
+        fingerprint=cert.fingerprint, serial=int(cert.serial), cert_id=cert.cert_id)
 
 
 @dataclass(frozen=True)

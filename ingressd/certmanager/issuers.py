@@ -1,6 +1,6 @@
 """cert-manager's ClusterIssuer and Issuer objects, parsed like any other manifest.
 
-:func:`register` teaches :func:`ingressd.objects.parse_object` the two kinds. Parsing is
+:data:`ISSUER_KINDS` adds the two kinds to a source's parser table. Parsing is
 lenient where cert-manager is: unknown fields become warnings on the object, and problems that make
 an issuer unusable but not malformed (only a dns01 solver, say) become ``problems``, reported for
 the issuer and for every Ingress that refers to it, so that the rest keeps working.
@@ -13,7 +13,7 @@ import binascii
 from dataclasses import dataclass, field
 
 from ..diagnostics import InvalidObject
-from ..objects import CLUSTER_SCOPED_KINDS, Meta, mapping_field, meta_of, register_kind, string_field
+from ..objects import Kinds, Meta, mapping_field, meta_of, string_field
 
 API_VERSION = "cert-manager.io/v1"
 CLUSTER_ISSUER = "ClusterIssuer"
@@ -60,8 +60,8 @@ class Issuer:
     acme: AcmeSpec | None = None
     ca_secret: str | None = None  # spec.ca.secretName
     self_signed: bool = False
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-    problems: tuple[str, ...] = field(default=(), compare=False)  # why it cannot issue
+    warnings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()  # why it cannot issue
 
     @property
     def ref(self) -> IssuerRef:
@@ -170,9 +170,7 @@ def implicit_issuer(name: str, email: str, server: str, ca_bundle_file: str | No
                                       ca_bundle_file=ca_bundle_file))
 
 
-def register() -> None:
-    """Teach ``objects.parse_object`` ClusterIssuer and Issuer (idempotent). Called by the program
-    (``serve``, ``check``, ``certs``) rather than on import, so importing has no global effect."""
-    register_kind(API_VERSION, CLUSTER_ISSUER, parse_cluster_issuer)
-    register_kind(API_VERSION, ISSUER, parse_issuer)
-    CLUSTER_SCOPED_KINDS.add(CLUSTER_ISSUER)
+def with_issuer_kinds(kinds: Kinds) -> Kinds:
+    """``kinds`` plus ClusterIssuer and Issuer: the table a source is given when certificates matter."""
+    return kinds.including({(API_VERSION, CLUSTER_ISSUER): parse_cluster_issuer, (API_VERSION, ISSUER): parse_issuer},
+                           cluster_scoped={CLUSTER_ISSUER})

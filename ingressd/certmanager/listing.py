@@ -65,7 +65,8 @@ def certificate_rows(snapshot: Snapshot, settings: Settings, cert_settings: Cert
     stored = store.list() if store is not None else []
     facts = {s.key: facts_of(s) for s in stored if s.type == TLS_TYPE}
     statuses = status_store.load() if status_store is not None else {}
-    return certificate_entries(plan(snapshot, settings, cert_settings), facts, statuses, now)
+    owns = store.owns if store is not None else None
+    return certificate_entries(plan(snapshot, settings, cert_settings, owns=owns), facts, statuses, now)
 
 
 def render(entries: list[dict]) -> str:

@@ -26,7 +26,8 @@ from typing import Callable
 from cryptography import x509
 
 from ..config import Config, Settings, Snapshot
-from ..diagnostics import ERROR, Diagnostic
+from ..diagnostics import Reporter
+from ..objects import Secret
 from .acme_client import Account, OrderFailure, RenewalWindow, classify, fetch_renewal_info
 from .decide import (ALT_NAMES, CERTIFICATE_NAME, COMMON_NAME, ISSUER_GROUP, ISSUER_KIND, ISSUER_NAME, MANAGED_BY,
                      TEMPORARY, TLS_TYPE, Decision, SecretFacts, decide, facts_of)
@@ -34,9 +35,8 @@ from .issuers import Issuer
 from .listing import certificate_entries
 from .keys import (DEFAULT_LOCAL_DURATION, KeySpec, ca_signed_certificate, generate_key, key_pem, key_spec_of,
                    load_key, make_csr, public_der, self_signed_certificate, temporary_certificate)
-from .plan import CertSettings, Plan, WantedCertificate, find_tls_secret, plan
-from .store import (CertStatus, FileSecretStore, FileStatusStore, SecretStore, StatusStore, StoredSecret,
-                    _private_dir, _write_private)
+from .plan import MANAGED_LABEL, MANAGED_VALUE, CertSettings, Plan, WantedCertificate, find_tls_secret, plan
+from .store import CertStatus, SecretStore, StatusStore, _write_private
 from .timing import ARI_DEFAULT_RETRY, HOUR, MINUTE, ari_retry, backoff_delay, choose_in_window
 
 log = logging.getLogger("ingressd.certmanager")
@@ -88,6 +88,11 @@ def secret_annotations(want: WantedCertificate, temporary: bool = False) -> dict
     return annotations
 
 
+def _managed(namespace: str, name: str, type_: str, data: dict[str, bytes], annotations: dict[str, str]) -> Secret:
+    """A Secret as ingressd writes it: with the ownership label, so that it may overwrite it later."""
+    return Secret.build(namespace, name, type_, data, annotations, labels={MANAGED_LABEL: MANAGED_VALUE})
+
+
 @dataclasses.dataclass
 class Issued:
     chain: bytes
@@ -98,7 +103,8 @@ class Issued:
 class CertificateManager:
     def __init__(self, cert_settings: CertSettings, settings: Settings, *, store: SecretStore | None,
                  status_store: StatusStore | None, on_challenges: Callable[[dict[str, bytes]], None] | None = None,
-                 max_orders: int = MAX_ORDERS, clock: Callable[[], float] = time.time):
+                 max_orders: int = MAX_ORDERS, clock: Callable[[], float] = time.time,
+                 reporter: Reporter | None = None):
         self.cert_settings = cert_settings
         self.settings = settings
         self.store = store
@@ -106,6 +112,7 @@ class CertificateManager:
         self.on_challenges = on_challenges
         self.clock = clock
         self.max_orders = max_orders
+        self.reporter = reporter or Reporter()
         self.snapshot: Snapshot | None = None
         self.config: Config | None = None
         self.plan = Plan()
@@ -119,7 +126,6 @@ class CertificateManager:
         self._account_syncs: dict[tuple, float] = {}  # key secret -> no sync attempt before
         self._aux: dict[str, asyncio.Task] = {}  # ARI polls and account syncs, by purpose
         self._facts: dict[tuple, SecretFacts] = {}
-        self._reported: set[Diagnostic] = set()
         self._logged: dict[str, str] = {}
         self._executor = DaemonThreads()
         self._slots: asyncio.Semaphore | None = None
@@ -131,13 +137,12 @@ class CertificateManager:
         self._unwritten: dict[str, tuple[Issued, list[WantedCertificate]]] = {}  # issued, not yet stored
 
     @classmethod
-    def create(cls, cert_settings: CertSettings, settings: Settings,
-               on_challenges: Callable[[dict[str, bytes]], None] | None = None) -> "CertificateManager":
-        store = status = None
-        if cert_settings.state_dir:
-            _private_dir(Path(cert_settings.state_dir))
-            store, status = FileSecretStore(cert_settings.state_dir), FileStatusStore(cert_settings.state_dir)
-        return cls(cert_settings, settings, store=store, status_store=status, on_challenges=on_challenges)
+    def for_source(cls, source, cert_settings: CertSettings, settings: Settings,
+                   on_challenges: Callable[[dict[str, bytes]], None] | None = None,
+                   reporter: Reporter | None = None) -> "CertificateManager":
+        """A manager that writes through ``source``'s stores (none: certificates are not managed)."""
+        return cls(cert_settings, settings, store=source.secrets, status_store=source.statuses,
+                   on_challenges=on_challenges, reporter=reporter)
 
     # --- input -----------------------------------------------------------------------------------
 
@@ -190,13 +195,6 @@ class CertificateManager:
 
     # --- reconciling ------------------------------------------------------------------------------
 
-    def _report(self, diagnostics: tuple[Diagnostic, ...]) -> None:
-        current = set(diagnostics)
-        for diagnostic in diagnostics:
-            if diagnostic not in self._reported:
-                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic)
-        self._reported = current
-
     def _log_once(self, key: str, message: str, *args) -> None:
         text = message % args
         if self._logged.get(key) != text:
@@ -209,7 +207,7 @@ class CertificateManager:
             groups.setdefault(cert.group, []).append(cert)
         return groups
 
-    def _facts_of(self, secret: StoredSecret) -> SecretFacts:
+    def _facts_of(self, secret: Secret) -> SecretFacts:
         digest = hashlib.sha256(secret.data.get("tls.crt", b"") + b"\0" + secret.data.get("tls.key", b"")).digest()
         key = (secret.key, secret.type, digest, tuple(sorted(secret.annotations.items())))
         facts = self._facts.get(key)
@@ -224,8 +222,9 @@ class CertificateManager:
             return False
         wrote = False
         loop = asyncio.get_running_loop()
-        self.plan = plan(self.snapshot, self.settings, self.cert_settings)
-        self._report(self.plan.diagnostics)
+        self.plan = plan(self.snapshot, self.settings, self.cert_settings,
+                         owns=self.store.owns if self.store is not None else None)
+        self.reporter.update("certificates", self.plan.diagnostics)
         if self.store is None:
             if self.plan.certificates and not self._no_state_reported:
                 log.error("%d certificate(s) are asked for (e.g. Secret %s/%s for Ingress %s) but ingressd runs "
@@ -298,7 +297,7 @@ class CertificateManager:
 
     # --- writing Secrets ---------------------------------------------------------------------------
 
-    async def _put(self, secrets: list[StoredSecret]) -> None:
+    async def _put(self, secrets: list[Secret]) -> None:
         loop = asyncio.get_running_loop()
 
         def write() -> None:
@@ -307,14 +306,14 @@ class CertificateManager:
 
         await loop.run_in_executor(None, write)
 
-    async def _copy(self, source: StoredSecret, facts: SecretFacts, certs: list[WantedCertificate],
+    async def _copy(self, source: Secret, facts: SecretFacts, certs: list[WantedCertificate],
                     targets: tuple[tuple[str, str], ...]) -> None:
         by_key = {c.key_: c for c in certs}
         secrets = []
         for target in targets:
             want = by_key[target]
             data = {k: v for k, v in source.data.items() if k in ("tls.crt", "tls.key", "ca.crt")}
-            secrets.append(StoredSecret(want.namespace, want.secret_name, TLS_TYPE, data, secret_annotations(want)))
+            secrets.append(_managed(want.namespace, want.secret_name, TLS_TYPE, data, secret_annotations(want)))
             log.info("Secret %s/%s: reusing the valid certificate of Secret %s/%s (same names and issuer, valid "
                      "until %s); no new order", want.namespace, want.secret_name, source.namespace, source.name,
                      _iso(facts.not_after))
@@ -324,13 +323,13 @@ class CertificateManager:
         loop = asyncio.get_running_loop()
         by_key = {c.key_: c for c in certs}
 
-        def make() -> list[StoredSecret]:
+        def make() -> list[Secret]:
             secrets = []
             for target in targets:
                 want = by_key[target]
                 key = generate_key(want.key)
                 cert = temporary_certificate(key, want.hosts)
-                secrets.append(StoredSecret(want.namespace, want.secret_name, TLS_TYPE,
+                secrets.append(_managed(want.namespace, want.secret_name, TLS_TYPE,
                                             {"tls.crt": cert, "tls.key": key_pem(key)},
                                             secret_annotations(want, temporary=True)))
             return secrets
@@ -395,7 +394,7 @@ class CertificateManager:
         if not current:  # no longer wanted as such: still keep it where it was asked for, for reuse
             wanted = {c.key_ for c in self.plan.certificates}
             current = [c for c in captured if c.key_ not in wanted]
-        secrets = [StoredSecret(c.namespace, c.secret_name, TLS_TYPE,
+        secrets = [_managed(c.namespace, c.secret_name, TLS_TYPE,
                                 {"tls.crt": issued.chain, "tls.key": issued.key} | ({"ca.crt": issued.ca} if issued.ca
                                                                                    else {}),
                                 secret_annotations(c)) for c in current]
@@ -434,7 +433,7 @@ class CertificateManager:
                 chain = self_signed_certificate(key, want.hosts, want.common_name, duration)
                 return Issued(chain, key_pem(key), chain)
             if issuer.ca_secret:
-                secret = find_tls_secret(snapshot.objects, issuer.resource_namespace, issuer.ca_secret)
+                secret = find_tls_secret(snapshot, issuer.resource_namespace, issuer.ca_secret)
                 if secret is None:
                     raise OrderFailure(f"CA Secret {issuer.resource_namespace}/{issuer.ca_secret} not found")
                 chain, ca = ca_signed_certificate(key, want.hosts, want.common_name, secret.cert_pem, secret.key_pem,
@@ -470,12 +469,12 @@ class CertificateManager:
             return str(path)
         return True
 
-    def _account_secret(self, issuer: Issuer) -> StoredSecret:
+    def _account_secret(self, issuer: Issuer) -> Secret:
         namespace, name = issuer.resource_namespace, issuer.acme.private_key_secret
         secret = self.store.get(namespace, name)
         if secret is None or "tls.key" not in secret.data:
             account_key = generate_key(KeySpec("ECDSA", 256))
-            secret = StoredSecret(namespace, name, "Opaque", {"tls.key": key_pem(account_key)},
+            secret = _managed(namespace, name, "Opaque", {"tls.key": key_pem(account_key)},
                                   {MANAGED_BY: "ingressd"})
             self.store.put(secret)
             log.info("generated the ACME account key of %s in Secret %s/%s", issuer.ref, namespace, name)
@@ -499,7 +498,8 @@ class CertificateManager:
                 secret = self.store.get(secret.namespace, secret.name) or secret
                 wanted = {ACCOUNT_SERVER: acme.server, ACCOUNT_URI: uri, ACCOUNT_EMAIL: acme.email}
                 if any(secret.annotations.get(k) != v for k, v in wanted.items()):
-                    self.store.put(dataclasses.replace(secret, annotations=secret.annotations | wanted))
+                    meta = dataclasses.replace(secret.meta, annotations=secret.annotations | wanted)
+                    self.store.put(Secret(meta, secret.type, secret.data))
             return account
         except OrderFailure:
             raise
@@ -507,7 +507,7 @@ class CertificateManager:
             raise classify(exc, None, acme.server) from exc
 
     def _account_syncs_due(self, groups: dict[str, list[WantedCertificate]],
-                           stored: dict[tuple[str, str], StoredSecret], now: float) -> float:
+                           stored: dict[tuple[str, str], Secret], now: float) -> float:
         """Update the contact of registered accounts whose issuer's email changed (no order needed)."""
         next_due = now + RECHECK
         issuers = {c.issuer_ref: c.issuer for certs in groups.values() for c in certs if c.issuer.acme is not None}
@@ -528,7 +528,7 @@ class CertificateManager:
             self._aux[purpose] = asyncio.get_running_loop().create_task(self._sync_account(purpose, issuer, secret))
         return next_due
 
-    async def _sync_account(self, purpose: str, issuer: Issuer, secret: StoredSecret) -> None:
+    async def _sync_account(self, purpose: str, issuer: Issuer, secret: Secret) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._account, issuer)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from ..config import Settings, Snapshot
 from ..diagnostics import ERROR, WARNING, Diagnostic
-from ..objects import Ingress, TLSSecret
+from ..objects import Ingress, Secret
 from ..translate import served_ingresses
 from .issuers import (CLUSTER_ISSUER, ISSUER, LETSENCRYPT_PRODUCTION, Issuer, IssuerRef, implicit_issuer)
 from .keys import KeySpec
@@ -31,6 +32,9 @@ KEY_ALGORITHM_ANNOTATION = PREFIX + "private-key-algorithm"
 KEY_SIZE_ANNOTATION = PREFIX + "private-key-size"
 TLS_ACME_ANNOTATION = "kubernetes.io/tls-acme"
 IMPLICIT_ISSUER_NAME = "ingressd-acme"
+# The label that marks a Secret as ingressd's (it may overwrite it); cert-manager's annotations are written too.
+MANAGED_LABEL = "ingressd.io/managed-by"
+MANAGED_VALUE = "ingressd"
 
 _RSA_SIZES = (2048, 3072, 4096)
 _EC_SIZES = (256, 384, 521)
@@ -93,11 +97,9 @@ class Plan:
         return tuple(c for c in self.certificates if c.problem is None)
 
 
-def find_tls_secret(objects, namespace: str, name: str) -> TLSSecret | None:
-    for obj in objects:
-        if isinstance(obj, TLSSecret) and obj.meta.namespace == namespace and obj.meta.name == name:
-            return obj
-    return None
+def find_tls_secret(snapshot: Snapshot, namespace: str, name: str) -> Secret | None:
+    secret = snapshot.by_key.get(("Secret", namespace, name))
+    return secret if isinstance(secret, Secret) and secret.is_tls else None
 
 
 def manages(ingress: Ingress) -> bool:
@@ -107,7 +109,10 @@ def manages(ingress: Ingress) -> bool:
 
 
 class _Planner:
-    def __init__(self, snapshot: Snapshot, settings: Settings, cert_settings: CertSettings):
+    def __init__(self, snapshot: Snapshot, settings: Settings, cert_settings: CertSettings,
+                 owns: Callable[[Secret], bool] | None):
+        self.snapshot = snapshot
+        self.owns = owns
         self.objects = snapshot.objects
         self.settings = settings
         self.cert_settings = cert_settings
@@ -137,7 +142,7 @@ class _Planner:
             for problem in issuer.problems:
                 self.report(ERROR, issuer, problem)
             if issuer.ca_secret:
-                secret = find_tls_secret(self.objects, issuer.resource_namespace, issuer.ca_secret)
+                secret = find_tls_secret(self.snapshot, issuer.resource_namespace, issuer.ca_secret)
                 if secret is None:
                     self.report(ERROR, issuer, f"CA Secret {issuer.resource_namespace}/{issuer.ca_secret} not found "
                                                "(a kubernetes.io/tls Secret holding the CA certificate and key)")
@@ -150,7 +155,7 @@ class _Planner:
     def issuer_problem(self, issuer: Issuer) -> str | None:
         if issuer.problems:
             return f"{issuer.ref} cannot issue: {issuer.problems[0]}"
-        if issuer.ca_secret and find_tls_secret(self.objects, issuer.resource_namespace, issuer.ca_secret) is None:
+        if issuer.ca_secret and find_tls_secret(self.snapshot, issuer.resource_namespace, issuer.ca_secret) is None:
             return f"{issuer.ref} cannot issue: CA Secret {issuer.resource_namespace}/{issuer.ca_secret} not found"
         return None
 
@@ -288,19 +293,32 @@ class _Planner:
         return Plan(certificates, dict(self.issuers), tuple(dict.fromkeys(self.diagnostics)))
 
     def user_secret(self, cert: WantedCertificate) -> WantedCertificate:
-        """A managed Secret that the user also wrote in the manifests: the user's wins, unmanaged."""
-        state_dir = self.cert_settings.state_dir
-        secret = find_tls_secret(self.objects, cert.namespace, cert.secret_name)
-        if not state_dir or secret is None or not secret.meta.origin or cert.problem:
+        """A Secret that ingressd does not own (the user's, cert-manager's) is served as it is and
+        never overwritten: the certificate it is named for is not managed."""
+        secret = find_tls_secret(self.snapshot, cert.namespace, cert.secret_name)
+        if secret is None or cert.problem:
             return cert
-        if os.path.abspath(secret.meta.origin).startswith(os.path.abspath(state_dir) + os.sep):
+        if self.owns is None:  # no store given: ownership by where the Secret was read
+            state_dir = self.cert_settings.state_dir
+            if not state_dir or not secret.meta.origin or os.path.abspath(secret.meta.origin).startswith(
+                    os.path.abspath(state_dir) + os.sep):
+                return cert
+        elif self.owns(secret):
             return cert
-        problem = f"Secret {cert.namespace}/{cert.secret_name} is defined in the manifests ({secret.meta.origin})"
+        if secret.meta.origin:
+            problem = f"Secret {cert.namespace}/{cert.secret_name} is defined in the manifests ({secret.meta.origin})"
+        else:
+            problem = (f"Secret {cert.namespace}/{cert.secret_name} exists and was not written by ingressd "
+                       f"(no label {MANAGED_LABEL}={MANAGED_VALUE}); it is never overwritten")
         self.report(WARNING, secret, f"this Secret is served as written; ingressd does not manage the certificate "
                                      f"Ingress {cert.ingress} asks for in it")
         return replace(cert, problem=problem)
 
 
-def plan(snapshot: Snapshot, settings: Settings = Settings(), cert_settings: CertSettings = CertSettings()) -> Plan:
-    """The certificates the snapshot asks for, their issuers and what is wrong. Pure."""
-    return _Planner(snapshot, settings, cert_settings).run()
+def plan(snapshot: Snapshot, settings: Settings = Settings(), cert_settings: CertSettings = CertSettings(),
+         owns: Callable[[Secret], bool] | None = None) -> Plan:
+    """The certificates the snapshot asks for, their issuers and what is wrong. Pure.
+
+    ``owns`` says which existing Secrets ingressd may overwrite (the source's ``SecretStore.owns``);
+    without it, Secrets read from under ``--state-dir`` are ingressd's."""
+    return _Planner(snapshot, settings, cert_settings, owns).run()

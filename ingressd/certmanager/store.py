@@ -4,42 +4,30 @@ The manager talks to two small interfaces: :class:`SecretStore` (Kubernetes-shap
 :class:`StatusStore` (backoff and renewal bookkeeping). With ``--manifests`` both are files under
 ``--state-dir``: each Secret a ``kind: Secret`` manifest (mode 0600, directories 0700) that the
 manifest source loads like the user's own, so a certificate is served exactly as a user Secret is.
-A Kubernetes API source can later implement the same interfaces with real Secrets.
+The Kubernetes source implements the same interfaces with real Secrets and a ConfigMap; a source
+hands out its stores (``Source.secrets``, ``Source.statuses``), so the manager does not know which.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import yaml
+
+from ..objects import Secret, parse_secret
 
 log = logging.getLogger("ingressd.certmanager")
 
 SECRETS_DIR = "secrets"
 STATUS_FILE = ".ingressd-certificates.json"  # a dot-file: never read as a manifest
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-@dataclass(frozen=True)
-class StoredSecret:
-    namespace: str
-    name: str
-    type: str
-    data: dict[str, bytes] = field(default_factory=dict, compare=False)
-    annotations: dict[str, str] = field(default_factory=dict, compare=False)
-    origin: str | None = field(default=None, compare=False)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
 
 
 @dataclass
@@ -61,12 +49,27 @@ class CertStatus:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
+class NotOwned(OSError):
+    """A write to a Secret that ingressd did not create (a user's, cert-manager's): refused."""
+
+
 class SecretStore(Protocol):
-    def get(self, namespace: str, name: str) -> StoredSecret | None: ...
+    """Where the certificate manager reads and writes Secrets; a source hands out its own.
 
-    def put(self, secret: StoredSecret) -> None: ...
+    Writes may raise OSError (:class:`NotOwned` for a Secret ingressd does not own); the manager
+    keeps what it could not write and tries again later."""
 
-    def list(self) -> list[StoredSecret]: ...
+    def get(self, namespace: str, name: str) -> Secret | None: ...
+
+    def put(self, secret: Secret) -> None: ...
+
+    def list(self) -> list[Secret]:
+        """The Secrets ingressd manages (certificates, account keys)."""
+        ...
+
+    def owns(self, secret: Secret) -> bool:
+        """Whether ``secret`` (as the source serves it) is one ingressd manages and may overwrite."""
+        ...
 
 
 class StatusStore(Protocol):
@@ -99,8 +102,10 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def secret_document(secret: StoredSecret) -> dict:
+def secret_document(secret: Secret) -> dict:
     metadata: dict = {"name": secret.name, "namespace": secret.namespace}
+    if secret.labels:
+        metadata["labels"] = dict(sorted(secret.labels.items()))
     if secret.annotations:
         metadata["annotations"] = dict(sorted(secret.annotations.items()))
     return {
@@ -112,38 +117,20 @@ def secret_document(secret: StoredSecret) -> dict:
     }
 
 
-def secret_from_document(doc, origin: str | None = None) -> StoredSecret | None:
-    if not isinstance(doc, dict) or doc.get("kind") != "Secret":
-        return None
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
-    if not isinstance(name, str) or not isinstance(namespace, str):
-        return None
-    data: dict[str, bytes] = {}
-    for key, value in (doc.get("data") or {}).items():
-        try:
-            data[str(key)] = base64.b64decode(str(value).encode(), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    for key, value in (doc.get("stringData") or {}).items():
-        data[str(key)] = str(value).encode()
-    annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
-    return StoredSecret(namespace, name, str(doc.get("type") or "Opaque"), data, annotations, origin)
-
-
 class FileSecretStore:
     """Secrets as ``DIR/secrets/NAMESPACE/NAME.yaml``; thread-safe."""
 
-    def __init__(self, state_dir: str | os.PathLike):
+    def __init__(self, state_dir: str | os.PathLike, on_write: Callable[[], None] | None = None):
         self.root = Path(state_dir)
         self.dir = self.root / SECRETS_DIR
+        self.on_write = on_write  # the source that reads the state directory: look again soon
         self._lock = threading.Lock()
-        self._cache: dict[Path, tuple[tuple[int, int, int], StoredSecret | None]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int, int], Secret | None]] = {}
 
     def path(self, namespace: str, name: str) -> Path:
         return self.dir / namespace / f"{name}.yaml"
 
-    def _read(self, path: Path) -> StoredSecret | None:
+    def _read(self, path: Path) -> Secret | None:
         try:
             st = path.stat()
         except OSError:
@@ -154,18 +141,23 @@ class FileSecretStore:
             return cached[1]
         try:
             doc = yaml.load(path.read_bytes(), Loader=_LOADER)
-            secret = secret_from_document(doc, str(path))
+            secret = parse_secret(doc, str(path)) if isinstance(doc, dict) and doc.get("kind") == "Secret" else None
         except (OSError, ValueError, yaml.YAMLError) as error:
             log.error("cannot read %s: %s", path, error)
             secret = None
         self._cache[path] = (signature, secret)
         return secret
 
-    def get(self, namespace: str, name: str) -> StoredSecret | None:
+    def get(self, namespace: str, name: str) -> Secret | None:
         with self._lock:
             return self._read(self.path(namespace, name))
 
-    def put(self, secret: StoredSecret) -> None:
+    def owns(self, secret: Secret) -> bool:
+        """Files of the state directory are ingressd's; a Secret from the user's manifests is not."""
+        origin = secret.origin
+        return bool(origin) and os.path.abspath(origin).startswith(os.path.abspath(self.dir) + os.sep)
+
+    def put(self, secret: Secret) -> None:
         path = self.path(secret.namespace, secret.name)
         text = "# Written by ingressd; edits are overwritten.\n" + yaml.safe_dump(secret_document(secret),
                                                                                 sort_keys=False)
@@ -174,8 +166,10 @@ class FileSecretStore:
             _private_dir(self.dir)
             _write_private(path, text.encode())
             self._cache.pop(path, None)
+        if self.on_write is not None:
+            self.on_write()
 
-    def list(self) -> list[StoredSecret]:
+    def list(self) -> list[Secret]:
         with self._lock:
             paths = sorted(self.dir.glob("*/*.yaml")) if self.dir.is_dir() else []
             for gone in set(self._cache) - set(paths):
@@ -211,13 +205,16 @@ class MemorySecretStore:
     """An in-memory :class:`SecretStore` (tests, and the shape a Kubernetes store will have)."""
 
     def __init__(self) -> None:
-        self.secrets: dict[tuple[str, str], StoredSecret] = {}
+        self.secrets: dict[tuple[str, str], Secret] = {}
 
-    def get(self, namespace: str, name: str) -> StoredSecret | None:
+    def get(self, namespace: str, name: str) -> Secret | None:
         return self.secrets.get((namespace, name))
 
-    def put(self, secret: StoredSecret) -> None:
+    def put(self, secret: Secret) -> None:
         self.secrets[secret.key] = secret
 
-    def list(self) -> list[StoredSecret]:
+    def list(self) -> list[Secret]:
         return list(self.secrets.values())
+
+    def owns(self, secret: Secret) -> bool:
+        return secret.key in self.secrets

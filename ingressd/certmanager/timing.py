@@ -6,11 +6,10 @@ so that the serving process, a restarted one and ``ingressd certs`` all compute 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 
-from cryptography import x509
+from ..certs import ari_cert_id  # noqa: F401 - re-exported: the ARI helpers live together
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
@@ -112,17 +111,3 @@ def backoff_delay(failures: int, *, transient: bool, seed: str, retry_after: flo
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
-
-
-def ari_cert_id(cert: x509.Certificate) -> str:
-    """RFC 9773 CertID: base64url(AKI keyIdentifier) "." base64url(DER serial content octets)."""
-    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-    if aki is None:
-        raise ValueError("the certificate's Authority Key Identifier has no keyIdentifier")
-    serial = cert.serial_number
-    serial_bytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # leading 0x00 kept for the sign bit
-    return _b64(aki) + "." + _b64(serial_bytes)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")

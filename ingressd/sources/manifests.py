@@ -15,16 +15,18 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import yaml
 
+from ..certmanager.store import FileSecretStore, FileStatusStore
 from ..config import Snapshot
 from ..diagnostics import ERROR, WARNING, Diagnostic, InvalidObject
-from ..objects import KubeObject, describe, flatten, parse_object
+from ..objects import CORE_KINDS, Kinds, KubeObject, ObjectKey, flatten
+from .base import ChangeFeed, SourceState
 
 log = logging.getLogger("ingressd.manifests")
 
@@ -67,11 +69,18 @@ def _decode(path: str, data: bytes) -> list:
     return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc is not None]
 
 
-def parse_file(path: str, previous: list[KubeObject] | None = None) -> tuple[list[KubeObject], list[Diagnostic]]:
+def _same(new: KubeObject, old: KubeObject) -> bool:
+    """Whether ``old`` can stand for ``new``: equal content read from the same file."""
+    return new == old and new.meta.origin == old.meta.origin
+
+
+def parse_file(path: str, previous: list[KubeObject] | None = None,
+               kinds: Kinds = CORE_KINDS) -> tuple[list[KubeObject], list[Diagnostic]]:
     """The objects of one file and what was wrong with it.
 
     ``previous`` is the file's last good objects: when the file no longer parses they are kept
-    whole, and an object that became invalid keeps its previous version.
+    whole, an object that became invalid keeps its previous version, and an object that did not
+    change is returned as the previous (identical) Python object.
     """
     previous = previous or []
     try:
@@ -85,32 +94,54 @@ def parse_file(path: str, previous: list[KubeObject] | None = None) -> tuple[lis
         kept = "; keeping its previous version" if previous else ""
         return previous, [Diagnostic(ERROR, f"cannot parse file: {reason}{kept}", path, code="unparsable")]
 
+    before = {obj.meta.key: obj for obj in previous}
     objects: list[KubeObject] = []
     diagnostics: list[Diagnostic] = []
     for document in documents:
         for doc in flatten(document):
             try:
-                objects.extend(parse_object(doc, path))
+                for obj in kinds.parse(doc, path):
+                    old = before.get(obj.meta.key)
+                    objects.append(old if old is not None and _same(obj, old) else obj)
             except InvalidObject as error:
-                ref = describe(doc)
+                ref = kinds.describe(doc)
                 kept = [obj for obj in previous if obj.meta.ref == ref] if ref else []
                 objects.extend(kept)
                 suffix = "; keeping its previous version" if kept else ""
                 diagnostics.append(Diagnostic(ERROR, f"{error}{suffix}", path, ref, "invalid"))
             except RecursionError:
-                diagnostics.append(Diagnostic(ERROR, "document is nested too deeply", path, describe(doc), "invalid"))
+                diagnostics.append(Diagnostic(ERROR, "document is nested too deeply", path, kinds.describe(doc),
+                                              "invalid"))
     return objects, diagnostics
 
 
 class ManifestDirectory:
     """All manifests under one or more directories, recursively; dot-files and dot-directories
-    ignored. When two files define the same object, the earlier root (then path order) wins."""
+    ignored. When two files define the same object, the earlier root (then path order) wins.
 
-    def __init__(self, *roots: str | os.PathLike):
+    A :class:`~ingressd.sources.base.Source`: the directory is polled (``start``), and with
+    ``state_dir`` the certificate manager's Secrets and status are files there, read back as
+    manifests (``secrets``, ``statuses``)."""
+
+    def __init__(self, *roots: str | os.PathLike, kinds: Kinds = CORE_KINDS, state_dir: str | os.PathLike | None = None,
+                 interval: float = POLL_INTERVAL):
+        if state_dir is not None:
+            roots = (*roots, state_dir)
         self.roots = [str(root) for root in roots]
         self.root = self.roots[0]
+        self.kinds = kinds
+        self.interval = interval
+        self.secrets = FileSecretStore(state_dir) if state_dir is not None else None
+        self.statuses = FileStatusStore(state_dir) if state_dir is not None else None
+        self.feed = ChangeFeed()
         self._files: dict[str, _FileState] = {}
         self._missing: set[str] = set()
+        self._scan_lock = threading.Lock()  # one scan at a time (the poll loop, settle())
+        self._lock = threading.Lock()  # guards what scan() hands to snapshot()
+        self._touched: set[ObjectKey] = set()  # keys in files re-read since the last snapshot
+        self._snapshot: Snapshot | None = None
+        self._poller: asyncio.Task | None = None
+        self._scanned = False
 
     def _paths(self) -> list[str]:
         found = []
@@ -125,15 +156,21 @@ class ManifestDirectory:
 
     def scan(self) -> bool:
         """Re-read what changed on disk. True when the snapshot may differ from the last one."""
+        with self._scan_lock:
+            return self._scan()
+
+    def _scan(self) -> bool:
         changed = False
         seen = set()
+        files = dict(self._files)
+        touched: set[ObjectKey] = set()
         paths = self._paths()
         for path in paths:
             signature = _signature(path)
             if signature is None:
                 continue
             seen.add(path)
-            state = self._files.get(path)
+            state = files.get(path)
             digest = b""
             if state is not None and state.signature == signature:
                 # Same size and timestamp can still hide a rewrite on filesystems with coarse
@@ -143,54 +180,108 @@ class ManifestDirectory:
                 digest = _digest(path)
                 if digest == state.digest:
                     continue
-            objects, diagnostics = parse_file(path, state.objects if state else None)
-            self._files[path] = _FileState(signature, digest or _digest(path), objects, diagnostics)
-            for diagnostic in diagnostics:
-                log.log(logging.ERROR if diagnostic.severity == ERROR else logging.WARNING, "%s", diagnostic,
-                        extra={"object": diagnostic.object, "file": diagnostic.origin, "event": "rejected"})
+            objects, diagnostics = parse_file(path, state.objects if state else None, self.kinds)
+            files[path] = _FileState(signature, digest or _digest(path), objects, diagnostics)
+            touched.update(obj.meta.key for obj in objects)
+            if state is not None:
+                touched.update(obj.meta.key for obj in state.objects)
             changed = True
-        for path in set(self._files) - seen:
-            del self._files[path]
+        for path in set(files) - seen:
+            touched.update(obj.meta.key for obj in files.pop(path).objects)
             log.info("manifest %s removed", path)
             changed = True
         if changed:  # keep files in root order, then path order, for deterministic precedence
             order = {path: i for i, path in enumerate(paths)}
-            self._files = dict(sorted(self._files.items(), key=lambda item: order.get(item[0], len(order))))
+            files = dict(sorted(files.items(), key=lambda item: order.get(item[0], len(order))))
+            with self._lock:
+                self._files = files
+                self._touched |= touched
         missing = {root for root in self.roots if not Path(root).is_dir()}
         for root in missing - self._missing:
             log.error("manifest directory %s does not exist (yet)", root)
         self._missing = missing
+        self._scanned = True
         return changed
 
     def snapshot(self) -> Snapshot:
+        with self._lock:
+            previous = self._snapshot
+            if previous is not None and not self._touched:
+                self.feed.taken()
+                return previous
+            files, touched = self._files, self._touched
+            self._touched = set()
+            self.feed.taken()
+        index: dict[ObjectKey, KubeObject] = {}
         objects: list[KubeObject] = []
         diagnostics: list[Diagnostic] = []
-        owners: dict[tuple[str, str, str], str] = {}
-        for path, state in self._files.items():
+        owners: dict[ObjectKey, str] = {}
+        for path, state in files.items():
             diagnostics += state.diagnostics
             for obj in state.objects:
-                owner = owners.setdefault(obj.meta.key, path)
-                if owner != path:
-                    diagnostics.append(Diagnostic(WARNING, f"also defined in {owner}, which wins; ignored here",
+                key = obj.meta.key
+                owner = owners.setdefault(key, path)
+                if key in index:
+                    where = "earlier in this file" if owner == path else f"in {owner}"
+                    diagnostics.append(Diagnostic(WARNING, f"also defined {where}, which wins; ignored here",
                                                   path, obj.meta.ref, "duplicate"))
                     continue
+                index[key] = obj
                 objects.append(obj)
-        version = hashlib.sha256(repr([(path, state.signature) for path, state in self._files.items()])
+        version = hashlib.sha256(repr([(path, state.signature) for path, state in files.items()])
                                  .encode()).hexdigest()
-        return Snapshot(tuple(objects), tuple(diagnostics), version)
+        since, changed = None, frozenset()
+        if previous is not None:
+            old = previous.by_key
+            since = previous.version
+            changed = frozenset(k for k in touched if index.get(k) is not old.get(k))
+        snapshot = Snapshot(tuple(objects), tuple(diagnostics), version, since, changed, index)
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
 
-    async def watch(self, on_change: Callable[[Snapshot], Awaitable[None] | None],
-                    interval: float = POLL_INTERVAL) -> None:
-        """Call ``on_change`` with a new snapshot whenever the directory changes (forever)."""
+    # --- the Source protocol ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> SourceState:
+        return SourceState("manifests", "manifests in " + ", ".join(self.roots), synced=self._scanned)
+
+    async def start(self) -> None:
+        """Read the directories once (so that ``synced`` returns at once), then poll them."""
+        self.feed.bind()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.scan)
+        if self._poller is None:
+            self._poller = loop.create_task(self._poll())
+
+    async def synced(self) -> None:
+        if not self._scanned:
+            await asyncio.get_running_loop().run_in_executor(None, self.scan)
+
+    async def changed(self) -> None:
+        await self.feed.wait()
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Files written through ``secrets`` are read at once."""
+        if await asyncio.get_running_loop().run_in_executor(None, self.scan):
+            self.feed.notify()
+
+    def require(self, keys) -> None:
+        """Every object of the directory is read already."""
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+
+    async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.interval)
             try:
                 changed = await loop.run_in_executor(None, self.scan)
             except Exception:  # never let one bad scan stop the watch
                 log.exception("scanning %s failed; will retry", ", ".join(self.roots))
                 continue
             if changed:
-                result = on_change(self.snapshot())
-                if asyncio.iscoroutine(result):
-                    await result
+                self.feed.notify()

@@ -130,7 +130,7 @@ class FixedPortIngressd(Ingressd):
 
 
 def stored_secret(state_dir: Path, namespace: str, name: str):
-    """The Secret ingressd keeps in the state directory (a StoredSecret), or None."""
+    """The Secret ingressd keeps in the state directory (an ingressd.objects.Secret), or None."""
     from ingressd.certmanager.store import FileSecretStore
 
     return FileSecretStore(state_dir).get(namespace, name)

@@ -15,7 +15,8 @@ from ingressd.certmanager.keys import KeySpec, key_pem
 from ingressd.certmanager.listing import certificate_entries
 from ingressd.certmanager.manager import secret_annotations
 from ingressd.certmanager.plan import plan
-from ingressd.certmanager.store import CertStatus, StoredSecret
+from ingressd.certmanager.store import CertStatus
+from ingressd.objects import Secret
 from ingressd.certmanager.timing import DAY
 
 NOW = 1_800_000_000.0
@@ -44,7 +45,7 @@ def certificate(names, key=None, days: float = 90, age: float = 1, issuer_key=IS
 
 def stored(want, cert_key=None, name: str | None = None, temporary: bool = False, **kw):
     cert_pem, kpem = cert_key or certificate(want.hosts, **kw)
-    return StoredSecret(want.namespace, name or want.secret_name, "kubernetes.io/tls",
+    return Secret.build(want.namespace, name or want.secret_name, "kubernetes.io/tls",
                         {"tls.crt": cert_pem, "tls.key": kpem}, secret_annotations(want, temporary))
 
 
@@ -60,9 +61,9 @@ def test_facts_of_a_secret():
     assert f.not_after - f.not_before == 90 * DAY and f.cert_id and f.cert_id.count(".") == 1
     mismatched = stored(want, (certificate(want.hosts)[0], certificate(want.hosts)[1]))
     assert not facts_of(mismatched).usable and "does not belong" in facts_of(mismatched).problem
-    broken = StoredSecret("default", "ab", "kubernetes.io/tls", {"tls.crt": b"junk", "tls.key": b"junk"}, {})
+    broken = Secret.build("default", "ab", "kubernetes.io/tls", {"tls.crt": b"junk", "tls.key": b"junk"}, {})
     assert not facts_of(broken).usable and facts_of(broken).problem
-    assert not facts_of(StoredSecret("default", "x", "Opaque", {"tls.key": b"k"}, {})).usable
+    assert not facts_of(Secret.build("default", "x", "Opaque", {"tls.key": b"k"}, {})).usable
 
 
 def test_nothing_stored_writes_a_temporary_certificate_and_orders_now():
@@ -118,7 +119,7 @@ def test_same_names_in_two_secrets_share_one_certificate():
 
 def test_another_namespace_is_never_copied_from():
     [want] = wanted((["a.example.com"], "a-tls"))
-    elsewhere = StoredSecret("other", "a-tls", "kubernetes.io/tls", stored(want).data, secret_annotations(want))
+    elsewhere = Secret.build("other", "a-tls", "kubernetes.io/tls", stored(want).data, secret_annotations(want))
     d = decide([want], facts(elsewhere), CertStatus(), NOW)
     assert d.copy_from is None and d.issue_at == NOW
 

@@ -207,7 +207,9 @@ def test_old_endpoints_become_slices_with_ready_addresses_only():
                 "ports": [{"name": "http", "port": 8080}]},
                {"addresses": [{"ip": "10.0.0.2"}], "ports": [{"name": "http", "port": 8081}]},
            ]}
-    slices = parse_object(doc, "file.yaml")
+    (endpoints,) = parse_object(doc, "file.yaml")  # one object (keys are unique), each subset one part
+    slices = endpoints.parts()
+    assert len(slices) == 2
     assert all(isinstance(s, EndpointSlice) for s in slices)
     assert all(s.service_name == "web" and s.meta.namespace == "prod" for s in slices)
     assert sorted(a for s in slices for a in s.ready_addresses) == ["10.0.0.1", "10.0.0.2"]
