@@ -9,7 +9,7 @@ import os
 import re
 
 from . import __version__
-from .config import Settings
+from .config import ClientTrust, Settings, parse_cidrs
 from .logs import configure_logging
 from .workers import default_worker_count
 from .diagnostics import ERROR
@@ -32,6 +32,20 @@ def _secret(value: str) -> str:
     return value
 
 
+def _cidrs(value: str) -> tuple[str, ...]:
+    try:
+        parse_cidrs(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _header_name(value: str) -> str:
+    if not value or not all(c.isalnum() or c in "-_" for c in value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a header name")
+    return value
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
@@ -45,6 +59,19 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="serve Ingresses of this class (repeatable; default: ingressd)")
     parser.add_argument("--default-backend-service", type=_service, metavar="NAMESPACE/NAME:PORT",
                         help="service for requests no rule matches (default: a built-in 404)")
+    group = parser.add_argument_group("client trust (ingress-nginx ConfigMap keys of the same names)")
+    group.add_argument("--use-forwarded-headers", action=argparse.BooleanOptionalAction, default=False,
+                       help="believe X-Forwarded-For/-Proto/-Host/-Port from the trusted proxies (default: off)")
+    group.add_argument("--forwarded-for-header", type=_header_name, default="X-Forwarded-For", metavar="NAME",
+                       help="the header giving the client address (default: X-Forwarded-For)")
+    group.add_argument("--compute-full-forwarded-for", action=argparse.BooleanOptionalAction, default=False,
+                       help="append the peer to a trusted X-Forwarded-For instead of replacing it (default: off)")
+    group.add_argument("--enable-real-ip", action=argparse.BooleanOptionalAction, default=False,
+                       help="take only the client address from --forwarded-for-header (default: off)")
+    group.add_argument("--proxy-real-ip-cidr", type=_cidrs, default=("0.0.0.0/0",), metavar="CIDR[,CIDR...]",
+                       help="the trusted proxies (default: 0.0.0.0/0, as ingress-nginx)")
+    group.add_argument("--use-proxy-protocol", action=argparse.BooleanOptionalAction, default=False,
+                       help="connections start with a PROXY protocol v1/v2 header (default: off)")
     parser.add_argument("--default-ssl-certificate", type=_secret, metavar="NAMESPACE/SECRET",
                         help="certificate for unknown SNI (default: a generated self-signed one)")
 
@@ -120,6 +147,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         ingress_classes=tuple(args.ingress_classes or ("ingressd",)),
         default_backend_service=args.default_backend_service,
         default_ssl_certificate=args.default_ssl_certificate,
+        trust=ClientTrust(
+            use_forwarded_headers=args.use_forwarded_headers, forwarded_for_header=args.forwarded_for_header,
+            compute_full_forwarded_for=args.compute_full_forwarded_for, enable_real_ip=args.enable_real_ip,
+            proxy_real_ip_cidr=args.proxy_real_ip_cidr, use_proxy_protocol=args.use_proxy_protocol),
     )
 
 

@@ -7,6 +7,7 @@ configuration, never a mix, and open connections are never touched.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from .certs import Certificate
@@ -57,6 +58,57 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTrust:
+    """Whom ingressd believes about the client's address and scheme: ingress-nginx's ConfigMap keys
+    of the same names (``use-forwarded-headers`` ...), and the same defaults (trust nobody).
+
+    - ``use_forwarded_headers``: take X-Forwarded-For (``forwarded_for_header``), -Proto, -Host and
+      -Port from a peer in ``proxy_real_ip_cidr`` (ingress-nginx trusts the last three from any
+      peer; ingressd only from the trusted proxies, which with the default 0.0.0.0/0 is the same).
+    - ``enable_real_ip``: take only the client address from ``forwarded_for_header``.
+    - ``compute_full_forwarded_for``: append the address to the incoming X-Forwarded-For instead of
+      replacing it (kept only from trusted peers, else ingressd sends just the address).
+    - ``proxy_real_ip_cidr``: the trusted proxies (CIDRs; ingress-nginx's default 0.0.0.0/0).
+    - ``use_proxy_protocol``: every connection on both ports starts with a PROXY protocol v1 or v2
+      header (from a trusted peer) giving the client address; a connection without one is refused.
+    """
+
+    use_forwarded_headers: bool = False
+    forwarded_for_header: str = "X-Forwarded-For"
+    compute_full_forwarded_for: bool = False
+    enable_real_ip: bool = False
+    proxy_real_ip_cidr: tuple[str, ...] = ("0.0.0.0/0",)
+    use_proxy_protocol: bool = False
+    networks: tuple = field(default=(), compare=False, repr=False)  # proxy_real_ip_cidr, parsed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "networks", parse_cidrs(self.proxy_real_ip_cidr))
+        name = self.forwarded_for_header
+        if not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ValueError(f"forwarded-for-header {name!r} is not a header name")
+
+    @property
+    def realip(self) -> bool:
+        """The client address may come from a header (ingress-nginx's realip module is on)."""
+        return self.use_forwarded_headers or self.enable_real_ip
+
+
+def parse_cidrs(values) -> tuple:
+    """CIDRs (or bare addresses) as ``ipaddress`` networks; ValueError naming a bad one."""
+    if isinstance(values, str):
+        values = values.split(",")
+    networks = []
+    for value in values:
+        value = value.strip()
+        if value:
+            try:
+                networks.append(ipaddress.ip_network(value, strict=False))
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The command-line choices that shape translation."""
 
@@ -66,6 +118,7 @@ class Settings:
     # Serve Ingresses that name no class when no default IngressClass says otherwise. On for the
     # manifest directory; in a cluster ingress-nginx's --watch-ingress-without-class (off by default).
     watch_ingress_without_class: bool = True
+    trust: ClientTrust = ClientTrust()  # forwarded headers and PROXY protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +129,7 @@ class Config:
     diagnostics: tuple[Diagnostic, ...] = ()
     ingress_count: int = 0
     orphans: tuple[tuple[str, str, str], ...] = ()  # (namespace, ingress, "no-service" | "no-endpoint")
+    trust: ClientTrust = ClientTrust()  # Settings.trust (or the ConfigMap's), for the data plane
 
     def certificate_for(self, host: str) -> Certificate | None:
         return self.certificates.get(host)

@@ -191,7 +191,7 @@ class _Translation:
         return Config(table=table, certificates=certificates,
                       default_certificate=default_certificate,
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
-                      ingress_count=len(ingresses), orphans=tuple(orphans))
+                      ingress_count=len(ingresses), orphans=tuple(orphans), trust=self.settings.trust)
 
     def host_routes(self, table: RouteTable, host: str, tls_hosts: HostMap[bool], opts: RouteOptions) -> HostRoutes:
         """A host's routes; the first (oldest) Ingress naming the host sets its fallback's redirect,
