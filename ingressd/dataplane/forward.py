@@ -15,6 +15,7 @@ from random import getrandbits
 from typing import TYPE_CHECKING
 
 from .exchange import CHUNKED_BODY, LENGTH_BODY
+from .framing import MAX_CONTENT_LENGTH
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -31,6 +32,7 @@ _REQUEST_HEADERS = {
 }
 _CONNECTION_OPTIONS = (b"keep-alive", b"close", b"upgrade")
 
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._*")
 _host_cache: dict[bytes, str | None] = {}
 _request_ids = itertools.count(getrandbits(63))
 _request_id_prefix = b"%016x" % getrandbits(64)
@@ -58,8 +60,9 @@ def parse_host(raw: bytes) -> str | None:
                     host = None
         else:
             name, colon, port = text.partition(":")
-            host = name.rstrip(".")
-            if (colon and not port.isdigit()) or not all(c.isalnum() or c in "-._*" for c in host):
+            host = name[:-1] if name.endswith(".") else name
+            if ((colon and not (port.isascii() and port.isdigit())) or not _HOST_CHARS.issuperset(host)
+                    or host.startswith(".") or ".." in host):
                 host = None
         if len(_host_cache) > 4096:
             _host_cache.clear()
@@ -70,7 +73,7 @@ def parse_host(raw: bytes) -> str | None:
 class RequestHead:
     """What ``read_headers`` found besides the forwarded lines (one per request, slots only)."""
 
-    __slots__ = ("lines", "raw_host", "request_id", "xff", "upgrade", "expect", "error")
+    __slots__ = ("lines", "raw_host", "request_id", "xff", "upgrade", "expect", "error", "status")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []  # name, b": ", value, b"\r\n" for every forwarded header
@@ -80,6 +83,7 @@ class RequestHead:
         self.upgrade: bytes | None = None
         self.expect = False
         self.error: str | None = None  # why the request is malformed
+        self.status = 400  # the answer when it is
 
 
 def read_headers(exchange: Exchange) -> RequestHead:
@@ -97,9 +101,16 @@ def read_headers(exchange: Exchange) -> RequestHead:
                 head.error = "duplicate Host header"
             head.raw_host = value
         elif kind == _LENGTH:
-            exchange.body_length = int(value)  # httptools has validated it
+            length = exchange.body_length = int(value)  # httptools has validated the digits
+            if length > MAX_CONTENT_LENGTH:
+                head.error = "Content-Length too large"
         elif kind == _TE:
-            chunked = chunked or value.lower().endswith(b"chunked")
+            # httptools has refused duplicates and a last coding other than chunked; a list
+            # ("gzip, chunked") is a coding ingressd does not implement (RFC 9112 §6.1, as nginx).
+            if value.rstrip(b" \t").lower() == b"chunked":
+                chunked = True
+            else:
+                head.error, head.status = "unsupported Transfer-Encoding", 501
         elif kind == _REQUEST_ID:
             head.request_id = value
         elif kind == _REFERER:

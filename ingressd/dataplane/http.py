@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from ..routing import normalize_path
 from . import responses
-from .exchange import (CHUNKED_BODY, NO_BODY, PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM, RESPONSE_CHUNKED,
+from .exchange import (CHUNKED_BODY, NO_BODY, PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM, PENDING_LIMIT,
+                       RESPONSE_CHUNKED,
                        RESPONSE_UNTIL_CLOSE, Exchange, UpstreamSide)
+from .framing import TargetError, normalize_target, split_absolute_form
 from .forward import new_request_id, parse_host, read_headers, upstream_head
 from .policy import answer_for
 
@@ -48,6 +49,7 @@ MAX_HEAD_BYTES = 32 * 1024  # larger heads get 431
 MAX_HEADERS = 200
 
 _WAITING_FOR_UPSTREAM = PAUSE_UPSTREAM | PAUSE_PENDING
+_OPTIONS_ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n"
 
 # Response heads are forwarded as the upstream wrote them, less the hop-by-hop fields: one regex
 # pass instead of a Python callback per header.
@@ -95,7 +97,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
-        "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out",
+        "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -122,6 +124,8 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel_in = self.tunnel_out = 0  # bytes through the tunnel from / to the client
         self.eof = False  # the client half-closed its side
         self.out: list[bytes] = []  # response bytes not yet handed to the transport
+        self.final = False  # no request after the last one is parsed
+        self.early: list[bytes] | None = None  # bytes after an upgrade request, held until the 101
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -147,19 +151,21 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel_in += len(data)
             tunnel.write(data)
             return
-        if self.closed:
+        if self.closed or self.final:
             return
         upgraded = self.upgraded
         if upgraded is not None:
             if upgraded.upgrade and not upgraded.aborted:
-                upgraded.send_upstream(data)  # sent after the upgrade request, before the upstream agreed
+                self.hold_early(data)
             return
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
             self.on_upgrade_request(data[upgrade.args[0]:])
         except HttpParserCallbackError as error:
-            if self.error_status:
+            if self.final:
+                self.pause(PAUSE_PIPELINE)  # nothing more is read; the last exchange closes the connection
+            elif self.error_status:
                 self.reject(self.error_status)
             else:
                 log.error("internal error handling a request from %s", self.client_ip, exc_info=error.__context__)
@@ -179,7 +185,17 @@ class ClientConnection(asyncio.Protocol):
             if self.active is None:
                 self.close()
         elif tail:
-            upgraded.send_upstream(tail)
+            self.hold_early(tail)
+
+    def hold_early(self, data: bytes) -> None:
+        """Bytes after an upgrade request go upstream only once it has switched protocols: were it
+        to refuse, they would be requests it parses itself, smuggled past routing."""
+        early = self.early
+        if early is None:
+            early = self.early = []
+        early.append(data)
+        if sum(map(len, early)) > PENDING_LIMIT:
+            self.pause(PAUSE_PENDING)
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its request still gets the response, then the close.
@@ -285,6 +301,11 @@ class ClientConnection(asyncio.Protocol):
 
     def become_tunnel(self, upstream: UpstreamSide) -> None:
         self.tunnel = upstream
+        early, self.early = self.early, None
+        if early:
+            for data in early:
+                self.tunnel_in += len(data)
+                upstream.write(data)
         self.tunnel_at = monotonic()
         self.timers.discard(self)
         self.ctx.recorder.tunnel_opened()
@@ -337,9 +358,22 @@ class ClientConnection(asyncio.Protocol):
 
     def reject(self, status: int) -> None:
         """A request that cannot be parsed: answer (when nothing else is in flight) and close."""
-        self.cur = None
+        broken, self.cur = self.cur, None
         if self.closed:
             return
+        if broken is not None and not broken.request_done:
+            # Its head was valid, its body is not (a bad chunk): the upstream, which has its head
+            # and part of its body, must never see it complete: drop that connection.
+            broken.keep_alive = False
+            if broken is self.active:
+                broken.abort()
+                if not broken.response_started:
+                    broken.answer(status, responses.error_body(status, "malformed request body"))
+                self.close()
+                return
+            if broken in self.queue:
+                self.queue.remove(broken)
+                broken.abort()
         if self.active is None and not self.queue:
             self.transport.write(responses.response(status, responses.error_body(status), keep_alive=False))
             self.close()
@@ -387,6 +421,12 @@ class ClientConnection(asyncio.Protocol):
     # --- httptools callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        last = self.last
+        if last is not None and (not last.keep_alive or self.closed):
+            # The connection ends after the last request (refused, or Connection: close): what
+            # follows it is never parsed as another request (RFC 9112 §9.6).
+            self.final = True
+            raise ValueError("bytes after the last request")
         self.cur = self.last = Exchange(self)
         self.head_bytes = 0
         if self.active is None:
@@ -413,33 +453,58 @@ class ClientConnection(asyncio.Protocol):
         method = exchange.method = parser.get_method()
         exchange.keep_alive = parser.should_keep_alive()
         exchange.is_head = method == b"HEAD"
-        exchange.http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        exchange.http10 = version == "1.0"
         exchange.head_size = self.head_bytes + len(method) + 14
         head = read_headers(exchange)
         if head.error is not None:
-            return self._bad(exchange, head.error)
+            return self._bad(exchange, head.error, head.status)
+        if version != "1.1" and not exchange.http10:
+            return self._bad(exchange, f"HTTP/{version} is not supported", 505)  # RFC 9110 §15.6.6
+        if exchange.body_mode != NO_BODY:
+            if exchange.http10 and exchange.body_mode == CHUNKED_BODY:
+                return self._bad(exchange, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
+            if head.upgrade is not None and parser.should_upgrade():
+                return self._bad(exchange, "upgrade request with a body")
 
         url = exchange.url
-        if url[:1] != b"/":
-            if url[:7].lower() == b"http://" or url[:8].lower() == b"https://":  # absolute-form target
-                authority, _, rest = url.split(b"//", 1)[1].partition(b"/")
-                head.raw_host, url = authority, b"/" + rest
-                exchange.url = url
-            elif not (method == b"OPTIONS" and url == b"*"):
-                return self._bad(exchange, "bad request target")
         raw_host = head.raw_host
-        if raw_host is None:
-            if not exchange.http10:
-                return self._bad(exchange, "missing Host header")
-            raw_host = b""
-        host = parse_host(raw_host) if raw_host else ""
-        if host is None:
-            return self._bad(exchange, "invalid Host header")
+        if raw_host is None and not exchange.http10:
+            return self._bad(exchange, "missing Host header")  # RFC 9112 §3.2, also in absolute form
+        if url[:1] != b"/":
+            absolute = split_absolute_form(url)
+            if absolute is not None:  # the target's authority wins over Host (RFC 9112 §3.2.2)
+                raw_host, url = absolute
+                if not raw_host:
+                    return self._bad(exchange, "absolute-form target without a host")
+                head.raw_host = raw_host
+                exchange.url = url
+            elif url == b"*" and method == b"OPTIONS":  # the server itself (RFC 9110 §9.3.7)
+                exchange.route = self.ctx.config.table.default
+                return self._local(exchange, 200, b"", headers=_OPTIONS_ALLOW)
+            else:
+                return self._bad(exchange, "bad request target")
+        if raw_host:
+            host = parse_host(raw_host)
+            if host is None:
+                return self._bad(exchange, "invalid Host header")
+        elif exchange.http10:
+            host = ""
+        else:
+            return self._bad(exchange, "empty Host header")
         exchange.host = host
         query = url.find(b"?")
-        path = normalize_path((url if query < 0 else url[:query]).decode("utf-8", "surrogateescape"))
-        if path is None:
-            return self._bad(exchange, "path escapes the root")
+        raw_path = url if query < 0 else url[:query]
+        path = raw_path.decode("utf-8", "surrogateescape")
+        if "%" in path or "/." in path or "//" in path or "\\" in path or 35 in url:  # 35: "#"
+            try:  # the rare path that needs a closer look (framing.normalize_target)
+                if 35 in url:
+                    raise TargetError("fragment in the request target")
+                path, forwarded = normalize_target(raw_path)
+            except TargetError as error:
+                return self._bad(exchange, str(error))
+            if forwarded is not raw_path:
+                url = exchange.url = forwarded + url[len(raw_path):]
 
         exchange.request_id = head.request_id or new_request_id()
         ctx = self.ctx
@@ -512,9 +577,10 @@ class ClientConnection(asyncio.Protocol):
     # --- helpers -------------------------------------------------------------------------------
 
     def _local(self, exchange: Exchange, status: int, body: bytes, location: str | None = None,
-               hsts: bool = True) -> None:
+               hsts: bool = True, headers: bytes = b"") -> None:
         """Answer ``exchange`` from ingressd itself, in order after any pipelined predecessor."""
-        headers = responses.HSTS if self.hsts and hsts else b""
+        if self.hsts and hsts:
+            headers += responses.HSTS
         if exchange.body_mode != NO_BODY and exchange.expect_continue:
             exchange.keep_alive = False  # do not make the client send a body we would drop
         if location is not None:
@@ -531,7 +597,9 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(exchange)
             self.pause(PAUSE_PIPELINE)
 
-    def _bad(self, exchange: Exchange, reason: str) -> None:
+    def _bad(self, exchange: Exchange, reason: str, status: int = 400) -> None:
+        """A request ingressd refuses: answered, the connection closed after it, and nothing of
+        it, nor anything the client sent after it, reaches an upstream."""
         exchange.keep_alive = False
         exchange.route = self.ctx.config.table.default
-        self._local(exchange, 400, responses.error_body(400, reason))
+        self._local(exchange, status, responses.error_body(status, reason))

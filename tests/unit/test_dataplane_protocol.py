@@ -220,9 +220,11 @@ def test_websocket_tunnel_survives_configuration_changes_and_time(rig):
     client.send(UPGRADE + b"early")
     upstream = rig.upstream()
     head = upstream.received()
-    assert b"Upgrade: websocket\r\nConnection: upgrade\r\n" in head and head.endswith(b"\r\n\r\nearly")
+    # bytes after the upgrade request wait for the 101 (hostile: tests/unit/test_dataplane_framing.py)
+    assert b"Upgrade: websocket\r\nConnection: upgrade\r\n" in head and head.endswith(b"\r\n\r\n")
     upstream.send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nfrom-upstream")
+    assert upstream.received().endswith(b"\r\n\r\nearly")
     assert client.received().startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert client.received().endswith(b"\r\n\r\nfrom-upstream")
     assert rig.recorder.upgraded == 1
