@@ -8,7 +8,12 @@ a typo never breaks a route (ingress-nginx's own behaviour, made visible).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from . import catalog
+from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
+from .options.ranges import SourceRanges, parse_ranges
+from .options.rewrite import parse_target
 
 NGINX = "nginx.ingress.kubernetes.io/"
 MIB = 1 << 20
@@ -22,17 +27,6 @@ _URL_RE = re.compile(r"^(https?://[^\s/?#]+|/)[^\s]*$", re.IGNORECASE)
 # nginx variables a redirect target may use, and what ingressd substitutes for them.
 REDIRECT_VARIABLES = ("request_uri", "uri", "args", "query_string", "is_args", "host", "http_host", "scheme",
                       "server_name")
-
-# Annotations ingress-nginx users have that ingressd does not implement (yet): reported, not silent.
-_KNOWN_UNSUPPORTED = {
-    "rewrite-target", "use-regex", "app-root", "backend-protocol", "whitelist-source-range",
-    "allowlist-source-range", "denylist-source-range", "enable-cors", "affinity", "session-cookie-name",
-    "upstream-vhost", "service-upstream", "custom-http-errors", "default-backend", "limit-rps",
-    "limit-connections", "limit-rpm", "auth-url", "auth-signin", "auth-type", "auth-secret", "canary",
-    "canary-by-header", "canary-by-cookie", "canary-weight", "configuration-snippet", "server-snippet",
-    "from-to-www-redirect", "mirror-target", "auth-tls-secret", "proxy-redirect-from", "x-forwarded-prefix",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
@@ -66,21 +60,96 @@ class RouteOptions:
     ssl_redirect: bool = True
     force_ssl_redirect: bool = False
     redirect: Redirect | None = None
+    app_root: str | None = None  # "/" answers 302 to it
+    ranges: SourceRanges | None = None  # who may use the route (else 403)
+    cors: Cors | None = None
+    upstream_host: bytes | None = None  # upstream-vhost: the Host sent upstream
+    forwarded_prefix: bytes | None = None  # x-forwarded-prefix: sent as X-Forwarded-Prefix
+    rewrite_target: tuple | None = None  # parsed rewrite-target (compiled per path into ``rewrite``)
+    use_regex: bool = False
+    rewrite: object = None  # options.rewrite.Rewrite of one path, set by the translator
+    server_aliases: tuple[str, ...] = ()
+    from_to_www: bool = False
+    # Whether the upstream request head differs from the client's (one check per request).
+    edits_request: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "edits_request", self.upstream_host is not None or self.forwarded_prefix is not None
+                           or self.rewrite is not None)
 
     def describe(self) -> str:
         """A short summary of what differs from the defaults, for ``ingressd routes``."""
         parts = []
         for name in ("body_size_limit", "connect_timeout", "read_timeout", "send_timeout",
-                     "ssl_redirect", "force_ssl_redirect"):
+                     "ssl_redirect", "force_ssl_redirect", "app_root", "use_regex", "from_to_www"):
             value = getattr(self, name)
             if value != getattr(DEFAULT_OPTIONS, name):
                 parts.append(f"{name}={'unlimited' if value is None else value}")
         if self.redirect:
             parts.append(f"redirect={self.redirect.code} {self.redirect.template}")
+        if self.ranges:
+            parts.append(self.ranges.describe())
+        if self.cors:
+            parts.append(self.cors.describe())
+        if self.upstream_host is not None:
+            parts.append(f"upstream-vhost={self.upstream_host.decode()}")
+        if self.forwarded_prefix is not None:
+            parts.append(f"x-forwarded-prefix={self.forwarded_prefix.decode()}")
+        if self.rewrite is not None:
+            parts.append(f"rewrite={self.rewrite.path} -> {self.rewrite.template}")
+        if self.server_aliases:
+            parts.append("aliases=" + " ".join(self.server_aliases))
         return ",".join(parts) or "-"
 
 
 DEFAULT_OPTIONS = RouteOptions()
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """What the controller ConfigMap sets for every Ingress (annotations override it)."""
+
+    options: RouteOptions = DEFAULT_OPTIONS
+    allow: tuple = ()  # whitelist-source-range
+    deny: tuple = ()  # denylist-source-range
+    block: tuple = ()  # block-cidrs: denied whatever the annotations say
+
+
+DEFAULTS = Defaults()
+
+_HOSTNAME_RE = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_APP_ROOT_RE = re.compile(r"^/[A-Za-z0-9/._~!$&'()*+,;=:@%-]*$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9/._~!$&'()*+,;=:@%-]*$")
+
+
+def parse_app_root(value: str) -> str:
+    value = value.strip()
+    if not _APP_ROOT_RE.match(value) or value == "/":
+        raise ValueError("expected a path below / such as /app")
+    return value
+
+
+def parse_vhost(value: str) -> bytes:
+    value = value.strip().lower()
+    name, _, port = value.partition(":")
+    if not _HOSTNAME_RE.match(name) or (port and not port.isdigit()):
+        raise ValueError("expected a host name (with an optional :port)")
+    return value.encode()
+
+
+def parse_prefix(value: str) -> bytes:
+    value = value.strip()
+    if not _PREFIX_RE.match(value):
+        raise ValueError("expected a path prefix without spaces or control characters")
+    return value.encode()
+
+
+def parse_aliases(value: str) -> tuple[str, ...]:
+    aliases = tuple(dict.fromkeys(a.strip().lower().rstrip(".") for a in re.split(r"[,\s]+", value) if a.strip()))
+    for alias in aliases:
+        if not _HOSTNAME_RE.match(alias):
+            raise ValueError(f"{alias!r} is not a host name")
+    return aliases
 
 
 def parse_size(value: str) -> int | None:
@@ -132,19 +201,26 @@ def parse_redirect_code(value: str | None, default: int) -> int:
     return code
 
 
-def parse_route_options(annotations: dict[str, str]) -> tuple[RouteOptions, list[str]]:
-    """The options for every route of one Ingress, and one warning per annotation not used."""
+def parse_route_options(annotations: dict[str, str],
+                        defaults: Defaults = DEFAULTS) -> tuple[RouteOptions, list[str]]:
+    """The options for every route of one Ingress, and one warning per annotation not used as written.
+
+    ``defaults`` come from the controller ConfigMap; an annotation wins over it."""
     warnings: list[str] = []
     values: dict[str, object] = {}
 
-    def take(name: str, parse, field: str) -> None:
+    def take(name: str, parse, field: str | None = None):
         raw = annotations.get(NGINX + name)
         if raw is None:
-            return
+            return None
         try:
-            values[field] = parse(raw)
+            value = parse(raw)
         except ValueError as error:
             warnings.append(f"annotation {NGINX}{name}: {raw!r} is invalid ({error}); using the default")
+            return None
+        if field is not None:
+            values[field] = value
+        return value
 
     take("proxy-body-size", parse_size, "body_size_limit")
     take("proxy-connect-timeout", parse_seconds, "connect_timeout")
@@ -152,6 +228,43 @@ def parse_route_options(annotations: dict[str, str]) -> tuple[RouteOptions, list
     take("proxy-send-timeout", parse_seconds, "send_timeout")
     take("ssl-redirect", parse_bool, "ssl_redirect")
     take("force-ssl-redirect", parse_bool, "force_ssl_redirect")
+    take("app-root", parse_app_root, "app_root")
+    take("upstream-vhost", parse_vhost, "upstream_host")
+    take("x-forwarded-prefix", parse_prefix, "forwarded_prefix")
+    take("use-regex", parse_bool, "use_regex")
+    take("rewrite-target", parse_target, "rewrite_target")
+    take("server-alias", parse_aliases, "server_aliases")
+    take("from-to-www-redirect", parse_bool, "from_to_www")
+    take("preserve-trailing-slash", parse_bool)  # ingressd's redirects keep the target as sent
+    for name in ("client-body-buffer-size", "proxy-buffer-size", "proxy-max-temp-file-size"):
+        take(name, parse_size)
+    take("proxy-buffers-number", _parse_count)
+    take("proxy-buffering", _parse_on_off)
+    take("proxy-request-buffering", _parse_on_off)
+    take("proxy-http-version", _parse_http_version)
+
+    # whitelist (allowlist) and denylist replace the ConfigMap's; block-cidrs always applies.
+    allow = take("whitelist-source-range", parse_ranges)
+    if allow is None:
+        allow = take("allowlist-source-range", parse_ranges)
+    deny = take("denylist-source-range", parse_ranges)
+    allow = defaults.allow if allow is None else allow
+    deny = (defaults.deny if deny is None else deny) + defaults.block
+    if allow or deny:
+        values["ranges"] = SourceRanges(allow, deny)
+
+    if take("enable-cors", parse_bool):
+        cors: dict[str, object] = {}
+        for name, parse, key in (("cors-allow-origin", parse_origins, "origins"),
+                                 ("cors-allow-methods", parse_methods, "methods"),
+                                 ("cors-allow-headers", parse_header_list, "headers"),
+                                 ("cors-expose-headers", parse_header_list, "expose"),
+                                 ("cors-allow-credentials", parse_bool, "credentials"),
+                                 ("cors-max-age", parse_max_age, "max_age")):
+            value = take(name, parse)
+            if value is not None:
+                cors[key] = value
+        values["cors"] = Cors(**cors)
 
     # temporal-redirect wins over permanent-redirect when both are set, as in ingress-nginx.
     for kind, default_code in (("temporal", 302), ("permanent", 301)):
@@ -175,6 +288,33 @@ def parse_route_options(annotations: dict[str, str]) -> tuple[RouteOptions, list
     for key in annotations:
         if key.startswith(NGINX):
             name = key[len(NGINX):]
-            if name in _KNOWN_UNSUPPORTED:
-                warnings.append(f"annotation {key} is not supported by ingressd yet; ignored")
-    return (RouteOptions(**values) if values else DEFAULT_OPTIONS), warnings
+            entry = catalog.ANNOTATIONS.get(name)
+            if catalog.reported(entry):
+                warnings.append(catalog.describe("annotation", key, entry))
+    base = defaults.options
+    if not values:
+        return base, warnings
+    return RouteOptions(**{**_fields(base), **values}), warnings
+
+
+def _fields(options: RouteOptions) -> dict[str, object]:
+    return {name: getattr(options, name) for name in RouteOptions.__dataclass_fields__ if name != "edits_request"}
+
+
+def _parse_count(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError("expected a number")
+    return int(value)
+
+
+def _parse_on_off(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("on", "off"):
+        raise ValueError('expected "on" or "off"')
+    return lowered == "on"
+
+
+def _parse_http_version(value: str) -> str:
+    if value.strip() not in ("1.0", "1.1"):
+        raise ValueError('expected "1.0" or "1.1"')
+    return value.strip()

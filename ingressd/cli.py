@@ -46,6 +46,13 @@ def _header_name(value: str) -> str:
     return value
 
 
+def _configmap(value: str) -> str:
+    namespace, slash, name = value.partition("/")
+    if value and (not slash or not namespace or not name or "/" in name):
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME")
+    return value
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
@@ -55,6 +62,10 @@ def _port(value: str) -> int:
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifests", required=True, metavar="DIR",
                         help="directory of Kubernetes YAML/JSON manifests (read recursively, watched)")
+    parser.add_argument("--configmap", type=_configmap, default="ingress-nginx/ingress-nginx-controller",
+                        metavar="NAMESPACE/NAME",
+                        help="ingress-nginx's controller ConfigMap, read for its global settings (see "
+                             "deploy/migration.md; default: ingress-nginx/ingress-nginx-controller)")
     parser.add_argument("--ingress-class", action="append", dest="ingress_classes", metavar="NAME",
                         help="serve Ingresses of this class (repeatable; default: ingressd)")
     parser.add_argument("--default-backend-service", type=_service, metavar="NAMESPACE/NAME:PORT",
@@ -147,6 +158,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         ingress_classes=tuple(args.ingress_classes or ("ingressd",)),
         default_backend_service=args.default_backend_service,
         default_ssl_certificate=args.default_ssl_certificate,
+        configmap=args.configmap,
         trust=ClientTrust(
             use_forwarded_headers=args.use_forwarded_headers, forwarded_for_header=args.forwarded_for_header,
             compute_full_forwarded_for=args.compute_full_forwarded_for, enable_real_ip=args.enable_real_ip,

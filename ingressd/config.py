@@ -119,6 +119,8 @@ class Settings:
     # manifest directory; in a cluster ingress-nginx's --watch-ingress-without-class (off by default).
     watch_ingress_without_class: bool = True
     trust: ClientTrust = ClientTrust()  # forwarded headers and PROXY protocol
+    # The controller ConfigMap (ingress-nginx's keys), "namespace/name"; "" for none.
+    configmap: str = "ingress-nginx/ingress-nginx-controller"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,8 @@ class Config:
     ingress_count: int = 0
     orphans: tuple[tuple[str, str, str], ...] = ()  # (namespace, ingress, "no-service" | "no-endpoint")
     trust: ClientTrust = ClientTrust()  # Settings.trust (or the ConfigMap's), for the data plane
+    # The Strict-Transport-Security line of HTTPS responses (the ConfigMap's hsts* keys); b"": none.
+    hsts: bytes = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
 
     def certificate_for(self, host: str) -> Certificate | None:
         return self.certificates.get(host)

@@ -194,7 +194,15 @@ class Secret:
 TLSSecret = Secret  # the translator's name for it: a Secret of type kubernetes.io/tls
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 
-KubeObject = Ingress | IngressClass | Service | EndpointSlice | Secret
+@dataclass(frozen=True, slots=True)
+class ConfigMap:
+    """A ``v1`` ConfigMap: the controller's settings (ingress-nginx's keys) live in one."""
+
+    meta: Meta
+    data: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+KubeObject = Ingress | IngressClass | Service | EndpointSlice | Secret | ConfigMap
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name): unique within a snapshot
 
 
@@ -496,6 +504,22 @@ def _tls_secret(doc: dict, origin: str | None) -> Secret | None:
     return parse_secret(doc, origin)
 
 
+# --- ConfigMap -------------------------------------------------------------------------------
+
+def _config_map(doc: dict, origin: str | None) -> ConfigMap:
+    meta = meta_of(doc, "ConfigMap", origin)
+    data = {}
+    for key, value in mapping_field(doc.get("data"), "data").items():
+        if isinstance(value, bool):  # an unquoted true/false in YAML: what the user meant
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise InvalidObject(f"data[{key!r}] must be a string")
+        data[str(key)] = value
+    return ConfigMap(meta, data)
+
+
 # --- the parser table ---------------------------------------------------------------------------
 
 Parser = Callable[[dict, "str | None"], "KubeObject | list[KubeObject] | None"]
@@ -553,6 +577,7 @@ CORE_KINDS = Kinds({
     ("discovery.k8s.io/v1", "EndpointSlice"): _endpoint_slice,
     ("v1", "Endpoints"): _endpoints,
     ("v1", "Secret"): _tls_secret,
+    ("v1", "ConfigMap"): _config_map,
 }, frozenset({"IngressClass"}))
 
 

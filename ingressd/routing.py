@@ -57,11 +57,20 @@ class HostRoutes:
     prefix: dict[str, Route] = field(default_factory=dict)  # keyed without trailing "/" ("" is "/")
     fallback: Route | None = None  # serves paths no rule matches
     tls: bool = False
+    # use-regex / rewrite-target hosts: (RE2 regex anchored at the start, route), longest path first.
+    regex: tuple = ()
 
     def match(self, path: str) -> Route | None:
         route = self.exact.get(path)
         if route is not None:
             return route
+        if self.regex:
+            try:
+                for regex, route in self.regex:
+                    if regex.match(path) is not None:
+                        return route
+            except UnicodeEncodeError:  # undecodable bytes in the path: no regex matches it
+                pass
         prefix = self.prefix
         if prefix:
             candidate = path.rstrip("/")
@@ -104,7 +113,7 @@ class RouteTable:
 
 
 def _host_listing(routes: HostRoutes) -> list[Route]:
-    found = list(routes.exact.values()) + list(routes.prefix.values())
+    found = list(routes.exact.values()) + list(routes.prefix.values()) + [route for _, route in routes.regex]
     return sorted(found, key=lambda r: (r.path, r.path_type))
 
 

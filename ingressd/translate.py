@@ -8,14 +8,17 @@ problem becomes a diagnostic naming the object; none stops the rest from being s
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
-from .annotations import DEFAULT_OPTIONS, RouteOptions, parse_route_options
+from .annotations import DEFAULT_OPTIONS, Redirect, RouteOptions, parse_route_options
+from .controller_config import ControllerSettings, parse_controller_configmap
 from .certs import Certificate, load_certificate
 from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .hosts import HostMap, is_wildcard
-from .objects import BackendRef, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
+from .objects import BackendRef, ConfigMap, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
+from .options.rewrite import Rewrite, compile_path
 from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
 
 
@@ -28,6 +31,7 @@ class _Index:
         self.services: dict[tuple[str, str], Service] = {}
         self.slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         self.secrets: dict[tuple[str, str], Secret] = {}
+        self.config_maps: dict[tuple[str, str], ConfigMap] = {}
         for obj in objects:
             if isinstance(obj, Ingress):
                 self.ingresses.append(obj)
@@ -40,6 +44,8 @@ class _Index:
                     self.secrets[(obj.meta.namespace, obj.meta.name)] = obj
             elif isinstance(obj, IngressClass):
                 self.classes[obj.meta.name] = obj
+            elif isinstance(obj, ConfigMap):
+                self.config_maps[(obj.meta.namespace, obj.meta.name)] = obj
 
 
 class _Translation:
@@ -49,6 +55,7 @@ class _Translation:
         self.diagnostics: list[Diagnostic] = list(snapshot.diagnostics)
         self.backends: dict[tuple[str, str, str], Backend] = {}
         self.certificates: dict[tuple[str, str], Certificate | None] = {}
+        self.base_options = DEFAULT_OPTIONS  # the ConfigMap's defaults, once read
 
     def report(self, severity: str, obj: KubeObject | None, message: str, code: str = "") -> None:
         meta = obj.meta if obj is not None else None
@@ -133,17 +140,38 @@ class _Translation:
         self.certificates[key] = cert
         return cert
 
+    # --- the controller ConfigMap ---------------------------------------------------------
+
+    def controller(self) -> ControllerSettings:
+        name = self.settings.configmap
+        if not name:
+            return ControllerSettings()
+        namespace, _, name = name.rpartition("/")
+        config_map = self.index.config_maps.get((namespace or "default", name))
+        if config_map is None:
+            return ControllerSettings()
+        controller, warnings = parse_controller_configmap(config_map.data, self.settings.trust)
+        for warning in warnings:
+            self.report(WARNING, config_map, warning, "configmap")
+        return controller
+
     # --- the whole translation --------------------------------------------------------------
 
     def run(self) -> Config:
         ingresses = sorted((i for i in self.index.ingresses if self.served(i)),
                            key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))  # oldest first
+        controller = self.controller()
+        self.base_options = controller.defaults.options
         options = {}
+        regex_hosts: set[str] = set()
         for ingress in ingresses:
-            opts, warnings = parse_route_options(ingress.meta.annotations)
+            opts, warnings = parse_route_options(ingress.meta.annotations, controller.defaults)
             options[ingress.meta.key] = opts
             for warning in warnings:
                 self.report(WARNING, ingress, warning, "annotation")
+            if opts.use_regex or opts.rewrite_target is not None:
+                # ingress-nginx: one such Ingress makes every path of the host a regex.
+                regex_hosts.update(rule.host for rule in ingress.rules)
 
         certificates, tls_hosts = self.tls(ingresses)
         table = RouteTable()
@@ -151,6 +179,8 @@ class _Translation:
         table.default = global_default
         owners: dict[tuple[str, str, str], Ingress] = {}
         orphans: dict[tuple[str, str, str], None] = {}
+        regex_buckets: dict[int, dict] = {}  # id(HostRoutes) -> {path: Route}, for conflicts
+        regex_routes: dict[int, tuple] = {}  # id(HostRoutes) -> (HostRoutes, [(-length, order, regex, route)])
 
         for ingress in ingresses:
             opts = options[ingress.meta.key]
@@ -160,7 +190,15 @@ class _Translation:
                     is_prefix = path.path_type != "Exact"
                     key = path.path.rstrip("/") if is_prefix else path.path
                     bucket = host_routes.prefix if is_prefix else host_routes.exact
-                    owner_key = (rule.host, key, "prefix" if is_prefix else "exact")
+                    regex = None
+                    if is_prefix and rule.host in regex_hosts:
+                        try:
+                            regex = compile_path(path.path)
+                        except ValueError as error:
+                            self.report(WARNING, ingress, f"{error}; served as a prefix", "annotation")
+                    if regex is not None:
+                        key, bucket = path.path, regex_buckets.setdefault(id(host_routes), {})
+                    owner_key = (rule.host, key, "regex" if regex is not None else "prefix" if is_prefix else "exact")
                     if key in bucket:
                         winner = owners[owner_key]
                         self.report(WARNING, ingress,
@@ -171,14 +209,26 @@ class _Translation:
                     backend = self.backend(ingress.meta.namespace, path.backend, ingress)
                     if backend.orphan:
                         orphans[(ingress.meta.namespace, ingress.meta.name, backend.orphan)] = None
-                    bucket[key] = Route(
+                    route_opts = opts
+                    if opts.rewrite_target is not None and is_prefix:
+                        try:
+                            route_opts = dataclasses.replace(opts, rewrite=Rewrite(path.path, opts.rewrite_target))
+                        except ValueError as error:
+                            self.report(WARNING, ingress, f"{error}; not rewriting", "annotation")
+                    route = bucket[key] = Route(
                         host=rule.host, path=path.path, path_type=path.path_type,
                         namespace=ingress.meta.namespace, ingress=ingress.meta.name, backend=backend,
-                        options=opts,
+                        options=route_opts,
                         https_redirect=(opts.ssl_redirect and _has_tls(rule.host, tls_hosts))
                         or opts.force_ssl_redirect,
                         labels=(ingress.meta.namespace, ingress.meta.name, backend.service, rule.host, path.path),
                     )
+                    if regex is not None:
+                        entry = regex_routes.setdefault(id(host_routes), (host_routes, []))
+                        entry[1].append((-len(path.path), len(entry[1]), regex, route))
+        for host_routes, found in regex_routes.values():  # longest path first, then in order
+            host_routes.regex = tuple((regex, route) for _, _, regex, route in sorted(found, key=lambda f: f[:2]))
+        self.host_aliases(table, ingresses, options, tls_hosts)
 
         default_certificate = None
         if self.settings.default_ssl_certificate:
@@ -191,7 +241,36 @@ class _Translation:
         return Config(table=table, certificates=certificates,
                       default_certificate=default_certificate,
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
-                      ingress_count=len(ingresses), orphans=tuple(orphans), trust=self.settings.trust)
+                      ingress_count=len(ingresses), orphans=tuple(orphans),
+                      trust=controller.trust or self.settings.trust, hsts=controller.hsts)
+
+    def host_aliases(self, table: RouteTable, ingresses: list[Ingress], options: dict, tls_hosts) -> None:
+        """``server-alias`` (the aliases share the host's routes) and ``from-to-www-redirect`` (the
+        other name of a host redirects to it), for names no rule defines."""
+        for ingress in ingresses:
+            opts = options[ingress.meta.key]
+            if not opts.server_aliases and not opts.from_to_www:
+                continue
+            for rule in ingress.rules:
+                routes = table.hosts.pattern_value(rule.host) if rule.host else None
+                if routes is None:
+                    continue
+                for alias in opts.server_aliases:
+                    if table.hosts.pattern_value(alias) is None:
+                        table.hosts[alias] = routes
+                    elif table.hosts.pattern_value(alias) is not routes:
+                        self.report(WARNING, ingress, f"server-alias {alias} is a host defined by another rule; "
+                                                      "that rule serves it", "conflict")
+                if opts.from_to_www and not is_wildcard(rule.host):
+                    other = rule.host[4:] if rule.host.startswith("www.") else "www." + rule.host
+                    if table.hosts.pattern_value(other) is not None:
+                        continue
+                    redirect = Redirect(308, ("", "scheme", "://" + rule.host, "request_uri", ""))
+                    default = table.default
+                    route = Route(other, "", "Default", ingress.meta.namespace, ingress.meta.name, default.backend,
+                                  dataclasses.replace(self.base_options, redirect=redirect), False,
+                                  (ingress.meta.namespace, ingress.meta.name, default.service, other, ""))
+                    table.hosts[other] = HostRoutes(fallback=route, tls=_has_tls(other, tls_hosts))
 
     def host_routes(self, table: RouteTable, host: str, tls_hosts: HostMap[bool], opts: RouteOptions) -> HostRoutes:
         """A host's routes; the first (oldest) Ingress naming the host sets its fallback's redirect,
@@ -215,11 +294,12 @@ class _Translation:
             if ingress.default_backend is not None:
                 backend = self.backend(ingress.meta.namespace, ingress.default_backend, ingress)
                 return Route("", "", "Default", ingress.meta.namespace, ingress.meta.name, backend,
-                             labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""))
+                             options=self.base_options, labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""))
         backend = self.default_backend_service()
         if backend is not None:
-            return Route("", "", "Default", backend=backend, labels=("", "", backend.service, UNDEFINED_HOST, ""))
-        return Route("", "", "Default", options=DEFAULT_OPTIONS, labels=("", "", "", UNDEFINED_HOST, ""))
+            return Route("", "", "Default", backend=backend, options=self.base_options,
+                         labels=("", "", backend.service, UNDEFINED_HOST, ""))
+        return Route("", "", "Default", options=self.base_options, labels=("", "", "", UNDEFINED_HOST, ""))
 
     def tls(self, ingresses: list[Ingress]):
         certificates: HostMap[Certificate] = HostMap()

@@ -38,7 +38,7 @@ class ClientSide(Protocol):
     """What an exchange needs from the connection its request came in on."""
 
     client_ip: str
-    hsts: bool  # add Strict-Transport-Security to responses that lack it
+    hsts: bytes  # the Strict-Transport-Security line for responses that lack it (b"": none)
 
     def send_interim(self, exchange: Exchange, status: int, status_line: bytes, fields: bytes) -> None:
         """An informational (1xx, not 101) response head from the upstream."""
@@ -116,6 +116,7 @@ class Exchange:
     body_mode = NO_BODY
     body_length = -1  # Content-Length of the request, -1 when absent
     body_limit: int | None = None
+    response_fields = b""  # field lines added to the upstream's response head (CORS)
     received = 0
     pending: list[bytes] | None = None  # body bytes read before an upstream was attached
     pending_bytes = 0
@@ -213,7 +214,7 @@ class Exchange:
         self.response_started = self.response_done = True
         conn = self.conn
         if conn.hsts:
-            headers += responses.HSTS
+            headers += conn.hsts
         data = responses.response(status, body, keep_alive=self.keep_alive, headers=headers, head_only=self.is_head)
         self.sent += len(data)
         conn.send_local(self, data)

@@ -14,6 +14,7 @@ import itertools
 from random import getrandbits
 from typing import TYPE_CHECKING
 
+from ..options.upstream_request import edit_request
 from .exchange import CHUNKED_BODY, LENGTH_BODY
 from .framing import MAX_CONTENT_LENGTH
 
@@ -149,8 +150,14 @@ def upstream_head(exchange: Exchange, head: RequestHead, forwarded: bytes) -> by
         framing += b"Upgrade: " + head.upgrade + b"\r\nConnection: upgrade\r\n"
     if head.xff is not None:
         framing += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
+    url = exchange.url
+    host = raw_host
+    options = exchange.route.options
+    if options.edits_request:  # upstream-vhost, x-forwarded-prefix, rewrite-target
+        url, host, extra = edit_request(options, url, raw_host)
+        framing += extra
     return b"".join((
-        exchange.method, b" ", exchange.url, b" HTTP/1.1\r\nHost: ", raw_host, b"\r\n", *head.lines, forwarded,
+        exchange.method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *head.lines, forwarded,
         b"X-Forwarded-Host: ", raw_host, b"\r\nX-Request-ID: ", exchange.request_id, b"\r\n", framing, b"\r\n",
     ))
 

@@ -59,6 +59,14 @@ _HOP_BY_HOP = re.compile(
 _UPGRADE_FIELD = re.compile(rb"^upgrade[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
+def _origin(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The Origin header of a request (only CORS routes look)."""
+    for name, value in headers:
+        if len(name) == 6 and name.lower() == b"origin":
+            return value
+    return None
+
+
 class Listener:
     """One listening port: its scheme and the X-Forwarded-* lines that depend only on it."""
 
@@ -104,7 +112,7 @@ class ClientConnection(asyncio.Protocol):
         self.ctx = ctx
         self.timers = ctx.timers
         self.listener = listener
-        self.hsts = listener.hsts
+        self.hsts = ctx.config.hsts if listener.hsts else b""  # per request, from its configuration
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpRequestParser(self)
         self.forwarded = b""
@@ -246,7 +254,9 @@ class ClientConnection(asyncio.Protocol):
     def send_head(self, exchange: Exchange, status: int, status_line: bytes, fields: bytes, body: int) -> None:
         lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
         if self.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
-            lines.append(responses.HSTS)
+            lines.append(self.hsts)
+        if exchange.response_fields:
+            lines.append(exchange.response_fields)
         keep_alive = exchange.keep_alive
         if exchange.upgrade:  # the upstream refused the upgrade: no way back to HTTP on either side
             keep_alive = exchange.keep_alive = False
@@ -280,7 +290,7 @@ class ClientConnection(asyncio.Protocol):
     def send_upgrade(self, exchange: Exchange, status_line: bytes, fields: bytes, upstream: UpstreamSide) -> None:
         lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
         if self.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
-            lines.append(responses.HSTS)
+            lines.append(self.hsts)
         upgrade = _UPGRADE_FIELD.search(fields)
         lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade.group(1) if upgrade else b"websocket", b"\r\n\r\n")
         head = b"".join(lines)
@@ -512,13 +522,21 @@ class ClientConnection(asyncio.Protocol):
         exchange.body_limit = route.options.body_size_limit
         exchange.expect_continue = head.expect and exchange.body_mode != NO_BODY and not exchange.http10
         listener = self.listener
+        config = ctx.config
+        if listener.hsts:
+            self.hsts = config.hsts
+        cors = route.options.cors
+        origin = _origin(exchange.headers) if cors is not None else None
         answer = answer_for(route, host, path, url, tls=listener.tls, scheme=listener.scheme,
                             body_length=exchange.body_length if exchange.body_mode != CHUNKED_BODY else -1,
-                            challenges=ctx.challenges, https_port=ctx.https_port)
+                            challenges=ctx.challenges, https_port=ctx.https_port, method=method,
+                            client_ip=self.client_ip, origin=origin)
         if answer is not None:
             if answer.close:
                 exchange.keep_alive = False
-            return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts)
+            return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts, answer.headers)
+        if cors is not None:
+            exchange.response_fields = cors.response_headers(origin)
 
         exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
         exchange.replayable = exchange.body_mode == NO_BODY
@@ -580,7 +598,7 @@ class ClientConnection(asyncio.Protocol):
                hsts: bool = True, headers: bytes = b"") -> None:
         """Answer ``exchange`` from ingressd itself, in order after any pipelined predecessor."""
         if self.hsts and hsts:
-            headers += responses.HSTS
+            headers += self.hsts
         if exchange.body_mode != NO_BODY and exchange.expect_continue:
             exchange.keep_alive = False  # do not make the client send a body we would drop
         if location is not None:

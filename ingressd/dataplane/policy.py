@@ -8,8 +8,12 @@ ingress-nginx's order, for one request:
    before the HTTPS redirect, so a CA can always validate over plain HTTP);
 3. plain HTTP to a host with TLS (``ssl-redirect``) or ``force-ssl-redirect``: 308 to HTTPS;
 4. ``permanent-redirect`` / ``temporal-redirect``: the rendered target;
-5. no backend (the built-in default backend): 404;
-6. a backend with no usable endpoint: 503 naming why.
+5. ``app-root``: ``/`` answers 302 to it;
+6. ``enable-cors``: a preflight (OPTIONS) from an allowed origin answers 204 (nginx's rewrite
+   phase, before its access phase, as all of the above);
+7. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
+8. no backend (the built-in default backend): 404;
+9. a backend with no usable endpoint: 503 naming why.
 
 Anything else is proxied. Nothing here does IO or keeps state.
 """
@@ -28,14 +32,17 @@ class Answer(NamedTuple):
     location: str | None = None  # a redirect target
     close: bool = False  # close the connection after answering
     hsts: bool = True  # Strict-Transport-Security may be added (not on challenge answers)
+    headers: bytes = b""  # extra CRLF-terminated field lines
 
 
 def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, scheme: str, body_length: int,
-               challenges: dict[str, bytes], https_port: int) -> Answer | None:
+               challenges: dict[str, bytes], https_port: int, method: bytes = b"GET", client_ip: str = "",
+               origin: bytes | None = None) -> Answer | None:
     """The local answer to a request, or None when it goes to the route's backend.
 
     ``path`` is the normalized path (routing's view), ``url`` the request target as received
-    (origin form), ``body_length`` the declared Content-Length or -1.
+    (origin form), ``body_length`` the declared Content-Length or -1, ``origin`` the Origin
+    header (looked up only for CORS routes).
     """
     options = route.options
     limit = options.body_size_limit
@@ -51,9 +58,18 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
         return Answer(308, location=target)
     if options.redirect is not None:
         return Answer(options.redirect.code, location=options.redirect.render(scheme, host, url.decode("latin-1")))
+    if options.app_root is not None and path == "/":
+        return Answer(302, location=options.app_root)  # relative: right whatever port the client used
+    if options.cors is not None and method == b"OPTIONS":
+        headers = options.cors.preflight_headers(origin)
+        if headers is not None:
+            return Answer(204, headers=headers + b"Content-Type: text/plain; charset=utf-8\r\n")
+    if options.ranges is not None and not options.ranges.permits(client_ip):
+        return Answer(403, responses.error_body(403, "your address may not use this route"))
     backend = route.backend
     if backend is None:
         return Answer(404, responses.DEFAULT_BACKEND_BODY)
     if backend.error is not None:
         return Answer(503, responses.error_body(503, backend.error))
     return None
+

@@ -135,7 +135,7 @@ def test_old_ingress_api_versions_are_reported(api_version):
 
 @pytest.mark.parametrize("doc", [
     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}},
-    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "b"}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cfg"}, "spec": {}},
     {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "le"}, "spec": {}},
     {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "s"}, "data": {"a": "YQ=="}},
     {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"password": "x"}},

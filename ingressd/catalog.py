@@ -1,0 +1,407 @@
+"""Every ingress-nginx annotation and controller ConfigMap key, and what ingressd does with it.
+
+One table, three readers: the translator (a key used on an Ingress or in the ConfigMap that is not
+``yes`` or ``accepted`` becomes a diagnostic saying what will differ), ``deploy/migration.md``
+(generated from it: ``python -m ingressd.catalog > deploy/migration.md``, checked by a test) and
+the people moving a cluster over.
+
+Statuses:
+
+- ``yes``: implemented with ingress-nginx's syntax, defaults and behaviour;
+- ``accepted``: the value is checked, and nothing needs doing (ingressd streams bodies, so buffer
+  sizes have no use): not reported;
+- ``partial``: implemented, with the difference the note gives: reported once per object;
+- ``no``: not implemented (the note says why, or that it is planned): reported, the key is ignored.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+YES, ACCEPTED, PARTIAL, NO = "yes", "accepted", "partial", "no"
+
+
+class Entry(NamedTuple):
+    status: str
+    note: str
+
+
+def _table(text: str) -> dict[str, Entry]:
+    table = {}
+    for line in text.strip().splitlines():
+        name, status, note = (part.strip() for part in line.split("|", 2))
+        assert status in (YES, ACCEPTED, PARTIAL, NO), line
+        table[name] = Entry(status, note)
+    return table
+
+
+SNIPPET = ("raw nginx configuration is never executed or templated by ingressd, by design "
+           "(the source of ingress-nginx's critical CVEs)")
+LATER = "not implemented yet (planned, issue 12)"
+
+ANNOTATIONS = _table(f"""
+app-root | yes | `/` answers 302 to the path (a relative Location: right behind any port)
+affinity | no | {LATER}: requests are balanced round robin, without a session cookie
+affinity-mode | no | {LATER}
+affinity-canary-behavior | no | {LATER}
+allowlist-source-range | yes | others get 403
+auth-realm | no | {LATER}
+auth-secret | no | {LATER}: basic authentication is not enforced
+auth-secret-type | no | {LATER}
+auth-type | no | {LATER}: basic authentication is not enforced, requests pass unauthenticated
+auth-tls-secret | no | client certificates are not requested
+auth-tls-verify-depth | no | client certificates are not requested
+auth-tls-verify-client | no | client certificates are not requested
+auth-tls-error-page | no | client certificates are not requested
+auth-tls-pass-certificate-to-upstream | no | client certificates are not requested
+auth-tls-match-cn | no | client certificates are not requested
+auth-url | no | {LATER}: external authentication is not enforced, requests pass unauthenticated
+auth-method | no | {LATER}
+auth-signin | no | {LATER}
+auth-signin-redirect-param | no | {LATER}
+auth-response-headers | no | {LATER}
+auth-request-redirect | no | {LATER}
+auth-cache-key | no | {LATER}
+auth-cache-duration | no | {LATER}
+auth-keepalive | accepted | connection reuse to the auth service is ingressd's choice
+auth-keepalive-requests | accepted | connection reuse to the auth service is ingressd's choice
+auth-keepalive-timeout | accepted | connection reuse to the auth service is ingressd's choice
+auth-keepalive-share-vars | no | nginx variables do not exist in ingressd
+auth-proxy-set-headers | no | {LATER}
+auth-snippet | no | {SNIPPET}
+enable-global-auth | no | {LATER}
+backend-protocol | partial | HTTP only so far: HTTPS, GRPC and GRPCS are not yet supported (the route is served over plain HTTP/1.1)
+canary | no | {LATER}: a canary Ingress's paths conflict with the main Ingress's (oldest wins)
+canary-by-header | no | {LATER}
+canary-by-header-value | no | {LATER}
+canary-by-header-pattern | no | {LATER}
+canary-by-cookie | no | {LATER}
+canary-weight | no | {LATER}
+canary-weight-total | no | {LATER}
+client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
+configuration-snippet | no | {SNIPPET}
+connection-proxy-header | no | ingressd manages Connection to the upstream itself
+custom-headers | no | {LATER}
+custom-http-errors | no | {LATER}: upstream error pages are passed through
+default-backend | no | {LATER}
+denylist-source-range | yes | those get 403
+disable-proxy-intercept-errors | accepted | ingressd never intercepts upstream errors unless custom-http-errors is implemented
+enable-access-log | no | {LATER}: requests are logged
+enable-cors | yes | preflight OPTIONS answered with 204; CORS headers added to responses
+cors-allow-origin | yes | `*` or a comma list of origins (wildcard subdomains `https://*.example.com`)
+cors-allow-methods | yes | default `GET, PUT, POST, DELETE, PATCH, OPTIONS`
+cors-allow-headers | yes | ingress-nginx's default list
+cors-expose-headers | yes | default none
+cors-allow-credentials | yes | default true
+cors-max-age | yes | default 1728000
+enable-modsecurity | no | no web application firewall
+enable-owasp-core-rules | no | no web application firewall
+modsecurity-transaction-id | no | no web application firewall
+modsecurity-snippet | no | {SNIPPET}
+enable-opentelemetry | no | no tracing
+opentelemetry-trust-incoming-span | no | no tracing
+opentelemetry-operation-name | no | no tracing
+enable-opentracing | no | no tracing
+opentracing-trust-incoming-span | no | no tracing
+enable-influxdb | no | no InfluxDB export (Prometheus metrics are exported)
+influxdb-measurement | no | no InfluxDB export
+influxdb-port | no | no InfluxDB export
+influxdb-host | no | no InfluxDB export
+influxdb-server-name | no | no InfluxDB export
+enable-rewrite-log | accepted | rewrites are shown by `ingressd routes`
+force-ssl-redirect | yes | 308 to HTTPS even without TLS for the host
+from-to-www-redirect | yes | 308 between `www.` and the bare name (the name without a rule)
+global-rate-limit | no | removed from ingress-nginx (memcached); not planned
+global-rate-limit-window | no | removed from ingress-nginx; not planned
+global-rate-limit-key | no | removed from ingress-nginx; not planned
+global-rate-limit-ignored-cidrs | no | removed from ingress-nginx; not planned
+http2-push-preload | no | HTTP/2 server push is obsolete (browsers removed it)
+limit-connections | no | {LATER}: connections are not limited per client
+limit-rps | no | {LATER}: requests are not rate limited
+limit-rpm | no | {LATER}: requests are not rate limited
+limit-burst-multiplier | no | {LATER}
+limit-rate | no | response bandwidth is not limited
+limit-rate-after | no | response bandwidth is not limited
+limit-whitelist | no | {LATER}
+limit-allowlist | no | {LATER}
+load-balance | partial | round_robin only so far: ewma is balanced round robin
+mirror-request-body | no | request mirroring is not implemented
+mirror-target | no | request mirroring is not implemented
+mirror-host | no | request mirroring is not implemented
+permanent-redirect | yes | checked template: only known nginx variables
+permanent-redirect-code | yes | 300-308, else 301
+temporal-redirect | yes | wins over permanent-redirect
+temporal-redirect-code | yes | 300-308, else 302
+preserve-trailing-slash | yes | the HTTPS redirect keeps the request target as sent
+proxy-body-size | yes | over it: 413
+proxy-buffering | accepted | ingressd streams responses with backpressure (as "off", ingress-nginx's default)
+proxy-buffers-number | accepted | ingressd streams responses
+proxy-buffer-size | accepted | sizes only: ingressd streams responses
+proxy-max-temp-file-size | accepted | ingressd never buffers to disk
+proxy-request-buffering | partial | ingressd streams request bodies to the upstream (as "off"); "on" is not honoured
+proxy-connect-timeout | yes | seconds
+proxy-read-timeout | yes | seconds
+proxy-send-timeout | yes | seconds
+proxy-next-upstream | no | {LATER}: ingressd retries the next endpoint on connection errors only (3 tries)
+proxy-next-upstream-timeout | no | {LATER}
+proxy-next-upstream-tries | no | {LATER}
+proxy-cookie-domain | no | Set-Cookie is passed unchanged
+proxy-cookie-path | no | Set-Cookie is passed unchanged
+proxy-redirect-from | no | Location is passed unchanged
+proxy-redirect-to | no | Location is passed unchanged
+proxy-http-version | partial | ingressd speaks HTTP/1.1 to upstreams ("1.0" is accepted, not honoured)
+proxy-ssl-secret | no | {LATER}: needs backend-protocol HTTPS
+proxy-ssl-ciphers | no | {LATER}
+proxy-ssl-name | no | {LATER}
+proxy-ssl-protocols | no | {LATER}
+proxy-ssl-verify | no | {LATER}
+proxy-ssl-verify-depth | no | {LATER}
+proxy-ssl-server-name | no | {LATER}
+rewrite-target | yes | regexes run on RE2 (linear time): a pattern RE2 cannot run (backreferences, lookaround) is reported and the path is served without rewriting
+use-regex | yes | RE2: case-insensitive, anchored at the start, as ingress-nginx's `location ~*`
+satisfy | no | {LATER}
+server-alias | yes | the aliases are served by the Ingress's rules (a host defined by another rule wins)
+server-snippet | no | {SNIPPET}
+stream-snippet | no | {SNIPPET}
+service-upstream | no | {LATER}: endpoints are used
+session-cookie-name | no | {LATER}
+session-cookie-path | no | {LATER}
+session-cookie-domain | no | {LATER}
+session-cookie-expires | no | {LATER}
+session-cookie-max-age | no | {LATER}
+session-cookie-secure | no | {LATER}
+session-cookie-samesite | no | {LATER}
+session-cookie-conditional-samesite-none | no | {LATER}
+session-cookie-change-on-failure | no | {LATER}
+ssl-redirect | yes | 308 (the ConfigMap's http-redirect-code is not read yet)
+ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
+ssl-ciphers | no | ciphers are set for the whole listener
+ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
+upstream-hash-by | no | {LATER}: balanced round robin
+upstream-hash-by-subset | no | {LATER}
+upstream-hash-by-subset-size | no | {LATER}
+upstream-vhost | yes | the Host sent upstream
+whitelist-source-range | yes | others get 403
+x-forwarded-prefix | yes | X-Forwarded-Prefix sent upstream
+""")
+
+CONFIGMAP = _table(f"""
+add-headers | no | {LATER}
+allow-backend-server-header | accepted | ingressd passes the upstream's Server header
+allow-snippet-annotations | accepted | always effectively false: snippets are never executed
+annotation-value-word-blocklist | accepted | every annotation is parsed into a typed value, never templated
+annotations-risk-level | accepted | every annotation is parsed into a typed value
+hide-headers | no | {LATER}
+access-log-params | accepted | nginx log buffering has no equivalent
+access-log-path | no | the access log goes to stdout
+http-access-log-path | no | the access log goes to stdout
+stream-access-log-path | no | the access log goes to stdout
+enable-access-log-for-default-backend | no | {LATER}: default backend requests are logged
+error-log-path | no | logs go to stderr
+error-log-level | no | use --log-level
+enable-modsecurity | no | no web application firewall
+enable-owasp-modsecurity-crs | no | no web application firewall
+modsecurity-snippet | no | {SNIPPET}
+client-header-buffer-size | accepted | sizes only
+client-header-timeout | no | {LATER}: 60 s
+client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
+client-body-timeout | no | {LATER}: 60 s
+disable-access-log | no | use --no-access-log
+disable-ipv6 | accepted | listeners are set on the command line
+disable-ipv6-dns | accepted | no DNS resolution on the request path
+enable-underscores-in-headers | accepted | headers with underscores are passed
+enable-ocsp | no | no OCSP stapling
+ignore-invalid-headers | accepted | invalid headers are rejected by the HTTP parser
+retry-non-idempotent | accepted | only requests without a body are retried, on a reused connection
+http2-max-field-size | accepted | HTTP/2 is not served yet
+http2-max-header-size | accepted | HTTP/2 is not served yet
+http2-max-requests | accepted | HTTP/2 is not served yet
+http2-max-concurrent-streams | accepted | HTTP/2 is not served yet
+hsts | yes | Strict-Transport-Security on HTTPS responses
+hsts-include-subdomains | yes |
+hsts-max-age | yes |
+hsts-preload | yes |
+keep-alive | no | {LATER}: 75 s
+keep-alive-requests | no | {LATER}: unlimited
+large-client-header-buffers | no | {LATER}: request heads up to 32 KiB
+log-format-escape-none | no | {LATER}
+log-format-escape-json | no | {LATER}: use --log-format json
+log-format-upstream | no | {LATER}: ingress-nginx's default format (or --log-format json)
+log-format-stream | no | no stream proxying
+enable-multi-accept | accepted | the event loop accepts in batches
+max-worker-connections | accepted | no fixed connection table
+max-worker-open-files | accepted | the process's open-file limit applies
+map-hash-bucket-size | accepted | nginx tuning without an equivalent
+nginx-status-ipv4-whitelist | accepted | the status page is on the metrics port
+nginx-status-ipv6-whitelist | accepted | the status page is on the metrics port
+proxy-real-ip-cidr | yes | trusted proxies (see use-forwarded-headers)
+proxy-set-headers | no | {LATER}
+server-name-hash-max-size | accepted | nginx tuning without an equivalent
+server-name-hash-bucket-size | accepted | nginx tuning without an equivalent
+proxy-headers-hash-max-size | accepted | nginx tuning without an equivalent
+proxy-headers-hash-bucket-size | accepted | nginx tuning without an equivalent
+plugins | no | no Lua plugins
+reuse-port | accepted | workers share the listening sockets
+server-tokens | accepted | ingressd sends no Server header of its own
+ssl-ciphers | no | {LATER}: Python's secure defaults
+ssl-ecdh-curve | accepted | OpenSSL's default curves
+ssl-dh-param | no | no DHE ciphers
+ssl-protocols | no | {LATER}: TLSv1.2 and TLSv1.3
+ssl-session-cache | accepted | OpenSSL's session cache
+ssl-session-cache-size | accepted | OpenSSL's session cache
+ssl-session-tickets | accepted | OpenSSL's defaults
+ssl-session-ticket-key | no | session ticket keys are per process
+ssl-session-timeout | accepted | OpenSSL's defaults
+ssl-buffer-size | accepted | nginx tuning without an equivalent
+use-proxy-protocol | yes | PROXY protocol v1/v2 on every connection
+proxy-protocol-header-timeout | no | {LATER}
+use-gzip | no | responses are not compressed by ingressd
+gzip-level | no | responses are not compressed by ingressd
+gzip-min-length | no | responses are not compressed by ingressd
+gzip-types | no | responses are not compressed by ingressd
+gzip-disable | no | responses are not compressed by ingressd
+enable-brotli | no | responses are not compressed by ingressd
+brotli-level | no | responses are not compressed by ingressd
+brotli-min-length | no | responses are not compressed by ingressd
+brotli-types | no | responses are not compressed by ingressd
+use-geoip | no | no GeoIP
+use-geoip2 | no | no GeoIP
+use-http2 | no | HTTP/2 is not served yet (issue 13)
+worker-processes | no | use --workers
+worker-cpu-affinity | accepted | the kernel schedules workers
+worker-shutdown-timeout | no | {LATER}
+load-balance | partial | round_robin only so far
+variables-hash-bucket-size | accepted | nginx tuning without an equivalent
+variables-hash-max-size | accepted | nginx tuning without an equivalent
+upstream-keepalive-connections | no | {LATER}: 320 idle connections per endpoint
+upstream-keepalive-time | no | {LATER}
+upstream-keepalive-timeout | no | {LATER}: 60 s
+upstream-keepalive-requests | no | {LATER}: 10000
+limit-conn-zone-variable | accepted | limits are per client address
+proxy-stream-timeout | no | no stream proxying
+proxy-stream-next-upstream | no | no stream proxying
+proxy-stream-next-upstream-timeout | no | no stream proxying
+proxy-stream-next-upstream-tries | no | no stream proxying
+proxy-stream-responses | no | no stream proxying
+bind-address | no | listeners are set on the command line
+use-forwarded-headers | yes | X-Forwarded-* from trusted proxies
+enable-real-ip | yes | the client address from forwarded-for-header
+forwarded-for-header | yes |
+compute-full-forwarded-for | yes |
+proxy-add-original-uri-header | no | {LATER}
+generate-request-id | accepted | X-Request-ID is always set (the client's when sent)
+enable-opentelemetry | no | no tracing
+enable-opentracing | no | no tracing
+main-snippet | no | {SNIPPET}
+http-snippet | no | {SNIPPET}
+server-snippet | no | {SNIPPET}
+stream-snippet | no | {SNIPPET}
+location-snippet | no | {SNIPPET}
+custom-http-errors | no | {LATER}
+proxy-body-size | yes | the default of every Ingress (its annotation wins)
+proxy-connect-timeout | yes | the default of every Ingress
+proxy-read-timeout | yes | the default of every Ingress
+proxy-send-timeout | yes | the default of every Ingress
+proxy-buffers-number | accepted | ingressd streams responses
+proxy-buffer-size | accepted | sizes only
+proxy-buffering | accepted | ingressd streams responses
+proxy-cookie-path | no | Set-Cookie is passed unchanged
+proxy-cookie-domain | no | Set-Cookie is passed unchanged
+proxy-next-upstream | no | {LATER}
+proxy-next-upstream-timeout | no | {LATER}
+proxy-next-upstream-tries | no | {LATER}
+proxy-redirect-from | no | Location is passed unchanged
+proxy-request-buffering | partial | request bodies are streamed
+proxy-http-version | accepted | ingressd speaks HTTP/1.1 to upstreams
+ssl-redirect | yes | the default of every Ingress
+force-ssl-redirect | yes | the default of every Ingress
+whitelist-source-range | yes | the default of every Ingress without its own
+denylist-source-range | yes | the default of every Ingress without its own
+block-cidrs | yes | 403 for every request from those addresses
+block-user-agents | no | {LATER}
+block-referers | no | {LATER}
+skip-access-log-urls | no | {LATER}
+limit-rate | no | response bandwidth is not limited
+limit-rate-after | no | response bandwidth is not limited
+lua-shared-dicts | accepted | no Lua
+http-redirect-code | no | {LATER}: 308
+limit-req-status-code | no | {LATER}
+limit-conn-status-code | no | {LATER}
+enable-syslog | no | logs go to stdout/stderr
+syslog-host | no | logs go to stdout/stderr
+syslog-port | no | logs go to stdout/stderr
+no-tls-redirect-locations | no | {LATER}: only /.well-known/acme-challenge is exempt
+global-auth-url | no | {LATER}
+global-auth-method | no | {LATER}
+global-auth-signin | no | {LATER}
+global-auth-signin-redirect-param | no | {LATER}
+global-auth-response-headers | no | {LATER}
+global-auth-request-redirect | no | {LATER}
+global-auth-snippet | no | {SNIPPET}
+global-auth-cache-key | no | {LATER}
+global-auth-cache-duration | no | {LATER}
+no-auth-locations | no | {LATER}
+proxy-ssl-location-only | accepted | upstream TLS is per Ingress
+default-type | accepted | ingressd's own answers are text/plain
+global-rate-limit-memcached-host | no | removed from ingress-nginx; not planned
+global-rate-limit-memcached-port | no | removed from ingress-nginx; not planned
+global-rate-limit-memcached-connect-timeout | no | removed from ingress-nginx; not planned
+global-rate-limit-memcached-max-idle-timeout | no | removed from ingress-nginx; not planned
+global-rate-limit-memcached-pool-size | no | removed from ingress-nginx; not planned
+global-rate-limit-status-code | no | removed from ingress-nginx; not planned
+service-upstream | no | {LATER}: endpoints are used
+ssl-reject-handshake | no | {LATER}: unknown names get the default certificate
+debug-connections | accepted | nginx debugging without an equivalent
+""")
+
+
+def reported(entry: Entry | None) -> bool:
+    """Whether using the key deserves a diagnostic (unknown, partly supported or unsupported)."""
+    return entry is None or entry.status in (PARTIAL, NO)
+
+
+def describe(kind: str, name: str, entry: Entry | None) -> str:
+    """The diagnostic for one key used: ``kind`` is "annotation" or "ConfigMap key"."""
+    if entry is None:
+        return f"{kind} {name} is not an ingress-nginx {kind} ingressd knows; ignored"
+    if entry.status == NO:
+        return f"{kind} {name} is not supported: {entry.note}; ignored"
+    return f"{kind} {name} is supported in part: {entry.note}"
+
+
+_STATUS_TEXT = {YES: "yes", ACCEPTED: "accepted", PARTIAL: "partial", NO: "no"}
+
+
+def markdown() -> str:
+    """``deploy/migration.md``: both tables, in the same words as ``ingressd check``."""
+    out = [
+        "# Moving from ingress-nginx to ingressd",
+        "",
+        "ingressd reads ingress-nginx's Ingress annotations (prefix `nginx.ingress.kubernetes.io/`) and its",
+        "controller ConfigMap (`--configmap NAMESPACE/NAME`; in a manifest directory, a `ConfigMap` object",
+        "of that name, `ingress-nginx/ingress-nginx-controller` by default) unchanged. `ingressd check` prints a",
+        "warning naming the object for every key below marked *partial* or *no*, and for every key it does not",
+        "know; annotations override the ConfigMap per Ingress, as in ingress-nginx. A value that does not parse",
+        "is reported and the default is used.",
+        "",
+        "Statuses: **yes** as ingress-nginx; **accepted** the value is checked and nothing needs doing (not",
+        "reported); **partial** works with the difference noted (reported); **no** ignored, for the reason",
+        "noted (reported).",
+        "",
+        "This file is generated: `python -m ingressd.catalog > deploy/migration.md`.",
+        "",
+    ]
+    for title, table in (("Annotations", ANNOTATIONS), ("ConfigMap keys", CONFIGMAP)):
+        counts = {status: sum(1 for e in table.values() if e.status == status) for status in _STATUS_TEXT}
+        out += [f"## {title}", "",
+                ", ".join(f"{n} {s}" for s, n in counts.items()) + f" ({len(table)} in all).", "",
+                "| key | ingressd | notes |", "|---|---|---|"]
+        for name in sorted(table):
+            entry = table[name]
+            out.append(f"| `{name}` | {_STATUS_TEXT[entry.status]} | {entry.note.replace('|', '/')} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -1,0 +1,144 @@
+"""ingress-nginx's controller ConfigMap, parsed into ingressd's global settings.
+
+The ConfigMap is named by ``--configmap NAMESPACE/NAME`` (in a manifest directory, a ``ConfigMap``
+object of that name; ingress-nginx's chart calls it ``ingress-nginx/ingress-nginx-controller``).
+Its keys become: the defaults of every Ingress's route options (``proxy-body-size``, timeouts,
+``ssl-redirect``, source ranges; an Ingress's annotations win), the HSTS header, and the client
+trust settings of ``config.ClientTrust`` (``use-forwarded-headers`` ...; a key in the ConfigMap wins
+over the command line). Every key is looked up in :mod:`ingressd.catalog`: unknown, partly
+supported and unsupported keys are reported; a value that does not parse is reported and the
+default kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from . import catalog
+from .annotations import DEFAULTS, Defaults, RouteOptions, parse_bool, parse_seconds, parse_size
+from .config import ClientTrust, parse_cidrs
+from .options.ranges import parse_ranges
+
+DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
+DEFAULT_HSTS_MAX_AGE = 31536000
+
+
+def hsts_header(enabled: bool = True, max_age: int = DEFAULT_HSTS_MAX_AGE, include_subdomains: bool = True,
+                preload: bool = False) -> bytes:
+    """The Strict-Transport-Security line added to HTTPS responses (b"" when off)."""
+    if not enabled:
+        return b""
+    value = b"max-age=%d" % max_age
+    if include_subdomains:
+        value += b"; includeSubDomains"
+    if preload:
+        value += b"; preload"
+    return b"Strict-Transport-Security: " + value + b"\r\n"
+
+
+DEFAULT_HSTS = hsts_header()
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """What one ConfigMap sets, ready for the translator and the data plane."""
+
+    defaults: Defaults = DEFAULTS
+    hsts: bytes = DEFAULT_HSTS
+    trust: ClientTrust | None = None  # None: the command line's
+
+
+def _max_age(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError("expected a number of seconds")
+    return int(value)
+
+
+def _trust_cidrs(value: str) -> tuple[str, ...]:
+    parse_cidrs(value)
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _header_name(value: str) -> str:
+    value = value.strip()
+    if not value or not all(c.isalnum() or c in "-_" for c in value):
+        raise ValueError("expected a header name")
+    return value
+
+
+_TRUST_KEYS = {
+    "use-forwarded-headers": ("use_forwarded_headers", parse_bool),
+    "forwarded-for-header": ("forwarded_for_header", _header_name),
+    "compute-full-forwarded-for": ("compute_full_forwarded_for", parse_bool),
+    "enable-real-ip": ("enable_real_ip", parse_bool),
+    "proxy-real-ip-cidr": ("proxy_real_ip_cidr", _trust_cidrs),
+    "use-proxy-protocol": ("use_proxy_protocol", parse_bool),
+}
+_OPTION_KEYS = {
+    "proxy-body-size": ("body_size_limit", parse_size),
+    "proxy-connect-timeout": ("connect_timeout", parse_seconds),
+    "proxy-read-timeout": ("read_timeout", parse_seconds),
+    "proxy-send-timeout": ("send_timeout", parse_seconds),
+    "ssl-redirect": ("ssl_redirect", parse_bool),
+    "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
+}
+_RANGE_KEYS = {"whitelist-source-range": "allow", "denylist-source-range": "deny", "block-cidrs": "block"}
+_HSTS_KEYS = {"hsts": ("enabled", parse_bool), "hsts-max-age": ("max_age", _max_age),
+              "hsts-include-subdomains": ("include_subdomains", parse_bool), "hsts-preload": ("preload", parse_bool)}
+
+
+def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tuple[ControllerSettings, list[str]]:
+    """The settings of one ConfigMap's ``data``, and one warning per key not used as written.
+    ``trust`` is the command line's, which the ConfigMap's trust keys override."""
+    warnings: list[str] = []
+    options: dict[str, object] = {}
+    ranges: dict[str, tuple] = {}
+    hsts: dict[str, object] = {}
+    trust_changes: dict[str, object] = {}
+
+    def parse(key: str, parser, raw: str):
+        try:
+            return parser(raw), True
+        except ValueError as error:
+            warnings.append(f"ConfigMap key {key}: {raw!r} is invalid ({error}); using the default")
+            return None, False
+
+    for key, raw in data.items():
+        if key in _OPTION_KEYS:
+            name, parser = _OPTION_KEYS[key]
+            value, ok = parse(key, parser, raw)
+            if ok:
+                options[name] = value
+        elif key in _RANGE_KEYS:
+            value, ok = parse(key, parse_ranges, raw)
+            if ok:
+                ranges[_RANGE_KEYS[key]] = value
+        elif key in _HSTS_KEYS:
+            name, parser = _HSTS_KEYS[key]
+            value, ok = parse(key, parser, raw)
+            if ok:
+                hsts[name] = value
+        elif key in _TRUST_KEYS:
+            name, parser = _TRUST_KEYS[key]
+            value, ok = parse(key, parser, raw)
+            if ok:
+                trust_changes[name] = value
+        else:
+            entry = catalog.CONFIGMAP.get(key)
+            if catalog.reported(entry):
+                warnings.append(catalog.describe("ConfigMap key", key, entry))
+
+    new_trust = None
+    if trust_changes:
+        try:
+            new_trust = dataclasses.replace(trust, **trust_changes)
+        except ValueError as error:
+            warnings.append(f"ConfigMap: forwarded-header settings are invalid ({error}); using the command line's")
+    base = RouteOptions(**options) if options else DEFAULTS.options
+    defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()))
+    if defaults.allow or defaults.deny or defaults.block:
+        from .options.ranges import SourceRanges
+        base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
+        defaults = dataclasses.replace(defaults, options=base)
+    return ControllerSettings(defaults, hsts_header(**hsts), new_trust), warnings

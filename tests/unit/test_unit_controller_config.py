@@ -1,0 +1,112 @@
+"""The controller ConfigMap (ingress-nginx's keys) and the annotation/ConfigMap catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingressd import catalog
+from ingressd.annotations import DEFAULT_OPTIONS
+from ingressd.config import ClientTrust
+from ingressd.controller_config import DEFAULT_HSTS, parse_controller_configmap
+from unitkit import NGINX, compile_config, ingress, messages, path, rule, svc_with_endpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(**data):
+    return parse_controller_configmap({k.replace("_", "-"): v for k, v in data.items()}, ClientTrust())
+
+
+def configmap(name="ingress-nginx-controller", namespace="ingress-nginx", **data):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+            "data": {k.replace("_", "-"): v for k, v in data.items()}}
+
+
+def test_empty_configmap_is_ingress_nginx_defaults():
+    settings, warnings = parse()
+    assert warnings == [] and settings.defaults.options == DEFAULT_OPTIONS and settings.hsts == DEFAULT_HSTS
+    assert settings.trust is None
+
+
+def test_route_defaults_and_hsts():
+    settings, warnings = parse(proxy_body_size="50m", proxy_read_timeout="3600", ssl_redirect="false",
+                               hsts_max_age="100", hsts_preload="true")
+    assert warnings == []
+    options = settings.defaults.options
+    assert (options.body_size_limit, options.read_timeout, options.ssl_redirect) == (50 << 20, 3600, False)
+    assert settings.hsts == b"Strict-Transport-Security: max-age=100; includeSubDomains; preload\r\n"
+    assert parse(hsts="false")[0].hsts == b""
+
+
+def test_bad_values_are_reported_and_the_default_kept():
+    settings, warnings = parse(proxy_body_size="lots", hsts_max_age="-1", block_cidrs="10.0.0.0/33")
+    assert settings.defaults.options.body_size_limit == DEFAULT_OPTIONS.body_size_limit
+    assert len(warnings) == 3 and "proxy-body-size: 'lots' is invalid" in warnings[0]
+
+
+def test_trust_keys_map_onto_client_trust_and_override_the_command_line():
+    settings, warnings = parse(use_forwarded_headers="true", proxy_real_ip_cidr="10.0.0.0/8, 192.168.0.0/16",
+                               forwarded_for_header="X-Real-Client", compute_full_forwarded_for="true",
+                               enable_real_ip="true", use_proxy_protocol="false")
+    assert warnings == []
+    assert settings.trust == ClientTrust(True, "X-Real-Client", True, True, ("10.0.0.0/8", "192.168.0.0/16"), False)
+
+
+def test_unknown_unsupported_and_accepted_keys():
+    _, warnings = parse(server_snippet="x", use_gzip="true", no_such_key="1", allow_snippet_annotations="true",
+                        worker_processes="4")
+    text = "\n".join(warnings)
+    assert "server-snippet is not supported: raw nginx configuration is never executed" in text
+    assert "use-gzip is not supported" in text and "no-such-key is not an ingress-nginx" in text
+    assert "allow-snippet-annotations" not in text  # accepted: always effectively false
+
+
+def test_translator_reads_the_named_configmap_and_annotations_win():
+    docs = [ingress("a", rule("a.com", path("/", "web"))),
+            ingress("b", rule("b.com", path("/", "web")), annotations={NGINX + "proxy-read-timeout": "5"}),
+            svc_with_endpoints("web"), configmap(proxy_read_timeout="120", gzip_level="5")]
+    config = compile_config(*docs)
+    assert config.table.lookup("a.com", "/").options.read_timeout == 120
+    assert config.table.lookup("b.com", "/").options.read_timeout == 5
+    assert config.table.default.options.read_timeout == 120
+    assert any("ConfigMap ingress-nginx/ingress-nginx-controller: ConfigMap key gzip-level is not supported" in m
+               for m in messages(config))
+    other = compile_config(*docs[:3], configmap(name="mine", namespace="infra", proxy_read_timeout="7"),
+                           configmap=("infra/mine"))
+    assert other.table.lookup("a.com", "/").options.read_timeout == 7
+    assert compile_config(*docs, configmap="").table.lookup("a.com", "/").options.read_timeout == 60
+
+
+def test_annotation_report_names_the_ingress_and_the_difference():
+    config = compile_config(ingress("web", rule("a.com", path("/", "web")), annotations={
+        NGINX + "configuration-snippet": "more_set_headers x", NGINX + "affinity": "cookie",
+        NGINX + "proxy-buffer-size": "16k", NGINX + "typo-annotation": "1"}), svc_with_endpoints("web"))
+    text = "\n".join(messages(config))
+    assert "Ingress default/web: annotation nginx.ingress.kubernetes.io/configuration-snippet is not supported" in text
+    assert "affinity is not supported" in text and "typo-annotation is not an ingress-nginx annotation" in text
+    assert "proxy-buffer-size" not in text
+
+
+def test_unusable_regex_is_reported_and_served_as_a_prefix():
+    config = compile_config(ingress("web", rule("a.com", path("/(a)\\1", "web")), annotations={
+        NGINX + "use-regex": "true"}), svc_with_endpoints("web"))
+    assert any("is not a regex RE2 can run" in m for m in messages(config))
+    assert config.table.lookup("a.com", "/(a)\\1/x").backend.service == "web"
+
+
+def test_rewrite_target_naming_a_missing_group_is_reported():
+    config = compile_config(ingress("web", rule("a.com", path("/app(/|$)", "web")), annotations={
+        NGINX + "rewrite-target": "/$2"}), svc_with_endpoints("web"))
+    assert any("rewrite-target uses $2" in m for m in messages(config))
+
+
+def test_migration_table_is_generated_from_the_catalogue():
+    assert (ROOT / "deploy" / "migration.md").read_text() == catalog.markdown(), \
+        "regenerate: python -m ingressd.catalog > deploy/migration.md"
+
+
+def test_every_parsed_annotation_is_in_the_catalogue():
+    source = (ROOT / "ingressd" / "annotations.py").read_text()
+    import re
+    for name in re.findall(r'take\("([a-z0-9-]+)"', source):
+        assert catalog.ANNOTATIONS[name].status in (catalog.YES, catalog.ACCEPTED, catalog.PARTIAL), name
