@@ -1,0 +1,1 @@
+"""Running against the Kubernetes API: the client wrapper, leader election, Ingress status."""
