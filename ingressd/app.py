@@ -42,6 +42,11 @@ class ServeOptions:
     log_level: str = "info"
     workers: int = 1  # data-plane processes; 1 serves from the control plane's own process
     certificates: CertSettings = CertSettings()  # --state-dir, --default-issuer, --acme-*
+    # in a cluster: leader election (--election-id, --election-ttl) and Ingress status (--publish-*)
+    election_id: str = "ingressd-leader"
+    election_ttl: float = 15.0
+    publish_service: str | None = None
+    publish_status_addresses: tuple[str, ...] = ()
 
 
 class Controller:

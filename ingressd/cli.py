@@ -53,6 +53,35 @@ def _configmap(value: str) -> str:
     return value
 
 
+_OBJECT_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _namespaced_name(value: str) -> str:
+    if not _OBJECT_RE.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAMESPACE/NAME")
+    return value
+
+
+def _status_address(value: str) -> str:
+    from .kube.status import parse_status_addresses
+
+    try:
+        parse_status_addresses([value])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _lease_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 3 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds from 3 to 3600")
+    return seconds
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
@@ -117,6 +146,24 @@ def _cert_settings(args: argparse.Namespace):
                         acme_server=args.acme_server, acme_ca_bundle=args.acme_ca_bundle)
 
 
+def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    from .kube.election import DEFAULT_ELECTION_ID
+
+    group = parser.add_argument_group("in a cluster: leader election and Ingress status")
+    group.add_argument("--election-id", default=DEFAULT_ELECTION_ID, metavar="NAME",
+                       help="the Lease the replicas elect their leader on, in the pod's namespace (POD_NAMESPACE); "
+                            "only the leader orders certificates and writes Ingress status "
+                            f"(default: {DEFAULT_ELECTION_ID})")
+    group.add_argument("--election-ttl", type=_lease_seconds, default=15.0, metavar="SECONDS",
+                       help="lease duration: a leader that stops renewing is replaced this long after its last "
+                            "renewal (default 15; it renews every 2/15 of it and gives up after 2/3 of it)")
+    group.add_argument("--publish-service", type=_namespaced_name, metavar="NAMESPACE/NAME",
+                       help="write this Service's load-balancer addresses into the status of the Ingresses served")
+    group.add_argument("--publish-status-address", action="append", type=_status_address, metavar="ADDR",
+                       dest="publish_status_addresses",
+                       help="write this IP or host name into their status instead (repeatable, or comma-separated)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingressd", description="HTTPS ingress for Kubernetes Ingress objects.")
     parser.add_argument("--version", action="version", version=f"ingressd {__version__}")
@@ -141,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="access log format: ingress-nginx's default upstream format, or JSON")
     _add_certificate_arguments(serve)
+    _add_cluster_arguments(serve)
 
     check = commands.add_parser("check", help="validate manifests; exit 1 on errors")
     _add_source_arguments(check)
@@ -243,6 +291,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_per_undefined_host=args.metrics_per_undefined_host,
         access_log=args.access_log, log_format=args.log_format, log_level=args.log_level,
         workers=args.workers or default_worker_count(), certificates=_cert_settings(args),
+        election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
+        publish_status_addresses=tuple(args.publish_status_addresses or ()),
     )
     try:
         import uvloop

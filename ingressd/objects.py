@@ -114,6 +114,10 @@ class Service:
     type: str
     ports: tuple[ServicePort, ...]
     external_name: str | None = None
+    # where the Service is reachable, for --publish-service (Ingress status)
+    cluster_ip: str = ""
+    external_ips: tuple[str, ...] = ()
+    load_balancer: tuple[tuple[str, str], ...] = ()  # status.loadBalancer.ingress: (ip, hostname)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +409,25 @@ def _service(doc: dict, origin: str | None) -> Service:
     if service_type == "ExternalName":
         external_name = string_field(spec.get("externalName"), "spec.externalName", required=True)
         external_name = normalize_host(external_name, "spec.externalName")
-    return Service(meta, service_type, tuple(ports), external_name)
+    cluster_ip = spec.get("clusterIP") if isinstance(spec.get("clusterIP"), str) else ""
+    external_ips = spec.get("externalIPs") if isinstance(spec.get("externalIPs"), list) else []
+    return Service(meta, service_type, tuple(ports), external_name, cluster_ip,
+                   tuple(ip for ip in external_ips if isinstance(ip, str)), _load_balancer(doc.get("status")))
+
+
+def _load_balancer(status: Any) -> tuple[tuple[str, str], ...]:
+    """``status.loadBalancer.ingress`` as (ip, hostname) pairs. Written by the cloud's controller,
+    not by users: anything malformed is skipped, never a reason to reject the object."""
+    balancer = status.get("loadBalancer") if isinstance(status, dict) else None
+    entries = balancer.get("ingress") if isinstance(balancer, dict) else None
+    pairs = []
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, dict):
+            ip, hostname = entry.get("ip"), entry.get("hostname")
+            pair = (ip if isinstance(ip, str) else "", hostname if isinstance(hostname, str) else "")
+            if pair != ("", ""):
+                pairs.append(pair)
+    return tuple(pairs)
 
 
 def _endpoint_ports(value: Any, where: str) -> tuple[EndpointPort, ...]:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(curl openssl chromium pebble)
+debian_packages=(curl openssl chromium pebble kubectl)
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
   for pkg in "${debian_packages[@]}"; do
