@@ -32,7 +32,7 @@ MAX_REQUESTS_PER_CONNECTION = 10_000
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
 MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
 
-_CHUNKED_FIELD = re.compile(rb"^transfer-encoding[ \t]*:[^\r\n]*chunked", re.IGNORECASE | re.MULTILINE)
+_CHUNKED_FIELD = re.compile(rb"^transfer-encoding:[ \t]*chunked[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -224,6 +224,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         exchange.upstream_header = monotonic()
         exchange.upstream_status = status
+        if buffer[start + 5:start + 7] != b"1.":  # httptools takes HTTP/2.0 and others (RFC 9112 §2.3)
+            raise ValueError("response version is not HTTP/1.x")
         if status == 101:
             if not exchange.upgrade:
                 exchange.fail(502, "upstream switched protocols unasked")
@@ -234,12 +236,24 @@ class UpstreamConnection(asyncio.Protocol):
             self.timers.discard(self)
             exchange.switched_protocols(status_line, fields, self)
             return
+        if status > 599 or status < 100:  # RFC 9110 §15: outside 100..599 is invalid (httptools takes 000..999)
+            raise ValueError(f"invalid status {status}")
         lower = b"\n" + fields.lower()
+        chunked = False
+        if b"\ntransfer-encoding" in lower:
+            # httptools takes any coding list (a body read until the close when chunked is not
+            # last) and a repeated chunked; as nginx, only exactly one "chunked" is forwarded
+            # (the client side drops the field: a gzip coding would reach the client unannounced).
+            if lower.count(b"\ntransfer-encoding") != 1 or _CHUNKED_FIELD.search(fields) is None:
+                raise ValueError("unsupported Transfer-Encoding")
+            if self.parser.get_http_version() == "1.0":  # RFC 9112 §6.1: faulty framing
+                raise ValueError("Transfer-Encoding in an HTTP/1.0 response")
+            chunked = True
         if exchange.is_head or status == 204 or status == 304:
             body = RESPONSE_EMPTY
         elif b"\ncontent-length:" in lower:
             body = RESPONSE_LENGTH
-        elif b"\ntransfer-encoding:" in lower and _CHUNKED_FIELD.search(fields) is not None:
+        elif chunked:
             body = RESPONSE_CHUNKED
         else:
             body = RESPONSE_UNTIL_CLOSE
