@@ -137,9 +137,10 @@ def read_headers(exchange: Exchange) -> RequestHead:
     return head
 
 
-def upstream_head(exchange: Exchange, head: RequestHead, forwarded: bytes) -> bytes:
+def upstream_head(exchange: Exchange, head: RequestHead, forwarded: bytes, forwarded_host: bytes | None = None) -> bytes:
     """The request head for the upstream. ``forwarded`` holds the per-connection X-Forwarded-For,
-    X-Real-IP and listener lines (see ``http.ClientConnection``)."""
+    X-Real-IP and listener lines (see ``http.ClientConnection``); ``forwarded_host`` a trusted
+    proxy's X-Forwarded-Host (``trust.for_request``)."""
     raw_host = head.raw_host or b""
     framing = b""
     if exchange.body_mode == LENGTH_BODY:
@@ -158,7 +159,8 @@ def upstream_head(exchange: Exchange, head: RequestHead, forwarded: bytes) -> by
         framing += extra
     return b"".join((
         exchange.method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *head.lines, forwarded,
-        b"X-Forwarded-Host: ", raw_host, b"\r\nX-Request-ID: ", exchange.request_id, b"\r\n", framing, b"\r\n",
+        b"X-Forwarded-Host: ", forwarded_host or raw_host, b"\r\nX-Request-ID: ", exchange.request_id, b"\r\n",
+        framing, b"\r\n",
     ))
 
 

@@ -28,12 +28,14 @@ from . import responses
 from .exchange import (CHUNKED_BODY, NO_BODY, PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM, PENDING_LIMIT,
                        RESPONSE_CHUNKED,
                        RESPONSE_UNTIL_CLOSE, Exchange, UpstreamSide)
+from . import proxyproto
 from .framing import TargetError, normalize_target, split_absolute_form
 from .forward import new_request_id, parse_host, read_headers, upstream_head
 from .policy import answer_for
+from .trust import for_request, is_trusted
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config import ClientTrust, Config
     from .stats import Recorder
     from .timers import Timers
     from .upstream import UpstreamPool
@@ -70,13 +72,14 @@ def _origin(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class Listener:
     """One listening port: its scheme and the X-Forwarded-* lines that depend only on it."""
 
-    __slots__ = ("scheme", "port", "tls", "hsts", "headers")
+    __slots__ = ("scheme", "port", "tls", "hsts", "headers", "proxy_protocol")
 
-    def __init__(self, scheme: str, port: int, hsts: bool = True):
+    def __init__(self, scheme: str, port: int, hsts: bool = True, proxy_protocol: bool = False):
         self.scheme = scheme
         self.port = port
         self.tls = scheme == "https"
         self.hsts = self.tls and hsts
+        self.proxy_protocol = proxy_protocol  # connections start with a PROXY protocol header
         self.headers = (b"X-Forwarded-Port: %d\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Scheme: %s\r\nX-Scheme: %s\r\n"
                         % (port, scheme.encode(), scheme.encode(), scheme.encode()))
 
@@ -105,7 +108,8 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
-        "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early",
+        "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early", "peer_ip", "trust",
+        "proxy_header", "proxied_ip",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -134,15 +138,24 @@ class ClientConnection(asyncio.Protocol):
         self.out: list[bytes] = []  # response bytes not yet handed to the transport
         self.final = False  # no request after the last one is parsed
         self.early: list[bytes] | None = None  # bytes after an upgrade request, held until the 101
+        self.peer_ip = ""  # the TCP peer (client_ip is the client's address as trusted, see trust.py)
+        self.trust: ClientTrust | None = None  # set when the peer is a proxy whose headers are believed
+        self.proxy_header: bytes | None = None  # the PROXY protocol header, while it is awaited
+        self.proxied_ip: str | None = None  # the client address from the PROXY protocol header
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.client_ip = ip = peer[0] if peer else ""
+        self.peer_ip = self.client_ip = ip = peer[0] if peer else ""
         self.forwarded = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s" % (ip.encode(), ip.encode(),
                                                                           self.listener.headers)
+        if self.listener.proxy_protocol:
+            self.proxy_header = b""
+        trust = self.ctx.config.trust
+        if trust.realip and is_trusted(trust, ip):
+            self.trust = trust
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:  # notice dead peers of long-lived (websocket) connections eventually
@@ -154,6 +167,10 @@ class ClientConnection(asyncio.Protocol):
         self.ctx.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.proxy_header is not None:
+            data = self.read_proxy_header(data)
+            if not data:
+                return
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel_in += len(data)
@@ -180,6 +197,28 @@ class ClientConnection(asyncio.Protocol):
                 self.reject(500)
         except HttpParserError:
             self.reject(400)
+
+    def read_proxy_header(self, data: bytes) -> bytes:
+        """The PROXY protocol header first (``use-proxy-protocol``): its client address counts
+        when the peer is a trusted proxy; a connection without a valid header is closed."""
+        buffer = self.proxy_header + data
+        try:
+            header = proxyproto.parse(buffer)
+        except proxyproto.ProxyProtocolError as error:
+            log.info("closing connection from %s: %s", self.peer_ip, error)
+            self.proxy_header = None
+            self.close()
+            return b""
+        if header is None:
+            self.proxy_header = buffer
+            return b""
+        self.proxy_header = None
+        trust = self.ctx.config.trust
+        if header.source is not None and is_trusted(trust, self.peer_ip):
+            ip = self.client_ip = self.proxied_ip = header.source
+            self.forwarded = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s" % (ip.encode(), ip.encode(),
+                                                                              self.listener.headers)
+        return buffer[header.length:]
 
     def on_upgrade_request(self, tail: bytes) -> None:
         """httptools stops parsing after a request asking to switch protocols."""
@@ -522,12 +561,18 @@ class ClientConnection(asyncio.Protocol):
         exchange.body_limit = route.options.body_size_limit
         exchange.expect_continue = head.expect and exchange.body_mode != NO_BODY and not exchange.http10
         listener = self.listener
+        tls, scheme, forwarded, forwarded_host = listener.tls, listener.scheme, self.forwarded, None
+        if self.trust is not None:  # a trusted proxy's X-Forwarded-* (trust.py)
+            trusted = for_request(self.trust, exchange, self.peer_ip, scheme, listener.port, self.proxied_ip)
+            self.client_ip, scheme, forwarded, forwarded_host = (trusted.client_ip, trusted.scheme, trusted.lines,
+                                                                 trusted.host)
+            tls = scheme == "https"
         config = ctx.config
         if listener.hsts:
             self.hsts = config.hsts
         cors = route.options.cors
         origin = _origin(exchange.headers) if cors is not None else None
-        answer = answer_for(route, host, path, url, tls=listener.tls, scheme=listener.scheme,
+        answer = answer_for(route, host, path, url, tls=tls, scheme=scheme,
                             body_length=exchange.body_length if exchange.body_mode != CHUNKED_BODY else -1,
                             challenges=ctx.challenges, https_port=ctx.https_port, method=method,
                             client_ip=self.client_ip, origin=origin)
@@ -540,7 +585,7 @@ class ClientConnection(asyncio.Protocol):
 
         exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
         exchange.replayable = exchange.body_mode == NO_BODY
-        exchange.head = upstream_head(exchange, head, self.forwarded)
+        exchange.head = upstream_head(exchange, head, forwarded, forwarded_host)
         self.deadline = self.timers.now + BODY_TIMEOUT if exchange.body_mode != NO_BODY else 0.0
         if self.active is None:
             self.active = exchange

@@ -61,9 +61,10 @@ def bind_listeners(host: str | None, http_port: int, https_port: int) -> dict[st
 
 class DataPlane:
     def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
-                 per_undefined_host: bool = False, timers: Timers | None = None):
+                 per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False):
         self.ready = False
         self.hsts = hsts
+        self.proxy_protocol = proxy_protocol  # use-proxy-protocol: a listener property, fixed at start
         self.timers = timers or Timers()
         self.pool = UpstreamPool(self.timers)
         self.recorder = Recorder(access_log, per_undefined_host)
@@ -79,7 +80,8 @@ class DataPlane:
         """A data plane for ``app.ServeOptions``."""
         return cls(https_port=options.https_port, hsts=options.hsts,
                    access_log=AccessLog(options.log_format) if options.access_log else None,
-                   per_undefined_host=options.metrics_per_undefined_host)
+                   per_undefined_host=options.metrics_per_undefined_host,
+                   proxy_protocol=options.settings.trust.use_proxy_protocol)
 
     @property
     def config(self) -> Config:
@@ -108,7 +110,10 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         for scheme in ("http", "https"):
             for sock in sockets[scheme]:
-                listener = Listener(scheme, sock.getsockname()[1], self.hsts)
+                if self.proxy_protocol and scheme == "https":
+                    log.warning("use-proxy-protocol: not supported on the HTTPS port yet; it serves TLS directly")
+                listener = Listener(scheme, sock.getsockname()[1], self.hsts,
+                                    proxy_protocol=self.proxy_protocol and scheme == "http")
                 server = await loop.create_server(
                     lambda listener=listener: self._accept(listener), sock=sock, backlog=BACKLOG,
                     ssl=self.tls.listener_context if listener.tls else None,

@@ -120,9 +120,10 @@ def parse_responses(data: bytes, head_only: bool = False) -> list[Response]:
 
 
 class Client:
-    def __init__(self, rig: Rig, scheme: str, peer):
+    def __init__(self, rig: Rig, scheme: str, peer, proxy_protocol: bool = False):
         self.rig = rig
-        self.conn = ClientConnection(rig.ctx, Listener(scheme, 443 if scheme == "https" else 80, rig.hsts))
+        self.conn = ClientConnection(rig.ctx, Listener(scheme, 443 if scheme == "https" else 80, rig.hsts,
+                                                       proxy_protocol=proxy_protocol))
         self.transport = FakeTransport(rig, self.conn, peer)
         self.conn.connection_made(self.transport)
 
@@ -204,8 +205,8 @@ class Rig:
         self.upstreams: list[Upstream] = []
         self.lost: list = []
 
-    def client(self, scheme: str = "http", peer=("203.0.113.7", 50000)) -> Client:
-        return Client(self, scheme, peer)
+    def client(self, scheme: str = "http", peer=("203.0.113.7", 50000), proxy_protocol: bool = False) -> Client:
+        return Client(self, scheme, peer, proxy_protocol)
 
     def upstream(self, index: int = -1) -> Upstream:
         return self.upstreams[index]
