@@ -1,0 +1,130 @@
+"""The corpus of real-world-shaped Ingresses (tests/corpus): what ``ingressd check`` reports for each
+directory, and requests through each compiled configuration (in process, see dataplanekit)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from dataplanekit import Rig
+from ingressd import catalog
+from ingressd.cli import main
+from ingressd.config import Settings, Snapshot
+from ingressd.sources.manifests import parse_file
+from ingressd.translate import translate
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+CASES = sorted(p.name for p in CORPUS.iterdir() if p.is_dir())
+ARGS = ["--ingress-class", "nginx", "--acme-email", "admins@example.org"]
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def check_output(case: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["check", "--manifests", str(CORPUS / case), *ARGS])
+    return out.getvalue().replace(str(CORPUS / case) + "/", "")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_check_reports_what_differs(case):
+    expected = CORPUS / case / "expected.txt"
+    output = check_output(case)
+    if os.environ.get("INGRESSD_CORPUS_UPDATE"):
+        expected.write_text(output)
+    assert output == expected.read_text()
+
+
+def test_corpus_reports_only_documented_differences():
+    """Every annotation or key the corpus gets a warning for is a documented partial/no row (or a
+    typo, reported as unknown)."""
+    for case in CASES:
+        for line in check_output(case).splitlines():
+            for marker in (" is not supported: ", " is supported in part: "):
+                if marker in line:
+                    name = line.split(marker)[0].rsplit(" ", 1)[1].removeprefix("nginx.ingress.kubernetes.io/")
+                    table = catalog.ANNOTATIONS if "annotation " in line else catalog.CONFIGMAP
+                    assert table[name].status in (catalog.NO, catalog.PARTIAL), line
+
+
+def config_of(case: str):
+    objects = []
+    for path in sorted((CORPUS / case).glob("*.yaml")):
+        objects += parse_file(str(path))[0]
+    return translate(Snapshot(tuple(objects)), Settings(ingress_classes=("nginx",)))
+
+
+def request(rig, target="/", host="a.com", headers=b"", method=b"GET", scheme="http", peer=("192.0.2.10", 40000)):
+    client = rig.client(scheme, peer)
+    client.send(method + b" " + target.encode() + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + headers + b"\r\n")
+    return client
+
+
+def sent(rig) -> tuple[bytes, dict[str, str]]:
+    head = rig.upstream().received().split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return head[0].encode(), {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in head[1:])}
+
+
+def test_zero_to_jupyterhub_hub():
+    rig = Rig(config_of("zero-to-jupyterhub"))
+    assert request(rig, "/hub/", host="hub.example.org").response().status == 308  # tls: ssl-redirect
+    body = b"x" * (2 << 20)
+    client = request(rig, "/hub/api/upload", host="hub.example.org", method=b"PUT", scheme="https",
+                     headers=b"Content-Length: %d\r\n" % len(body))
+    client.send(body)
+    assert rig.dialed == [("10.1.0.10", 8000)]  # 64m allows what the 1m default would refuse
+    assert rig.upstream().conn.read_timeout == 3600
+
+
+def test_mybinder_configmap_and_annotations_together():
+    config = config_of("mybinder")
+    rig = Rig(config)
+    response = request(rig, "/v2/gh/x", host="beta.mybinder.org").response()
+    assert (response.status, response.header("location")) == (301, "https://mybinder.org/v2/gh/x")
+    response = request(rig, "/badge", host="www.mybinder.org", scheme="https").response()
+    assert (response.status, response.header("location")) == (308, "https://mybinder.org/badge")
+    assert response.header("strict-transport-security") == "max-age=63072000; includeSubDomains; preload"
+    request(rig, "/badge/logo.svg", host="docs.mybinder.org", scheme="https")  # server-alias
+    assert rig.dialed == [("10.3.0.7", 8080)]
+    assert request(rig, "/", host="mybinder.org", scheme="https", peer=("198.51.100.3", 1)).response().status == 403
+    assert config.table.lookup("mybinder.org", "/").options.read_timeout == 120  # the ConfigMap's
+    assert config.trust.use_forwarded_headers and [str(n) for n in config.trust.networks] == ["10.0.0.0/8"]
+
+
+def test_grafana_under_a_sub_path_with_app_root():
+    rig = Rig(config_of("grafana"))
+    request(rig, "/grafana/api/health?x=1", host="ops.example.org")
+    line, fields = sent(rig)
+    assert line == b"GET /api/health?x=1 HTTP/1.1" and fields["x-forwarded-prefix"] == "/grafana"
+    response = request(rig, "/", host="ops.example.org").response()
+    assert (response.status, response.header("location")) == (302, "/grafana/")
+    request(rig, "/d/abc", host="ops.example.org")  # the other Ingress's "/" (a regex on this host too)
+    assert sent(rig)[0] == b"GET /d/abc HTTP/1.1"
+
+
+def test_prometheus_source_ranges():
+    rig = Rig(config_of("prometheus"))
+    assert request(rig, host="prometheus.example.org", peer=("203.0.113.1", 1)).response().status == 403
+    request(rig, host="prometheus.example.org", peer=("2001:db8::5", 1))
+    assert rig.dialed == [("10.5.0.2", 9090)]
+    assert request(rig, host="alertmanager.example.org", peer=("192.0.2.66", 1)).response().status == 403
+    request(rig, host="alertmanager.example.org", peer=("192.0.2.67", 1))  # ssl-redirect off: plain HTTP served
+    assert rig.dialed[-1] == ("10.5.0.3", 9093)
+
+
+def test_api_cors_and_upstream_vhost():
+    rig = Rig(config_of("api-gateway"))
+    answer = request(rig, "/v1/cart", host="api.shop.example.com", method=b"OPTIONS",
+                     headers=b"Origin: https://m.shop.example.com\r\n").response()
+    assert answer.status == 204 and answer.header("access-control-allow-origin") == "https://m.shop.example.com"
+    assert answer.header("access-control-allow-headers") == "Content-Type,Authorization,X-Api-Key"
+    client = request(rig, "/v1/cart", host="api.shop.example.com", headers=b"Origin: https://shop.example.com\r\n")
+    assert sent(rig)[1]["host"] == "api.internal"
+    rig.upstream().send(OK)
+    assert client.response().header("access-control-allow-origin") == "https://shop.example.com"
