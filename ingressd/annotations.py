@@ -14,6 +14,7 @@ from . import catalog
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
 from .options.rewrite import parse_target
+from .options.upstream_tls import UpstreamTLSSpec, parse_protocols
 
 NGINX = "nginx.ingress.kubernetes.io/"
 MIB = 1 << 20
@@ -70,6 +71,8 @@ class RouteOptions:
     rewrite: object = None  # options.rewrite.Rewrite of one path, set by the translator
     server_aliases: tuple[str, ...] = ()
     from_to_www: bool = False
+    upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
+    upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
 
@@ -99,6 +102,8 @@ class RouteOptions:
             parts.append(f"rewrite={self.rewrite.path} -> {self.rewrite.template}")
         if self.server_aliases:
             parts.append("aliases=" + " ".join(self.server_aliases))
+        if self.upstream_tls is not None:
+            parts.append("upstream=" + self.upstream_tls.describe())
         return ",".join(parts) or "-"
 
 
@@ -243,6 +248,26 @@ def parse_route_options(annotations: dict[str, str],
     take("proxy-request-buffering", _parse_on_off)
     take("proxy-http-version", _parse_http_version)
 
+    protocol = take("backend-protocol", _parse_backend_protocol)
+    if protocol in ("GRPC", "GRPCS"):
+        warnings.append(f"annotation {NGINX}backend-protocol: {protocol} is not supported yet (HTTP/2 to upstreams "
+                        "is planned); the upstream is spoken to over HTTP/1.1")
+    elif protocol in ("AUTO_HTTP", "FCGI"):
+        warnings.append(f"annotation {NGINX}backend-protocol: {protocol} is not supported; using HTTP")
+    if protocol in ("HTTPS", "GRPCS"):
+        spec: dict[str, object] = {}
+        for name, parse, key in (("proxy-ssl-verify", _parse_on_off, "verify"),
+                                 ("proxy-ssl-secret", _parse_secret_ref, "secret"),
+                                 ("proxy-ssl-name", parse_vhost, "name"),
+                                 ("proxy-ssl-server-name", _parse_on_off, "sni"),
+                                 ("proxy-ssl-protocols", parse_protocols, "protocols"),
+                                 ("proxy-ssl-ciphers", _parse_ciphers, "ciphers")):
+            value = take(name, parse)
+            if value is not None:
+                spec[key] = value.decode() if isinstance(value, bytes) else value
+        take("proxy-ssl-verify-depth", _parse_count)
+        values["upstream_tls_spec"] = UpstreamTLSSpec(**spec)
+
     # whitelist (allowlist) and denylist replace the ConfigMap's; block-cidrs always applies.
     allow = take("whitelist-source-range", parse_ranges)
     if allow is None:
@@ -312,6 +337,29 @@ def _parse_on_off(value: str) -> bool:
     if lowered not in ("on", "off"):
         raise ValueError('expected "on" or "off"')
     return lowered == "on"
+
+
+_CIPHERS_RE = re.compile(r"^[A-Za-z0-9:+!@_=.-]+$")
+_SECRET_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _parse_backend_protocol(value: str) -> str:
+    protocol = value.strip().upper()
+    if protocol not in ("HTTP", "HTTPS", "GRPC", "GRPCS", "AUTO_HTTP", "FCGI"):
+        raise ValueError("expected HTTP, HTTPS, GRPC or GRPCS")
+    return protocol
+
+
+def _parse_secret_ref(value: str) -> str:
+    if not _SECRET_RE.match(value.strip()):
+        raise ValueError("expected NAMESPACE/NAME or NAME of a Secret")
+    return value.strip()
+
+
+def _parse_ciphers(value: str) -> str:
+    if not _CIPHERS_RE.match(value.strip()):
+        raise ValueError("expected an OpenSSL cipher list")
+    return value.strip()
 
 
 def _parse_http_version(value: str) -> str:

@@ -70,7 +70,7 @@ auth-keepalive-share-vars | no | nginx variables do not exist in ingressd
 auth-proxy-set-headers | no | {LATER}
 auth-snippet | no | {SNIPPET}
 enable-global-auth | no | {LATER}
-backend-protocol | partial | HTTP only so far: HTTPS, GRPC and GRPCS are not yet supported (the route is served over plain HTTP/1.1)
+backend-protocol | yes | HTTP and HTTPS; GRPC/GRPCS are reported when used and spoken to over HTTP/1.1 until HTTP/2 upstreams exist (issue 13); AUTO_HTTP and FCGI: reported, HTTP
 canary | no | {LATER}: a canary Ingress's paths conflict with the main Ingress's (oldest wins)
 canary-by-header | no | {LATER}
 canary-by-header-value | no | {LATER}
@@ -150,13 +150,13 @@ proxy-cookie-path | no | Set-Cookie is passed unchanged
 proxy-redirect-from | no | Location is passed unchanged
 proxy-redirect-to | no | Location is passed unchanged
 proxy-http-version | partial | ingressd speaks HTTP/1.1 to upstreams ("1.0" is accepted, not honoured)
-proxy-ssl-secret | no | {LATER}: needs backend-protocol HTTPS
-proxy-ssl-ciphers | no | {LATER}
-proxy-ssl-name | no | {LATER}
-proxy-ssl-protocols | no | {LATER}
-proxy-ssl-verify | no | {LATER}
-proxy-ssl-verify-depth | no | {LATER}
-proxy-ssl-server-name | no | {LATER}
+proxy-ssl-secret | partial | its ca.crt verifies the upstream; a client certificate (tls.crt/tls.key) is not presented yet
+proxy-ssl-ciphers | yes | OpenSSL cipher list
+proxy-ssl-name | yes | the name verified (and sent with proxy-ssl-server-name); default NAME.NAMESPACE.svc of the Service
+proxy-ssl-protocols | yes | TLSv1.2 and TLSv1.3 only (older ones are dropped from the list)
+proxy-ssl-verify | yes | default off, as ingress-nginx
+proxy-ssl-verify-depth | accepted | accepted; OpenSSL's default depth
+proxy-ssl-server-name | yes | SNI to the upstream, default off
 rewrite-target | yes | regexes run on RE2 (linear time): a pattern RE2 cannot run (backreferences, lookaround) is reported and the path is served without rewriting
 use-regex | yes | RE2: case-insensitive, anchored at the start, as ingress-nginx's `location ~*`
 satisfy | no | {LATER}

@@ -519,10 +519,16 @@ def parse_secret(doc: dict, origin: str | None = None) -> Secret:
     return Secret(meta, secret_type, data)
 
 
+_KEPT_KEYS = ("ca.crt", "auth")  # a CA bundle (proxy-ssl-secret), an htpasswd file (auth-secret)
+
+
 def _tls_secret(doc: dict, origin: str | None) -> Secret | None:
-    """What the snapshot keeps of Secrets: the TLS ones (no unrelated Secret data in memory)."""
+    """What the snapshot keeps of Secrets: the TLS ones and those an annotation can use (a ``ca.crt``
+    or an ``auth`` key); no unrelated Secret data in memory."""
     if doc.get("type") != TLS_SECRET_TYPE:
-        return None
+        data, string_data = doc.get("data"), doc.get("stringData")
+        if not any(isinstance(d, dict) and any(k in d for k in _KEPT_KEYS) for d in (data, string_data)):
+            return None
     return parse_secret(doc, origin)
 
 

@@ -19,6 +19,8 @@ from .diagnostics import ERROR, WARNING, Diagnostic
 from .hosts import HostMap, is_wildcard
 from .objects import BackendRef, ConfigMap, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
 from .options.rewrite import Rewrite, compile_path
+from .options.upstream_tls import UpstreamTLSSpec
+from .options.upstream_tls import build as build_upstream_tls
 from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
 
 
@@ -32,6 +34,7 @@ class _Index:
         self.slices: dict[tuple[str, str], list[EndpointSlice]] = defaultdict(list)
         self.secrets: dict[tuple[str, str], Secret] = {}
         self.config_maps: dict[tuple[str, str], ConfigMap] = {}
+        self.all_secrets: dict[tuple[str, str], Secret] = {}  # TLS ones and those annotations use
         for obj in objects:
             if isinstance(obj, Ingress):
                 self.ingresses.append(obj)
@@ -42,6 +45,7 @@ class _Index:
             elif isinstance(obj, Secret):
                 if obj.is_tls:
                     self.secrets[(obj.meta.namespace, obj.meta.name)] = obj
+                self.all_secrets[(obj.meta.namespace, obj.meta.name)] = obj
             elif isinstance(obj, IngressClass):
                 self.classes[obj.meta.name] = obj
             elif isinstance(obj, ConfigMap):
@@ -56,6 +60,7 @@ class _Translation:
         self.backends: dict[tuple[str, str, str], Backend] = {}
         self.certificates: dict[tuple[str, str], Certificate | None] = {}
         self.base_options = DEFAULT_OPTIONS  # the ConfigMap's defaults, once read
+        self.upstream_contexts: dict[tuple, object] = {}
 
     def report(self, severity: str, obj: KubeObject | None, message: str, code: str = "") -> None:
         meta = obj.meta if obj is not None else None
@@ -210,6 +215,8 @@ class _Translation:
                     if backend.orphan:
                         orphans[(ingress.meta.namespace, ingress.meta.name, backend.orphan)] = None
                     route_opts = opts
+                    if opts.upstream_tls_spec is not None:
+                        route_opts = self.upstream_tls(ingress, route_opts, path.backend.service)
                     if opts.rewrite_target is not None and is_prefix:
                         try:
                             route_opts = dataclasses.replace(opts, rewrite=Rewrite(path.path, opts.rewrite_target))
@@ -243,6 +250,30 @@ class _Translation:
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans),
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts)
+
+    def upstream_tls(self, ingress: Ingress, opts: RouteOptions, service: str) -> RouteOptions:
+        """``backend-protocol: HTTPS``: one client context per distinct setting in this configuration."""
+        spec = opts.upstream_tls_spec
+        namespace = ingress.meta.namespace
+        ca = None
+        if spec.secret:
+            secret_ns, _, secret_name = spec.secret.rpartition("/")
+            secret = self.index.all_secrets.get((secret_ns or namespace, secret_name))
+            if secret is None:
+                self.report(WARNING, ingress, f"proxy-ssl-secret {spec.secret} not found (or without ca.crt)",
+                            "reference")
+            else:
+                ca = secret.data.get("ca.crt")
+        key = (spec, f"{service}.{namespace}.svc", ca)
+        tls = self.upstream_contexts.get(key)
+        if tls is None:
+            try:
+                tls = build_upstream_tls(spec, key[1], ca)
+            except ValueError as error:
+                self.report(WARNING, ingress, f"{error}; requests to this backend get 502", "annotation")
+                tls = build_upstream_tls(UpstreamTLSSpec(verify=True), key[1], None, unusable=True)
+            self.upstream_contexts[key] = tls
+        return dataclasses.replace(opts, upstream_tls=tls)
 
     def host_aliases(self, table: RouteTable, ingresses: list[Ingress], options: dict, tls_hosts) -> None:
         """``server-alias`` (the aliases share the host's routes) and ``from-to-www-redirect`` (the

@@ -38,12 +38,13 @@ _CHUNKED_FIELD = re.compile(rb"^transfer-encoding:[ \t]*chunked[ \t]*\r?$", re.I
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "timers", "endpoint", "transport", "parser", "exchange", "interim", "deadline", "requests",
                  "fresh_parser", "tunnel", "closed", "read_timeout", "send_timeout", "until_close", "buffer",
-                 "head_start", "partial", "in_head")
+                 "head_start", "partial", "in_head", "pool_key")
 
-    def __init__(self, pool: UpstreamPool, endpoint: tuple[str, int]):
+    def __init__(self, pool: UpstreamPool, endpoint: tuple[str, int], pool_key=None):
         self.pool = pool
         self.timers = pool.timers
         self.endpoint = endpoint
+        self.pool_key = pool_key or endpoint  # TLS connections are pooled apart from plain ones
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -320,7 +321,8 @@ class UpstreamPool:
         endpoint = endpoints[index % len(endpoints)]
         exchange.attempts += 1
         if not fresh:
-            conn = self.acquire(endpoint)
+            tls = exchange.route.options.upstream_tls
+            conn = self.acquire(endpoint if tls is None else (endpoint, tls))
             if conn is not None:
                 self.reused += 1
                 exchange.upstream_start = monotonic()
@@ -358,20 +360,20 @@ class UpstreamPool:
         return None
 
     def release(self, conn: UpstreamConnection) -> None:
-        idle = self.idle.get(conn.endpoint)
+        idle = self.idle.get(conn.pool_key)
         if idle is None:
-            idle = self.idle[conn.endpoint] = []
+            idle = self.idle[conn.pool_key] = []
         if len(idle) >= MAX_IDLE_PER_ENDPOINT:
             conn.close()
         else:
             idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        idle = self.idle.get(conn.endpoint)
+        idle = self.idle.get(conn.pool_key)
         if idle and conn in idle:
             idle.remove(conn)
             if not idle:
-                del self.idle[conn.endpoint]
+                del self.idle[conn.pool_key]
 
     def close_idle(self) -> None:
         for idle in list(self.idle.values()):
@@ -386,12 +388,20 @@ def dial_tcp(pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]) 
     asyncio.get_running_loop().create_task(_connect(pool, exchange, endpoint))
 
 
+def _open(loop, pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]):
+    tls = exchange.route.options.upstream_tls  # backend-protocol: HTTPS
+    if tls is None:
+        return loop.create_connection(lambda: UpstreamConnection(pool, endpoint), endpoint[0], endpoint[1])
+    return loop.create_connection(lambda: UpstreamConnection(pool, endpoint, (endpoint, tls)), endpoint[0],
+                                  endpoint[1], ssl=tls.context, server_hostname=tls.server_name or "")
+
+
 async def _connect(pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]) -> None:
     loop = asyncio.get_running_loop()
     timeout = exchange.route.options.connect_timeout
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(pool, endpoint), endpoint[0], endpoint[1]), timeout)
+            _open(loop, pool, exchange, endpoint), timeout)
     except asyncio.TimeoutError:
         pool.dial_failed(exchange, 504, f"timed out connecting to upstream {exchange.route.backend.name} "
                                         f"after {timeout:g}s")

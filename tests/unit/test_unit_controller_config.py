@@ -110,3 +110,23 @@ def test_every_parsed_annotation_is_in_the_catalogue():
     import re
     for name in re.findall(r'take\("([a-z0-9-]+)"', source):
         assert catalog.ANNOTATIONS[name].status in (catalog.YES, catalog.ACCEPTED, catalog.PARTIAL), name
+
+
+def test_backend_protocol_https_builds_one_context_per_setting_and_grpc_is_reported():
+    docs = [ingress(name, rule(f"{name}.com", path("/", "web")), annotations={
+        NGINX + "backend-protocol": protocol}) for name, protocol in (("a", "HTTPS"), ("b", "https"), ("c", "GRPC"))]
+    config = compile_config(*docs, svc_with_endpoints("web"))
+    a, b = (config.table.lookup(h, "/").options.upstream_tls for h in ("a.com", "b.com"))
+    assert a is b and a.server_name is None and a.context.verify_mode.name == "CERT_NONE"
+    assert config.table.lookup("c.com", "/").options.upstream_tls is None
+    assert any("GRPC is not supported yet" in m for m in messages(config))
+
+
+def test_proxy_ssl_verify_without_a_ca_fails_closed():
+    config = compile_config(ingress("a", rule("a.com", path("/", "web")), annotations={
+        NGINX + "backend-protocol": "HTTPS", NGINX + "proxy-ssl-verify": "on",
+        NGINX + "proxy-ssl-secret": "default/missing"}), svc_with_endpoints("web"))
+    text = "\n".join(messages(config))
+    assert "proxy-ssl-secret default/missing not found" in text and "requests to this backend get 502" in text
+    tls = config.table.lookup("a.com", "/").options.upstream_tls
+    assert tls.context.verify_mode.name == "CERT_REQUIRED" and tls.server_name == "web.default.svc"
