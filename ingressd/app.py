@@ -59,6 +59,7 @@ class Controller:
         self.reporter = Reporter(log)  # every diagnostic, from the source, translator and planner, logged once
         self.certs = CertificateManager.for_source(self.source, options.certificates, options.settings,
                                                    plane.set_challenges, self.reporter)
+        self.leadership = self._leadership()  # in a cluster: None for the manifest directory
         self.snapshot: Snapshot | None = None  # the last one applied
         self._ingresses: dict = {}
         # what the controller metrics report (ingress-nginx's "reload" is ingressd's apply)
@@ -68,6 +69,25 @@ class Controller:
         self.last_success_at = 0.0
         self.successes = self.failures = 0
         self.apply_durations = Histogram(APPLY_BUCKETS)
+
+    def _leadership(self):
+        """In a cluster, only the elected replica orders certificates and writes Ingress status. The
+        Kubernetes source offers the API calls that needs as ``source.cluster`` (a LeaseClient and
+        StatusClient, see ingressd.kube.leader and .publisher)."""
+        client = getattr(self.source, "cluster", None)
+        if client is None:
+            return None
+        from .kube.leadership import Leadership
+
+        options = self.options
+        return Leadership(client, options.settings, self.certs, election_id=options.election_id,
+                          ttl=options.election_ttl, publish_service=options.publish_service,
+                          publish_addresses=options.publish_status_addresses)
+
+    @property
+    def leading(self) -> bool:
+        """For ``leader_election_status``: the manifest directory has a single instance, always leading."""
+        return self.leadership is None or self.leadership.leading
 
     async def apply(self, snapshot: Snapshot) -> None:
         started = time.perf_counter()
@@ -83,6 +103,8 @@ class Controller:
         self.config = config
         self.snapshot = snapshot
         self.certs.update(snapshot, config)
+        if self.leadership is not None:
+            self.leadership.update(snapshot)
         self.config_hash = int(hashlib.sha256(f"{snapshot.version}{self.options.settings}".encode())
                                .hexdigest()[:13], 16)
         self.successes += 1
@@ -121,6 +143,8 @@ class Controller:
     async def run(self) -> None:
         """Apply every change of the source (bursts coalesced by the source), forever."""
         certs = asyncio.get_running_loop().create_task(self.certs.run())
+        if self.leadership is not None:
+            self.leadership.start()  # after the ports opened: a new leader can answer HTTP-01 at once
         try:
             while True:
                 await self.source.changed()
@@ -130,6 +154,8 @@ class Controller:
         finally:
             certs.cancel()
             await self.certs.close()
+            if self.leadership is not None:
+                await self.leadership.close()  # releases the Lease: the other replica takes over at once
             await self.source.close()
 
 
@@ -175,6 +201,7 @@ async def serve(options: ServeOptions) -> None:
         log.error("the source watcher stopped", exc_info=watcher.exception())
     watcher.cancel()
     stopping.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)  # its cleanup (Lease release) before the exit
     admin.close()
     await plane.close()
     log.info("stopped")

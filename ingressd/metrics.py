@@ -133,8 +133,10 @@ class ControllerCollector:
             family = Metric(PREFIX + name, documentation, "counter")
             family.add_sample(PREFIX + name, constant, value)
             yield family
-        yield _gauge(PREFIX + "leader_election_status", "Whether this instance leads (always: no election)", 1,
-                     dict(constant, name="ingressd"))
+        yield _gauge(PREFIX + "leader_election_status", "Gauge reporting status of the leader election, 0 indicates "
+                     "follower, 1 indicates leader. 'name' is the string used to identify the lease",
+                     1 if getattr(controller, "leading", True) else 0,
+                     dict(constant, name=getattr(getattr(controller, "options", None), "election_id", "ingressd-leader")))
         yield _histogram("ingressd_config_apply_duration_seconds", "Time to compile and apply a configuration",
                          [({}, controller.apply_durations)])
 

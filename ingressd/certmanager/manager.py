@@ -52,6 +52,10 @@ CHALLENGE_PUBLISH_TIMEOUT = 10.0  # seconds to wait for every worker to serve ne
 STATUS_KEEP = 86400.0  # keep the backoff of a certificate no longer wanted this long
 
 
+class NotLeading(OSError):
+    """A write was attempted after leadership was lost."""
+
+
 class DaemonThreads(concurrent.futures.Executor):
     """One daemon thread per call: a blocked request to a CA never delays the process's exit."""
 
@@ -104,8 +108,11 @@ class CertificateManager:
     def __init__(self, cert_settings: CertSettings, settings: Settings, *, store: SecretStore | None,
                  status_store: StatusStore | None, on_challenges: Callable[[dict[str, bytes]], None] | None = None,
                  max_orders: int = MAX_ORDERS, clock: Callable[[], float] = time.time,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, leading: bool = True):
         self.cert_settings = cert_settings
+        # Only the elected leader (ingressd.kube.leader) writes Secrets and orders: the others plan,
+        # for the status page and ``ingressd certs``, and serve what the leader writes.
+        self.leading = leading
         self.settings = settings
         self.store = store
         self.status_store = status_store
@@ -193,6 +200,19 @@ class CertificateManager:
         for task in list(self.inflight.values()) + list(self._aux.values()):
             task.cancel()
 
+    def set_leading(self, leading: bool) -> None:
+        """Leadership changed. Losing it stops at once: orders in flight are cancelled (their result
+        is never written; the new leader decides from the Secrets it sees) and nothing more is written."""
+        self.leading = leading
+        if not leading:
+            for task in list(self.inflight.values()) + list(self._aux.values()):
+                task.cancel()
+            self.inflight.clear()  # a task cancelled before it ran never reaches its own cleanup
+            self._aux.clear()
+            self._unwritten.clear()
+        if self._wake is not None:
+            self._wake.set()
+
     # --- reconciling ------------------------------------------------------------------------------
 
     def _log_once(self, key: str, message: str, *args) -> None:
@@ -239,6 +259,10 @@ class CertificateManager:
         live = {f.key for f in facts.values()}
         self._facts = {k: v for k, v in self._facts.items() if k[0] in live}
         now = self.clock()
+        if not self.leading:  # another replica orders and writes; this one only shows the plan
+            self._stored_facts = facts
+            self._next_due = now + RECHECK
+            return False
         next_due = now + RECHECK
         next_renewal: dict[tuple[str, str], tuple[str, float]] = {}
         groups = self.groups()
@@ -298,6 +322,8 @@ class CertificateManager:
     # --- writing Secrets ---------------------------------------------------------------------------
 
     async def _put(self, secrets: list[Secret]) -> None:
+        if not self.leading:  # lost the Lease while reconciling: the new leader writes
+            raise NotLeading("this replica no longer leads")
         loop = asyncio.get_running_loop()
 
         def write() -> None:

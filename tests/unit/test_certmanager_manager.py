@@ -196,3 +196,49 @@ def test_an_unexpected_error_backs_off_too(caplog):
 
     asyncio.run(run())
     assert "Traceback" in caplog.text
+
+
+def test_only_the_leader_writes_and_orders_and_losing_the_lease_stops_at_once():
+    store, status = MemorySecretStore(), MemoryStatusStore()
+    site = ingress("web", [(["a.example.com"], "web-tls")], {CM + "cluster-issuer": "self"})
+    snap = snapshot(cluster_issuer("self", {"selfSigned": {}}), site)
+
+    async def run():
+        follower = CertificateManager(CertSettings(state_dir="/state"), Settings(), store=store, status_store=status,
+                                      leading=False)
+        assert not await follower.start(snap)  # not even a temporary certificate
+        await follower.reconcile()
+        assert store.get("default", "web-tls") is None and not follower.inflight and not follower.orders
+        assert [e["secret"] for e in follower.status_entries()] == ["default/web-tls"]  # still shown
+
+        follower.set_leading(True)  # elected: it issues
+        await follower.reconcile()
+        await settle(follower)
+        assert store.get("default", "web-tls") is not None and follower.orders == {("self", "success"): 1}
+
+        # an order in flight when the Lease is lost is cancelled and never written
+        del store.secrets[("default", "web-tls")]
+        gate = asyncio.Event()
+        original = follower._obtain
+
+        def slow_obtain(*args):
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+            return original(*args)
+
+        loop = asyncio.get_running_loop()
+        follower._obtain = slow_obtain
+        follower.update(snap)
+        await follower.reconcile()
+        assert follower.inflight
+        before = store.get("default", "web-tls")  # the temporary certificate, written while leading
+        assert before.annotations["ingressd.io/temporary-certificate"] == "true"
+        task, = follower.inflight.values()
+        follower.set_leading(False)
+        gate.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.05)
+        assert task.cancelled() and store.get("default", "web-tls") is before  # the issued one is dropped
+        await follower.reconcile()
+        assert store.get("default", "web-tls") is before and not follower.inflight
+
+    asyncio.run(run())

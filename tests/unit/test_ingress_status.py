@@ -99,3 +99,73 @@ def test_forget_deleted_ingresses():
     assert planner.known == {} and planner.ours == set()
     # a new Ingress of the same name gets its status written again
     assert planner.plan([("web", "a")], [("web", "a")], LB) == [(("web", "a"), LB)]
+
+
+# --- the IO side, over an in-memory StatusClient (the API emulator runs it in tests/integration) ---
+
+import asyncio  # noqa: E402
+
+from certmanager_kit import ingress, snapshot  # noqa: E402
+from ingressd.config import Settings  # noqa: E402
+from ingressd.kube.publisher import NotFound, StatusPublisher  # noqa: E402
+
+
+class MemoryStatuses:
+    def __init__(self, statuses):
+        self.statuses = dict(statuses)
+        self.lists = 0
+        self.patches = []
+
+    async def list_ingress_statuses(self):
+        self.lists += 1
+        return dict(self.statuses)
+
+    async def patch_ingress_status(self, namespace, name, patch):
+        if (namespace, name) not in self.statuses:
+            raise NotFound(name)
+        self.patches.append(((namespace, name), patch))
+        self.statuses[(namespace, name)] = patch["status"]
+        return {"metadata": {"name": name, "namespace": namespace}, "status": patch["status"]}
+
+
+def lb_service(ips):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ingressd", "namespace": "ingressd"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
+
+
+def test_publisher_writes_as_leader_only_and_follows_the_published_service():
+    ours = ingress("web", [], class_name="ingressd", namespace="default")
+    theirs = ingress("other", [], class_name="nginx", namespace="default")
+    client = MemoryStatuses({("default", "web"): {}, ("default", "other"): {
+        "loadBalancer": {"ingress": [{"hostname": "nginx.example.org"}]}}})
+
+    async def run():
+        publisher = StatusPublisher(client, Settings(watch_ingress_without_class=False),
+                                    publish_service="ingressd/ingressd")
+        publisher.update(snapshot(ours, theirs))  # no Service yet: nothing known, nothing written
+        publisher.set_leading(True)
+        await publisher.sync()
+        assert client.patches == []
+        publisher.update(snapshot(ours, theirs, lb_service(["203.0.113.7"])))
+        publisher.set_leading(False)
+        await publisher.sync()  # followers never write
+        assert client.patches == []
+        publisher.set_leading(True)
+        await publisher.sync()
+        assert client.patches == [(("default", "web"), {"status": {"loadBalancer": {"ingress": [
+            {"ip": "203.0.113.7"}]}}})]
+        await publisher.sync()  # nothing changed: nothing written, not even listed again
+        assert len(client.patches) == 1 and client.lists == 2
+        publisher.update(snapshot(ours, theirs, lb_service(["203.0.113.8"])))
+        await publisher.sync()
+        assert client.statuses[("default", "web")] == {"loadBalancer": {"ingress": [{"ip": "203.0.113.8"}]}}
+        assert client.statuses[("default", "other")]["loadBalancer"]["ingress"] == [{"hostname": "nginx.example.org"}]
+        # the Ingress moves to another class: its status is cleared
+        moved = ingress("web", [], class_name="nginx", namespace="default")
+        publisher.update(snapshot(moved, theirs, lb_service(["203.0.113.8"])))
+        await publisher.sync()
+        assert client.statuses[("default", "web")] == {"loadBalancer": {"ingress": []}}
+        assert len(client.patches) == 3
+
+    asyncio.run(run())
