@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(curl openssl chromium pebble kubectl)
+# kubernetes-client is Debian's kubectl (1.20); any kubectl already on PATH (a newer build) will do
+debian_packages=(curl openssl chromium pebble kubernetes-client)
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
   for pkg in "${debian_packages[@]}"; do
+    if [ "$pkg" = kubernetes-client ] && command -v kubectl >/dev/null 2>&1; then continue; fi
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import ingressd as ingressd_mod  # noqa: E402
 from support.backends import BackendProcess  # noqa: E402
+from support.kubeapi.fixture import KubeApi  # noqa: E402
 
 # Ten distinct loopback addresses for the round-robin service.
 RR_ADDRS = [f"127.0.0.{i}" for i in range(2, 12)]
@@ -41,6 +42,15 @@ def backend(tmp_path_factory):
     proc = BackendProcess(listeners, tmp_path_factory.mktemp("backend") / "backend.log").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def kubeapi(tmp_path):
+    """The Kubernetes API emulator (tests/support/kubeapi) on a free port, with a kubeconfig and
+    ``kubeapi.kubectl(...)``; stopped at teardown."""
+    api = KubeApi(tmp_path / "kubeapi", bookmark_interval=0.5).start()
+    yield api
+    api.close()
 
 
 @pytest.fixture
