@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from . import catalog
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
+from .options.ratelimit import RequestRate, parse_multiplier, parse_rate
 from .options.rewrite import parse_target
 from .options.upstream_tls import UpstreamTLSSpec, parse_protocols
 
@@ -73,6 +74,7 @@ class RouteOptions:
     from_to_www: bool = False
     upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
+    rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
 
@@ -102,6 +104,8 @@ class RouteOptions:
             parts.append(f"rewrite={self.rewrite.path} -> {self.rewrite.template}")
         if self.server_aliases:
             parts.append("aliases=" + " ".join(self.server_aliases))
+        for limit in self.rate_limits:
+            parts.append(limit.describe())
         if self.upstream_tls is not None:
             parts.append("upstream=" + self.upstream_tls.describe())
         return ",".join(parts) or "-"
@@ -118,6 +122,7 @@ class Defaults:
     allow: tuple = ()  # whitelist-source-range
     deny: tuple = ()  # denylist-source-range
     block: tuple = ()  # block-cidrs: denied whatever the annotations say
+    limit_req_status: int = 503  # limit-req-status-code
 
 
 DEFAULTS = Defaults()
@@ -267,6 +272,17 @@ def parse_route_options(annotations: dict[str, str],
                 spec[key] = value.decode() if isinstance(value, bytes) else value
         take("proxy-ssl-verify-depth", _parse_count)
         values["upstream_tls_spec"] = UpstreamTLSSpec(**spec)
+
+    rps, rpm = take("limit-rps", parse_rate), take("limit-rpm", parse_rate)
+    if rps or rpm:
+        multiplier = take("limit-burst-multiplier", parse_multiplier) or 5
+        exempt = take("limit-whitelist", parse_ranges)
+        if exempt is None:
+            exempt = take("limit-allowlist", parse_ranges)
+        exempt_ranges = SourceRanges(exempt) if exempt else None
+        values["rate_limits"] = tuple(
+            RequestRate(rate / per, rate * multiplier, exempt_ranges, defaults.limit_req_status)
+            for rate, per in ((rps, 1.0), (rpm, 60.0)) if rate)
 
     # whitelist (allowlist) and denylist replace the ConfigMap's; block-cidrs always applies.
     allow = take("whitelist-source-range", parse_ranges)

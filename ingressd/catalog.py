@@ -117,13 +117,13 @@ global-rate-limit-key | no | removed from ingress-nginx; not planned
 global-rate-limit-ignored-cidrs | no | removed from ingress-nginx; not planned
 http2-push-preload | no | HTTP/2 server push is obsolete (browsers removed it)
 limit-connections | no | {LATER}: connections are not limited per client
-limit-rps | no | {LATER}: requests are not rate limited
-limit-rpm | no | {LATER}: requests are not rate limited
-limit-burst-multiplier | no | {LATER}
+limit-rps | partial | per client address, burst = rate x limit-burst-multiplier, nodelay, 503 (limit-req-status-code), as ingress-nginx; but counted per worker process (with --workers N an address can get up to N times the rate)
+limit-rpm | partial | as limit-rps (per worker process), per minute
+limit-burst-multiplier | yes | default 5
 limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
-limit-whitelist | no | {LATER}
-limit-allowlist | no | {LATER}
+limit-whitelist | yes | addresses never rate limited
+limit-allowlist | yes | addresses never rate limited
 load-balance | partial | round_robin only so far: ewma is balanced round robin
 mirror-request-body | no | request mirroring is not implemented
 mirror-target | no | request mirroring is not implemented
@@ -325,7 +325,7 @@ limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
 lua-shared-dicts | accepted | no Lua
 http-redirect-code | no | {LATER}: 308
-limit-req-status-code | no | {LATER}
+limit-req-status-code | yes | the status of rate-limited requests (default 503)
 limit-conn-status-code | no | {LATER}
 enable-syslog | no | logs go to stdout/stderr
 syslog-host | no | logs go to stdout/stderr

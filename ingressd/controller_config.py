@@ -55,6 +55,12 @@ def _max_age(value: str) -> int:
     return int(value)
 
 
+def _status_code(value: str) -> int:
+    if not value.strip().isdigit() or not 400 <= int(value) <= 599:
+        raise ValueError("expected an HTTP error status (400-599)")
+    return int(value)
+
+
 def _trust_cidrs(value: str) -> tuple[str, ...]:
     parse_cidrs(value)
     return tuple(item.strip() for item in value.split(",") if item.strip())
@@ -104,8 +110,13 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             warnings.append(f"ConfigMap key {key}: {raw!r} is invalid ({error}); using the default")
             return None, False
 
+    limit_status = 503
     for key, raw in data.items():
-        if key in _OPTION_KEYS:
+        if key == "limit-req-status-code":
+            value, ok = parse(key, _status_code, raw)
+            if ok:
+                limit_status = value
+        elif key in _OPTION_KEYS:
             name, parser = _OPTION_KEYS[key]
             value, ok = parse(key, parser, raw)
             if ok:
@@ -136,7 +147,7 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         except ValueError as error:
             warnings.append(f"ConfigMap: forwarded-header settings are invalid ({error}); using the command line's")
     base = RouteOptions(**options) if options else DEFAULTS.options
-    defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()))
+    defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()), limit_status)
     if defaults.allow or defaults.deny or defaults.block:
         from .options.ranges import SourceRanges
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))

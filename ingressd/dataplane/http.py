@@ -575,7 +575,7 @@ class ClientConnection(asyncio.Protocol):
         answer = answer_for(route, host, path, url, tls=tls, scheme=scheme,
                             body_length=exchange.body_length if exchange.body_mode != CHUNKED_BODY else -1,
                             challenges=ctx.challenges, https_port=ctx.https_port, method=method,
-                            client_ip=self.client_ip, origin=origin)
+                            client_ip=self.client_ip, origin=origin, now=self.timers.now)
         if answer is not None:
             if answer.close:
                 exchange.keep_alive = False

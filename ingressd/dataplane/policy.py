@@ -11,9 +11,11 @@ ingress-nginx's order, for one request:
 5. ``app-root``: ``/`` answers 302 to it;
 6. ``enable-cors``: a preflight (OPTIONS) from an allowed origin answers 204 (nginx's rewrite
    phase, before its access phase, as all of the above);
-7. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
-8. no backend (the built-in default backend): 404;
-9. a backend with no usable endpoint: 503 naming why.
+7. ``limit-rps`` / ``limit-rpm``: 503 (``limit-req-status-code``) past the rate and burst (nginx's
+   preaccess phase; the one rule with state: the limiter's buckets, per configuration);
+8. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
+9. no backend (the built-in default backend): 404;
+10. a backend with no usable endpoint: 503 naming why.
 
 Anything else is proxied. Nothing here does IO or keeps state.
 """
@@ -37,7 +39,7 @@ class Answer(NamedTuple):
 
 def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, scheme: str, body_length: int,
                challenges: dict[str, bytes], https_port: int, method: bytes = b"GET", client_ip: str = "",
-               origin: bytes | None = None) -> Answer | None:
+               origin: bytes | None = None, now: float = 0.0) -> Answer | None:
     """The local answer to a request, or None when it goes to the route's backend.
 
     ``path`` is the normalized path (routing's view), ``url`` the request target as received
@@ -64,6 +66,10 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
         headers = options.cors.preflight_headers(origin)
         if headers is not None:
             return Answer(204, headers=headers + b"Content-Type: text/plain; charset=utf-8\r\n")
+    if options.rate_limits:
+        for limit in options.rate_limits:
+            if not limit.admits(client_ip, now):
+                return Answer(limit.status, responses.error_body(limit.status, "too many requests from your address"))
     if options.ranges is not None and not options.ranges.permits(client_ip):
         return Answer(403, responses.error_body(403, "your address may not use this route"))
     backend = route.backend

@@ -184,3 +184,28 @@ def test_configmap_body_size_is_the_default_and_an_annotation_wins():
     rig = Rig(web({NGINX + "proxy-body-size": "1m"}, extra=[cm]))
     get(rig, method=b"POST", headers=b"Content-Length: 11\r\n")
     assert rig.upstreams
+
+
+# --- rate limits ----------------------------------------------------------------------------------
+
+def status_of(rig, **request) -> int:
+    """Send one request; an upstream that got it answers 200 (requests run one after another)."""
+    client = get(rig, **request)
+    if not client.received():
+        rig.upstream().send(OK)
+    return client.response().status
+
+
+def test_limit_rps_allows_the_burst_then_refuses_until_the_bucket_drains():
+    rig = Rig(web({NGINX + "limit-rps": "1", NGINX + "limit-burst-multiplier": "2"}))
+    assert [status_of(rig) for _ in range(4)] == [200, 200, 200, 503]  # 1 + burst 2 at once
+    assert status_of(rig, peer=("203.0.113.8", 1)) == 200  # another address: its own bucket
+    rig.advance(1.0)
+    assert [status_of(rig) for _ in range(2)] == [200, 503]  # one more after a second
+
+
+def test_limit_whitelist_and_the_configmap_status_code():
+    rig = Rig(web({NGINX + "limit-rpm": "1", NGINX + "limit-whitelist": "10.0.0.0/8"},
+                  extra=[configmap(limit_req_status_code="429")]))
+    assert [status_of(rig) for _ in range(7)] == [200] * 6 + [429]
+    assert {status_of(rig, peer=("10.0.0.5", 1)) for _ in range(10)} == {200}
