@@ -75,6 +75,11 @@ class RouteOptions:
     upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
     rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
+    auth_secret: tuple | None = None  # (secret ref, "auth-file" | "auth-map", realm) for auth-type basic
+    basic_auth: object = None  # options.basicauth.BasicAuth, built by the translator
+    # Authentication ingressd cannot do (auth-url, digest, client certificates): refused with 503
+    # rather than served unauthenticated.
+    refused: str | None = None
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
 
@@ -106,6 +111,10 @@ class RouteOptions:
             parts.append("aliases=" + " ".join(self.server_aliases))
         for limit in self.rate_limits:
             parts.append(limit.describe())
+        if self.basic_auth is not None:
+            parts.append(self.basic_auth.describe())
+        if self.refused:
+            parts.append("refused")
         if self.upstream_tls is not None:
             parts.append("upstream=" + self.upstream_tls.describe())
         return ",".join(parts) or "-"
@@ -273,6 +282,25 @@ def parse_route_options(annotations: dict[str, str],
         take("proxy-ssl-verify-depth", _parse_count)
         values["upstream_tls_spec"] = UpstreamTLSSpec(**spec)
 
+    auth_type = take("auth-type", _parse_auth_type)
+    if auth_type == "basic":
+        secret = take("auth-secret", _parse_secret_ref)
+        secret_type = take("auth-secret-type", _parse_auth_secret_type) or "auth-file"
+        realm = take("auth-realm", _parse_realm) or ""
+        if secret is None:
+            warnings.append(f"annotation {NGINX}auth-type: basic needs {NGINX}auth-secret; every request gets 401")
+            secret = ""
+        values["auth_secret"] = (secret, secret_type, realm)
+    elif auth_type == "digest":
+        values["refused"] = "digest authentication is not supported"
+    for name, why in (("auth-url", "external authentication (auth-url) is not supported yet"),
+                      ("auth-tls-secret", "client certificate authentication is not supported")):
+        if annotations.get(NGINX + name) and not values.get("refused"):
+            values["refused"] = why
+    if values.get("refused"):
+        warnings.append(f"Ingress requires authentication ingressd cannot do ({values['refused']}): its requests "
+                        "get 503 instead of being served unauthenticated")
+
     rps, rpm = take("limit-rps", parse_rate), take("limit-rpm", parse_rate)
     if rps or rpm:
         multiplier = take("limit-burst-multiplier", parse_multiplier) or 5
@@ -357,6 +385,26 @@ def _parse_on_off(value: str) -> bool:
 
 _CIPHERS_RE = re.compile(r"^[A-Za-z0-9:+!@_=.-]+$")
 _SECRET_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _parse_auth_type(value: str) -> str:
+    kind = value.strip().lower()
+    if kind not in ("basic", "digest"):
+        raise ValueError('expected "basic" or "digest"')
+    return kind
+
+
+def _parse_auth_secret_type(value: str) -> str:
+    kind = value.strip().lower()
+    if kind not in ("auth-file", "auth-map"):
+        raise ValueError('expected "auth-file" or "auth-map"')
+    return kind
+
+
+def _parse_realm(value: str) -> str:
+    if any(ord(c) < 0x20 or ord(c) > 0x7e for c in value):
+        raise ValueError("expected printable ASCII text")
+    return value.strip()
 
 
 def _parse_backend_protocol(value: str) -> str:

@@ -45,17 +45,17 @@ affinity | no | {LATER}: requests are balanced round robin, without a session co
 affinity-mode | no | {LATER}
 affinity-canary-behavior | no | {LATER}
 allowlist-source-range | yes | others get 403
-auth-realm | no | {LATER}
-auth-secret | no | {LATER}: basic authentication is not enforced
-auth-secret-type | no | {LATER}
-auth-type | no | {LATER}: basic authentication is not enforced, requests pass unauthenticated
-auth-tls-secret | no | client certificates are not requested
+auth-realm | yes |
+auth-secret | yes | NAMESPACE/NAME or NAME; missing or unreadable: every request gets 401
+auth-secret-type | yes | auth-file (key `auth`) or auth-map (one key per user)
+auth-type | yes | basic (digest: the requests get 503, never served unauthenticated)
+auth-tls-secret | no | client certificates are not requested: the Ingress's requests get 503 (never served unauthenticated)
 auth-tls-verify-depth | no | client certificates are not requested
 auth-tls-verify-client | no | client certificates are not requested
 auth-tls-error-page | no | client certificates are not requested
 auth-tls-pass-certificate-to-upstream | no | client certificates are not requested
 auth-tls-match-cn | no | client certificates are not requested
-auth-url | no | {LATER}: external authentication is not enforced, requests pass unauthenticated
+auth-url | no | not implemented yet (planned, issue 12): the Ingress's requests get 503 (never served unauthenticated)
 auth-method | no | {LATER}
 auth-signin | no | {LATER}
 auth-signin-redirect-param | no | {LATER}

@@ -18,6 +18,7 @@ from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .hosts import HostMap, is_wildcard
 from .objects import BackendRef, ConfigMap, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
+from .options.basicauth import BasicAuth, parse_htpasswd
 from .options.rewrite import Rewrite, compile_path
 from .options.upstream_tls import UpstreamTLSSpec
 from .options.upstream_tls import build as build_upstream_tls
@@ -61,6 +62,7 @@ class _Translation:
         self.certificates: dict[tuple[str, str], Certificate | None] = {}
         self.base_options = DEFAULT_OPTIONS  # the ConfigMap's defaults, once read
         self.upstream_contexts: dict[tuple, object] = {}
+        self.auths: dict[tuple, object] = {}
 
     def report(self, severity: str, obj: KubeObject | None, message: str, code: str = "") -> None:
         meta = obj.meta if obj is not None else None
@@ -217,6 +219,8 @@ class _Translation:
                     route_opts = opts
                     if opts.upstream_tls_spec is not None:
                         route_opts = self.upstream_tls(ingress, route_opts, path.backend.service)
+                    if opts.auth_secret is not None:
+                        route_opts = self.basic_auth(ingress, route_opts)
                     if opts.rewrite_target is not None and is_prefix:
                         try:
                             route_opts = dataclasses.replace(opts, rewrite=Rewrite(path.path, opts.rewrite_target))
@@ -250,6 +254,33 @@ class _Translation:
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans),
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts)
+
+    def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:
+        """``auth-type: basic``: the users of the Secret (none when it cannot be read: every request 401)."""
+        ref, secret_type, realm = opts.auth_secret
+        key = (ingress.meta.key, ref, secret_type, realm)
+        auth = self.auths.get(key)
+        if auth is None:
+            users: dict[str, str] = {}
+            namespace, _, name = ref.rpartition("/")
+            secret = self.index.all_secrets.get((namespace or ingress.meta.namespace, name)) if ref else None
+            if ref and secret is None:
+                self.report(WARNING, ingress, f"auth-secret {ref} not found (or without an auth key); every request "
+                                              "gets 401", "reference")
+            elif secret is not None:
+                try:
+                    if secret_type == "auth-map":
+                        users = {user: value.decode().strip() for user, value in secret.data.items()}
+                    else:
+                        users = parse_htpasswd(secret.data.get("auth", b"").decode("utf-8", "replace"))
+                except ValueError as error:
+                    self.report(WARNING, ingress, f"auth-secret {ref}: {error}; every request gets 401", "invalid")
+                    users = {}
+                if not users and secret_type == "auth-file" and "auth" not in secret.data:
+                    self.report(WARNING, ingress, f"auth-secret {ref} has no auth key; every request gets 401",
+                                "reference")
+            auth = self.auths[key] = BasicAuth(users, realm)
+        return dataclasses.replace(opts, basic_auth=auth)
 
     def upstream_tls(self, ingress: Ingress, opts: RouteOptions, service: str) -> RouteOptions:
         """``backend-protocol: HTTPS``: one client context per distinct setting in this configuration."""

@@ -61,10 +61,11 @@ _HOP_BY_HOP = re.compile(
 _UPGRADE_FIELD = re.compile(rb"^upgrade[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
-def _origin(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The Origin header of a request (only CORS routes look)."""
+def _header(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> bytes | None:
+    """One request header (Origin, Authorization), looked up only for routes that use it."""
+    size = len(lower_name)
     for name, value in headers:
-        if len(name) == 6 and name.lower() == b"origin":
+        if len(name) == size and name.lower() == lower_name:
             return value
     return None
 
@@ -570,12 +571,15 @@ class ClientConnection(asyncio.Protocol):
         config = ctx.config
         if listener.hsts:
             self.hsts = config.hsts
-        cors = route.options.cors
-        origin = _origin(exchange.headers) if cors is not None else None
+        options = route.options
+        cors = options.cors
+        origin = _header(exchange.headers, b"origin") if cors is not None else None
+        authorization = _header(exchange.headers, b"authorization") if options.basic_auth is not None else None
         answer = answer_for(route, host, path, url, tls=tls, scheme=scheme,
                             body_length=exchange.body_length if exchange.body_mode != CHUNKED_BODY else -1,
                             challenges=ctx.challenges, https_port=ctx.https_port, method=method,
-                            client_ip=self.client_ip, origin=origin, now=self.timers.now)
+                            client_ip=self.client_ip, origin=origin, now=self.timers.now,
+                            authorization=authorization)
         if answer is not None:
             if answer.close:
                 exchange.keep_alive = False

@@ -14,6 +14,8 @@ ingress-nginx's order, for one request:
 7. ``limit-rps`` / ``limit-rpm``: 503 (``limit-req-status-code``) past the rate and burst (nginx's
    preaccess phase; the one rule with state: the limiter's buckets, per configuration);
 8. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
+   authentication ingressd cannot do (``auth-url``, digest, client certificates): 503;
+   ``auth-type: basic``: 401 without valid credentials;
 9. no backend (the built-in default backend): 404;
 10. a backend with no usable endpoint: 503 naming why.
 
@@ -39,7 +41,7 @@ class Answer(NamedTuple):
 
 def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, scheme: str, body_length: int,
                challenges: dict[str, bytes], https_port: int, method: bytes = b"GET", client_ip: str = "",
-               origin: bytes | None = None, now: float = 0.0) -> Answer | None:
+               origin: bytes | None = None, now: float = 0.0, authorization: bytes | None = None) -> Answer | None:
     """The local answer to a request, or None when it goes to the route's backend.
 
     ``path`` is the normalized path (routing's view), ``url`` the request target as received
@@ -72,6 +74,10 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
                 return Answer(limit.status, responses.error_body(limit.status, "too many requests from your address"))
     if options.ranges is not None and not options.ranges.permits(client_ip):
         return Answer(403, responses.error_body(403, "your address may not use this route"))
+    if options.refused is not None:
+        return Answer(503, responses.error_body(503, options.refused))
+    if options.basic_auth is not None and not options.basic_auth.admits(authorization):
+        return Answer(401, responses.error_body(401), headers=options.basic_auth.challenge)
     backend = route.backend
     if backend is None:
         return Answer(404, responses.DEFAULT_BACKEND_BODY)

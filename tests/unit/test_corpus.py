@@ -3,6 +3,7 @@ directory, and requests through each compiled configuration (in process, see dat
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -108,10 +109,16 @@ def test_grafana_under_a_sub_path_with_app_root():
     assert sent(rig)[0] == b"GET /d/abc HTTP/1.1"
 
 
-def test_prometheus_source_ranges():
+def test_prometheus_source_ranges_and_basic_auth():
     rig = Rig(config_of("prometheus"))
     assert request(rig, host="prometheus.example.org", peer=("203.0.113.1", 1)).response().status == 403
-    request(rig, host="prometheus.example.org", peer=("2001:db8::5", 1))
+    denied = request(rig, host="prometheus.example.org", peer=("2001:db8::5", 1)).response()
+    assert denied.status == 401 and denied.header("www-authenticate") == 'Basic realm="Authentication Required"'
+    wrong = b"Authorization: Basic " + base64.b64encode(b"admin:nope") + b"\r\n"
+    assert request(rig, host="prometheus.example.org", headers=wrong).response().status == 401
+    for user in (b"admin:secret", b"ops:ops"):  # Apache MD5 and bcrypt entries
+        request(rig, host="prometheus.example.org", headers=b"Authorization: Basic " + base64.b64encode(user) + b"\r\n")
+        rig.upstream().send(OK)
     assert rig.dialed == [("10.5.0.2", 9090)]
     assert request(rig, host="alertmanager.example.org", peer=("192.0.2.66", 1)).response().status == 403
     request(rig, host="alertmanager.example.org", peer=("192.0.2.67", 1))  # ssl-redirect off: plain HTTP served

@@ -214,11 +214,19 @@ def test_redirect_literal_dollar_not_followed_by_a_name_is_kept():
 # --- unsupported annotations ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["rewrite-target", "configuration-snippet", "auth-url", "canary"])
+@pytest.mark.parametrize("name", ["rewrite-target", "configuration-snippet", "affinity", "canary"])
 def test_known_unsupported_annotations_are_reported_not_silent(name):
     opts, warnings = parse_route_options({N + name: "x"})
     assert opts == DEFAULT_OPTIONS
     assert len(warnings) == 1 and N + name in warnings[0]
+
+
+@pytest.mark.parametrize("annotations", [{N + "auth-url": "http://oauth2-proxy/oauth2/auth"},
+                                         {N + "auth-type": "digest", N + "auth-secret": "s"},
+                                         {N + "auth-tls-secret": "default/ca"}])
+def test_authentication_ingressd_cannot_do_refuses_requests_instead_of_serving_them(annotations):
+    opts, warnings = parse_route_options(annotations)
+    assert opts.refused and any("get 503 instead of being served unauthenticated" in w for w in warnings)
 
 
 def test_describe_lists_only_differences():
