@@ -3,7 +3,8 @@
 Every replica serves. The one holding the Lease (``--election-id`` in the pod's namespace) orders
 and writes certificates (the :class:`~ingressd.certmanager.CertificateManager` is gated through
 ``set_leading``) and writes Ingress status (:class:`~ingressd.kube.publisher.StatusPublisher`).
-Losing the Lease stops both at once.
+Losing the Lease stops both at once. The leader's HTTP-01 answers are shared with every replica
+(:mod:`ingressd.kube.challenges`), since the CA's validation may reach any of them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ class Leadership:
                                          publish_addresses=publish_addresses)
         self.elector = Elector(client, self.namespace, election_id, self.identity, Timings.for_ttl(ttl),
                                on_change=self._changed)
+        self.challenges = None  # the leader's HTTP-01 answers, shared with every replica
+        kube = getattr(client, "client", None)
+        if kube is not None and certs.on_challenges is not None:
+            from .challenges import SharedChallenges, configmap_name
+
+            self.challenges = SharedChallenges(kube, self.namespace, configmap_name(election_id), certs.on_challenges)
+            certs.on_challenges = self.challenges.publish
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -57,6 +65,8 @@ class Leadership:
         return self.elector.leading
 
     def _changed(self, leading: bool) -> None:
+        if self.challenges is not None:
+            self.challenges.set_leading(leading)
         self.certs.set_leading(leading)
         self.publisher.set_leading(leading)
 
@@ -66,10 +76,14 @@ class Leadership:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self.elector.run()), loop.create_task(self.publisher.run())]
+        if self.challenges is not None:
+            self.challenges.start()
 
     async def close(self) -> None:
         """Stop; give the Lease up if held, so the other replica takes over at once."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.challenges is not None:
+            await self.challenges.close()
         await self.elector.release()

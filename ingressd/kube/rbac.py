@@ -50,6 +50,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("coordination.k8s.io", "leases", "get", OWN_NAMESPACE, why="leader election"),
     Permission("coordination.k8s.io", "leases", "create", OWN_NAMESPACE, why="the first replica"),
     Permission("coordination.k8s.io", "leases", "update", OWN_NAMESPACE, why="renew, take over, release"),
+    # the leader's HTTP-01 answers for every replica (ConfigMap <election-id>-http01)
+    Permission("", "configmaps", "get", OWN_NAMESPACE, why="the shared HTTP-01 answers"),
+    Permission("", "configmaps", "create", OWN_NAMESPACE, why="the shared HTTP-01 answers"),
+    Permission("", "configmaps", "update", OWN_NAMESPACE, why="the shared HTTP-01 answers"),
 )
 
 

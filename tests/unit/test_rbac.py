@@ -42,7 +42,8 @@ def test_table_has_no_duplicates_and_no_writes_beyond_the_leaders():
     writes = {t for t in triples if t[2] not in ("get", "list", "watch")}
     assert writes == {("networking.k8s.io", "ingresses/status", "patch"), ("", "secrets", "create"),
                       ("", "secrets", "update"), ("", "events", "create"), ("", "events", "patch"),
-                      ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "update")}
+                      ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "update"),
+                      ("", "configmaps", "create"), ("", "configmaps", "update")}
     assert not any(t[2] == "delete" for t in triples)  # ingressd never deletes anything
 
 
@@ -52,3 +53,5 @@ def test_allows():
     assert allows("", "secrets", "create", "web", "ingressd")
     assert not allows("", "secrets", "delete", "web", "ingressd")
     assert not allows("networking.k8s.io", "ingresses", "patch", "web", "ingressd")  # never an Ingress's spec
+    assert allows("", "configmaps", "update", "ingressd", "ingressd")
+    assert not allows("", "configmaps", "update", "ingress-nginx", "ingressd")  # not the controller ConfigMap
