@@ -19,7 +19,7 @@ from .objects import Ingress
 from .metrics import make_registry
 from .sources import Source, SourceOptions, open_source
 from .status import status_handlers
-from .translate import translate
+from .translate import required_objects, translate
 from .workers import WorkerPool
 
 log = logging.getLogger("ingressd")
@@ -69,6 +69,7 @@ class Controller:
         self.last_success_at = 0.0
         self.successes = self.failures = 0
         self.apply_durations = Histogram(APPLY_BUCKETS)
+        self._required: frozenset = frozenset()  # objects asked of the source besides its own kinds
 
     def _leadership(self):
         """In a cluster, only the elected replica orders certificates and writes Ingress status. The
@@ -101,6 +102,9 @@ class Controller:
             return
         self.plane.apply(config)
         self.config = config
+        if config.required != self._required:  # Secrets the annotations name (auth, upstream CA)
+            self._required = config.required
+            self.source.require(config.required)
         self.snapshot = snapshot
         self.certs.update(snapshot, config)
         if self.leadership is not None:
@@ -134,6 +138,8 @@ class Controller:
     async def load(self) -> None:
         """Read the source completely once and apply the result: done before any port opens, so
         that nothing partial is ever served."""
+        self._required = frozenset(required_objects(self.options.settings))
+        self.source.require(self._required)  # the controller ConfigMap, before the first configuration
         await self.source.start()
         await self.source.synced()
         if await self.certs.start(self.source.snapshot()):  # temporary certificates before the first config

@@ -132,6 +132,9 @@ class Config:
     ingress_count: int = 0
     orphans: tuple[tuple[str, str, str], ...] = ()  # (namespace, ingress, "no-service" | "no-endpoint")
     trust: ClientTrust = ClientTrust()  # Settings.trust (or the ConfigMap's), for the data plane
+    # Objects the configuration reads that a source does not watch by default (the controller
+    # ConfigMap, Secrets named by auth-secret / proxy-ssl-secret): see Source.require.
+    required: frozenset = frozenset()
     # The Strict-Transport-Security line of HTTPS responses (the ConfigMap's hsts* keys); b"": none.
     hsts: bytes = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
 

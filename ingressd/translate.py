@@ -63,6 +63,7 @@ class _Translation:
         self.base_options = DEFAULT_OPTIONS  # the ConfigMap's defaults, once read
         self.upstream_contexts: dict[tuple, object] = {}
         self.auths: dict[tuple, object] = {}
+        self.required: set = set(required_objects(settings))
 
     def report(self, severity: str, obj: KubeObject | None, message: str, code: str = "") -> None:
         meta = obj.meta if obj is not None else None
@@ -253,7 +254,8 @@ class _Translation:
                       default_certificate=default_certificate,
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans),
-                      trust=controller.trust or self.settings.trust, hsts=controller.hsts)
+                      trust=controller.trust or self.settings.trust, hsts=controller.hsts,
+                      required=frozenset(self.required))
 
     def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:
         """``auth-type: basic``: the users of the Secret (none when it cannot be read: every request 401)."""
@@ -263,7 +265,10 @@ class _Translation:
         if auth is None:
             users: dict[str, str] = {}
             namespace, _, name = ref.rpartition("/")
-            secret = self.index.all_secrets.get((namespace or ingress.meta.namespace, name)) if ref else None
+            namespace = namespace or ingress.meta.namespace
+            if ref:
+                self.required.add(("Secret", namespace, name))
+            secret = self.index.all_secrets.get((namespace, name)) if ref else None
             if ref and secret is None:
                 self.report(WARNING, ingress, f"auth-secret {ref} not found (or without an auth key); every request "
                                               "gets 401", "reference")
@@ -289,6 +294,7 @@ class _Translation:
         ca = None
         if spec.secret:
             secret_ns, _, secret_name = spec.secret.rpartition("/")
+            self.required.add(("Secret", secret_ns or namespace, secret_name))
             secret = self.index.all_secrets.get((secret_ns or namespace, secret_name))
             if secret is None:
                 self.report(WARNING, ingress, f"proxy-ssl-secret {spec.secret} not found (or without ca.crt)",
@@ -419,6 +425,14 @@ def _has_tls(host: str, tls_hosts: HostMap[bool]) -> bool:
     if not host:
         return False
     return bool(tls_hosts.pattern_value(host) if is_wildcard(host) else tls_hosts.get(host))
+
+
+def required_objects(settings: Settings) -> list[tuple[str, str, str]]:
+    """What a source must read for ``settings`` besides its kinds: the controller ConfigMap."""
+    if not settings.configmap:
+        return []
+    namespace, _, name = settings.configmap.rpartition("/")
+    return [("ConfigMap", namespace or "default", name)]
 
 
 def translate(snapshot: Snapshot, settings: Settings = Settings()) -> Config:

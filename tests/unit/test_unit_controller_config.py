@@ -130,3 +130,13 @@ def test_proxy_ssl_verify_without_a_ca_fails_closed():
     assert "proxy-ssl-secret default/missing not found" in text and "requests to this backend get 502" in text
     tls = config.table.lookup("a.com", "/").options.upstream_tls
     assert tls.context.verify_mode.name == "CERT_REQUIRED" and tls.server_name == "web.default.svc"
+
+
+def test_config_names_the_objects_a_source_must_read():
+    config = compile_config(
+        ingress("a", rule("a.com", path("/", "web")), namespace="team", annotations={
+            NGINX + "auth-type": "basic", NGINX + "auth-secret": "users",
+            NGINX + "backend-protocol": "HTTPS", NGINX + "proxy-ssl-secret": "infra/ca"}),
+        svc_with_endpoints("web", namespace="team"))
+    assert config.required == {("ConfigMap", "ingress-nginx", "ingress-nginx-controller"),
+                               ("Secret", "team", "users"), ("Secret", "infra", "ca")}
