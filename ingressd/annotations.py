@@ -80,6 +80,8 @@ class RouteOptions:
     # Authentication ingressd cannot do (auth-url, digest, client certificates): refused with 503
     # rather than served unauthenticated.
     refused: str | None = None
+    access_log: bool = True  # enable-access-log (the default backend: enable-access-log-for-default-backend)
+    skip_log_urls: frozenset = frozenset()  # skip-access-log-urls: request targets never logged
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
 
@@ -132,6 +134,7 @@ class Defaults:
     deny: tuple = ()  # denylist-source-range
     block: tuple = ()  # block-cidrs: denied whatever the annotations say
     limit_req_status: int = 503  # limit-req-status-code
+    default_backend_log: bool = False  # enable-access-log-for-default-backend
 
 
 DEFAULTS = Defaults()
@@ -254,6 +257,7 @@ def parse_route_options(annotations: dict[str, str],
     take("rewrite-target", parse_target, "rewrite_target")
     take("server-alias", parse_aliases, "server_aliases")
     take("from-to-www-redirect", parse_bool, "from_to_www")
+    take("enable-access-log", parse_bool, "access_log")
     take("preserve-trailing-slash", parse_bool)  # ingressd's redirects keep the target as sent
     for name in ("client-body-buffer-size", "proxy-buffer-size", "proxy-max-temp-file-size"):
         take(name, parse_size)

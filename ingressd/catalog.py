@@ -86,7 +86,7 @@ custom-http-errors | no | {LATER}: upstream error pages are passed through
 default-backend | no | {LATER}
 denylist-source-range | yes | those get 403
 disable-proxy-intercept-errors | accepted | ingressd never intercepts upstream errors unless custom-http-errors is implemented
-enable-access-log | no | {LATER}: requests are logged
+enable-access-log | yes |
 enable-cors | yes | preflight OPTIONS answered with 204; CORS headers added to responses
 cors-allow-origin | yes | `*` or a comma list of origins (wildcard subdomains `https://*.example.com`)
 cors-allow-methods | yes | default `GET, PUT, POST, DELETE, PATCH, OPTIONS`
@@ -196,7 +196,7 @@ access-log-params | accepted | nginx log buffering has no equivalent
 access-log-path | no | the access log goes to stdout
 http-access-log-path | no | the access log goes to stdout
 stream-access-log-path | no | the access log goes to stdout
-enable-access-log-for-default-backend | no | {LATER}: default backend requests are logged
+enable-access-log-for-default-backend | yes | default false, as ingress-nginx: requests for undefined hosts and paths without a backend are not logged
 error-log-path | no | logs go to stderr
 error-log-level | no | use --log-level
 enable-modsecurity | no | no web application firewall
@@ -320,7 +320,7 @@ denylist-source-range | yes | the default of every Ingress without its own
 block-cidrs | yes | 403 for every request from those addresses
 block-user-agents | no | {LATER}
 block-referers | no | {LATER}
-skip-access-log-urls | no | {LATER}
+skip-access-log-urls | yes | request targets (path and query) matched exactly
 limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
 lua-shared-dicts | accepted | no Lua

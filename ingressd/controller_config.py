@@ -111,8 +111,15 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             return None, False
 
     limit_status = 503
+    default_backend_log = False
     for key, raw in data.items():
-        if key == "limit-req-status-code":
+        if key == "enable-access-log-for-default-backend":
+            value, ok = parse(key, parse_bool, raw)
+            if ok:
+                default_backend_log = value
+        elif key == "skip-access-log-urls":
+            options["skip_log_urls"] = frozenset(u.strip() for u in raw.split(",") if u.strip())
+        elif key == "limit-req-status-code":
             value, ok = parse(key, _status_code, raw)
             if ok:
                 limit_status = value
@@ -147,7 +154,8 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         except ValueError as error:
             warnings.append(f"ConfigMap: forwarded-header settings are invalid ({error}); using the command line's")
     base = RouteOptions(**options) if options else DEFAULTS.options
-    defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()), limit_status)
+    defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()), limit_status,
+                        default_backend_log)
     if defaults.allow or defaults.deny or defaults.block:
         from .options.ranges import SourceRanges
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))

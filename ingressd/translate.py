@@ -61,6 +61,7 @@ class _Translation:
         self.backends: dict[tuple[str, str, str], Backend] = {}
         self.certificates: dict[tuple[str, str], Certificate | None] = {}
         self.base_options = DEFAULT_OPTIONS  # the ConfigMap's defaults, once read
+        self.default_backend_options = DEFAULT_OPTIONS
         self.upstream_contexts: dict[tuple, object] = {}
         self.auths: dict[tuple, object] = {}
         self.required: set = set(required_objects(settings))
@@ -170,6 +171,8 @@ class _Translation:
                            key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))  # oldest first
         controller = self.controller()
         self.base_options = controller.defaults.options
+        self.default_backend_options = dataclasses.replace(
+            self.base_options, access_log=controller.defaults.default_backend_log)
         options = {}
         regex_hosts: set[str] = set()
         for ingress in ingresses:
@@ -365,9 +368,10 @@ class _Translation:
                              options=self.base_options, labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""))
         backend = self.default_backend_service()
         if backend is not None:
-            return Route("", "", "Default", backend=backend, options=self.base_options,
+            return Route("", "", "Default", backend=backend, options=self.default_backend_options,
                          labels=("", "", backend.service, UNDEFINED_HOST, ""))
-        return Route("", "", "Default", options=self.base_options, labels=("", "", "", UNDEFINED_HOST, ""))
+        return Route("", "", "Default", options=self.default_backend_options,
+                     labels=("", "", "", UNDEFINED_HOST, ""))
 
     def tls(self, ingresses: list[Ingress]):
         certificates: HostMap[Certificate] = HostMap()

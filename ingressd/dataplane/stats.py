@@ -223,7 +223,10 @@ class Recorder:
             start = exchange.upstream_start
             stats.observe_upstream(exchange.upstream_connected - start, proxied - start, now - start)
         if self.access_log is not None:
-            self.log_exchange(exchange, now)
+            options = route.options
+            if options.access_log and (not options.skip_log_urls or exchange.url.decode("latin-1")
+                                       not in options.skip_log_urls):
+                self.log_exchange(exchange, now)
 
     def undefined_host_labels(self, labels: tuple, host: str) -> tuple:
         """Labels naming an undefined host (--metrics-per-undefined-host), bounded in number."""

@@ -209,3 +209,27 @@ def test_limit_whitelist_and_the_configmap_status_code():
                   extra=[configmap(limit_req_status_code="429")]))
     assert [status_of(rig) for _ in range(7)] == [200] * 6 + [429]
     assert {status_of(rig, peer=("10.0.0.5", 1)) for _ in range(10)} == {200}
+
+
+# --- access log -----------------------------------------------------------------------------------
+
+def logged_targets(access_log) -> list[str]:
+    return [line.split('"')[1].split(" ")[1] for line in access_log.lines]
+
+
+def test_access_log_skips_urls_and_the_default_backend_as_ingress_nginx():
+    from ingressd.dataplane.stats import AccessLog
+
+    log = AccessLog(fd=-1)
+    rig = Rig(web({NGINX + "app-root": "/app"}, extra=[configmap(skip_access_log_urls="/healthz,/x?y=1")]),
+              access_log=log)
+    for target, host in (("/healthz", "a.com"), ("/x?y=1", "a.com"), ("/x?y=2", "a.com"), ("/", "a.com"),
+                         ("/nothing", "unknown.com")):
+        status_of(rig, target=target, host=host)
+    assert logged_targets(log) == ["/x?y=2", "/"]  # skipped exactly; undefined host not logged by default
+    log = AccessLog(fd=-1)
+    rig = Rig(web({NGINX + "enable-access-log": "false"}, extra=[configmap(enable_access_log_for_default_backend="true")]),
+              access_log=log)
+    status_of(rig)
+    status_of(rig, host="unknown.com")
+    assert logged_targets(log) == ["/"] and len(log.lines) == 1
