@@ -113,6 +113,7 @@ class CertificateManager:
         # Only the elected leader (ingressd.kube.leader) writes Secrets and orders: the others plan,
         # for the status page and ``ingressd certs``, and serve what the leader writes.
         self.leading = leading
+        self._reload_statuses = False
         self.settings = settings
         self.store = store
         self.status_store = status_store
@@ -203,6 +204,8 @@ class CertificateManager:
     def set_leading(self, leading: bool) -> None:
         """Leadership changed. Losing it stops at once: orders in flight are cancelled (their result
         is never written; the new leader decides from the Secrets it sees) and nothing more is written."""
+        if leading and not self.leading:
+            self._reload_statuses = True  # the previous leader's backoffs and ARI windows, from the store
         self.leading = leading
         if not leading:
             for task in list(self.inflight.values()) + list(self._aux.values()):
@@ -263,6 +266,9 @@ class CertificateManager:
             self._stored_facts = facts
             self._next_due = now + RECHECK
             return False
+        if self._reload_statuses and self.status_store is not None:
+            self.statuses = await loop.run_in_executor(None, self.status_store.load)
+            self._reload_statuses = False
         next_due = now + RECHECK
         next_renewal: dict[tuple[str, str], tuple[str, float]] = {}
         groups = self.groups()

@@ -11,7 +11,7 @@ from certmanager_kit import CM, ca_pair, cluster_issuer, ingress, snapshot, tls_
 from ingressd.certmanager.manager import CertificateManager
 from ingressd.certmanager.metrics import CertificateCollector
 from ingressd.certmanager.plan import CertSettings
-from ingressd.certmanager.store import MemorySecretStore
+from ingressd.certmanager.store import CertStatus, MemorySecretStore
 from ingressd.config import Settings
 
 class MemoryStatusStore:
@@ -211,8 +211,11 @@ def test_only_the_leader_writes_and_orders_and_losing_the_lease_stops_at_once():
         assert store.get("default", "web-tls") is None and not follower.inflight and not follower.orders
         assert [e["secret"] for e in follower.status_entries()] == ["default/web-tls"]  # still shown
 
-        follower.set_leading(True)  # elected: it issues
+        # meanwhile the previous leader stored a backoff: a new leader continues from the stored state
+        status.saved = {"other-certificate": CertStatus(failures=2, last_attempt=time.time(), last_error="x")}
+        follower.set_leading(True)  # elected: it reloads the stored state, then issues
         await follower.reconcile()
+        assert follower.statuses["other-certificate"].failures == 2
         await settle(follower)
         assert store.get("default", "web-tls") is not None and follower.orders == {("self", "success"): 1}
 
