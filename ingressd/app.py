@@ -47,6 +47,7 @@ class ServeOptions:
     election_ttl: float = 15.0
     publish_service: str | None = None
     publish_status_addresses: tuple[str, ...] = ()
+    max_connections: int = 16384  # client connections per worker (ingress-nginx max-worker-connections)
 
 
 class Controller:

@@ -82,6 +82,12 @@ def _lease_seconds(value: str) -> float:
     return seconds
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
+    return int(value)
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
@@ -175,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=_port, default=80)
     serve.add_argument("--https-port", type=_port, default=443)
     serve.add_argument("--metrics-port", type=_port, default=10254)
+    serve.add_argument("--max-worker-connections", type=_positive, default=16384, metavar="N",
+                       help="client connections per worker; more are closed at once and counted in "
+                            "ingressd_connections_refused_total (default: 16384, as ingress-nginx)")
     serve.add_argument("--hsts", action=argparse.BooleanOptionalAction, default=True,
                        help="send Strict-Transport-Security on HTTPS responses (default: on)")
     serve.add_argument("--metrics-per-undefined-host", action="store_true",
@@ -293,6 +302,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers or default_worker_count(), certificates=_cert_settings(args),
         election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
         publish_status_addresses=tuple(args.publish_status_addresses or ()),
+        max_connections=args.max_worker_connections,
     )
     try:
         import uvloop

@@ -86,10 +86,13 @@ class DataPlaneCollector:
         yield connections
         # prometheus_client names counter families without "_total" and adds it back on exposition.
         accepted = Metric(PREFIX + "nginx_process_connections", "total number of connections with state", "counter")
-        for state in ("accepted", "handled"):
-            accepted.add_sample(PREFIX + "nginx_process_connections_total", dict(constant, state=state),
-                                counters.accepted)
+        for state, value in (("accepted", counters.accepted), ("handled", counters.accepted - counters.refused)):
+            accepted.add_sample(PREFIX + "nginx_process_connections_total", dict(constant, state=state), value)
         yield accepted
+        refused = Metric("ingressd_connections_refused", "Client connections closed at once because the worker "
+                         "had --max-worker-connections open", "counter")
+        refused.add_sample("ingressd_connections_refused_total", {"reason": "limit"}, counters.refused)
+        yield refused
         total = Metric(PREFIX + "nginx_process_requests", "total number of client requests", "counter")
         total.add_sample(PREFIX + "nginx_process_requests_total", constant,
                          sum(stats.count for stats in counters.stats.values()))

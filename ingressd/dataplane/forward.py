@@ -63,7 +63,7 @@ def parse_host(raw: bytes) -> str | None:
             name, colon, port = text.partition(":")
             host = name[:-1] if name.endswith(".") else name
             if ((colon and not (port.isascii() and port.isdigit())) or not _HOST_CHARS.issuperset(host)
-                    or host.startswith(".") or ".." in host):
+                    or not host or host[0] == "." or host[-1] == "." or ".." in name):
                 host = None
         if len(_host_cache) > 4096:
             _host_cache.clear()

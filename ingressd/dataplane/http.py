@@ -49,6 +49,7 @@ KEEPALIVE_TIMEOUT = 75.0  # idle between requests
 SEND_TIMEOUT = 60.0  # a client not reading its response
 MAX_HEAD_BYTES = 32 * 1024  # larger heads get 431
 MAX_HEADERS = 200
+MAX_RAW_HEAD_BYTES = 2 * MAX_HEAD_BYTES  # bytes fed without httptools finishing a line (431)
 
 _WAITING_FOR_UPSTREAM = PAUSE_UPSTREAM | PAUSE_PENDING
 _OPTIONS_ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n"
@@ -110,7 +111,7 @@ class ClientConnection(asyncio.Protocol):
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
         "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early", "peer_ip", "trust",
-        "proxy_header", "proxied_ip",
+        "proxy_header", "proxied_ip", "unparsed",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -143,6 +144,7 @@ class ClientConnection(asyncio.Protocol):
         self.trust: ClientTrust | None = None  # set when the peer is a proxy whose headers are believed
         self.proxy_header: bytes | None = None  # the PROXY protocol header, while it is awaited
         self.proxied_ip: str | None = None  # the client address from the PROXY protocol header
+        self.unparsed = 0  # bytes fed to httptools since its last callback (an unfinished line)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -184,8 +186,13 @@ class ClientConnection(asyncio.Protocol):
             if upgraded.upgrade and not upgraded.aborted:
                 self.hold_early(data)
             return
+        # httptools keeps an unfinished line in memory whatever its length: count the bytes fed
+        # since the last line it finished (each callback resets the count), not only finished lines.
+        self.unparsed += len(data)
         try:
             self.parser.feed_data(data)
+            if self.unparsed > MAX_RAW_HEAD_BYTES and not self.final:
+                self.reject(431)
         except HttpParserUpgrade as upgrade:
             self.on_upgrade_request(data[upgrade.args[0]:])
         except HttpParserCallbackError as error:
@@ -484,6 +491,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.cur.url += url
+        self.unparsed = 0
         self.head_bytes += len(url)
         if self.head_bytes > MAX_HEAD_BYTES:
             self.error_status = 414
@@ -492,12 +500,14 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.cur.headers
         headers.append((name, value))
+        self.unparsed = 0
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD_BYTES or len(headers) > MAX_HEADERS:
             self.error_status = 431
             raise ValueError("request head too large")
 
     def on_headers_complete(self) -> None:
+        self.unparsed = 0
         exchange = self.cur
         parser = self.parser
         method = exchange.method = parser.get_method()
@@ -599,6 +609,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self.unparsed = 0
         exchange = self.cur
         exchange.received += len(body)
         if self.deadline:
@@ -622,6 +633,7 @@ class ClientConnection(asyncio.Protocol):
             exchange.send_upstream(body)
 
     def on_message_complete(self) -> None:
+        self.unparsed = 0
         exchange = self.cur
         self.cur = None
         exchange.request_done = True

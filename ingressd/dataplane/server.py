@@ -61,7 +61,8 @@ def bind_listeners(host: str | None, http_port: int, https_port: int) -> dict[st
 
 class DataPlane:
     def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
-                 per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False):
+                 per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False,
+                 max_connections: int = 16384):
         self.ready = False
         self.hsts = hsts
         self.proxy_protocol = proxy_protocol  # use-proxy-protocol: a listener property, fixed at start
@@ -72,6 +73,9 @@ class DataPlane:
         self.ctx = ClientContext(Config(RouteTable()), self.timers, self.pool, self.recorder, https_port)
         self.tls = TLSContexts()
         self.accepted = 0
+        self.max_connections = max_connections
+        self.refused = 0  # connections closed at once: the limit was reached
+        self._refused_logged = -60.0
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
 
@@ -81,7 +85,8 @@ class DataPlane:
         return cls(https_port=options.https_port, hsts=options.hsts,
                    access_log=AccessLog(options.log_format) if options.access_log else None,
                    per_undefined_host=options.metrics_per_undefined_host,
-                   proxy_protocol=options.settings.trust.use_proxy_protocol)
+                   proxy_protocol=options.settings.trust.use_proxy_protocol,
+                   max_connections=options.max_connections)
 
     @property
     def config(self) -> Config:
@@ -121,8 +126,16 @@ class DataPlane:
                 self._servers.append(server)
         self._sweeper = loop.create_task(self.timers.run())
 
-    def _accept(self, listener: Listener) -> ClientConnection:
+    def _accept(self, listener: Listener) -> asyncio.Protocol:
         self.accepted += 1
+        if len(self.ctx.connections) >= self.max_connections:
+            self.refused += 1
+            now = self.timers.now
+            if now - self._refused_logged >= 60:
+                self._refused_logged = now
+                log.warning("%d client connections open, the limit (--max-worker-connections): closing new ones "
+                            "(%d so far)", len(self.ctx.connections), self.refused)
+            return _Refused()
         return ClientConnection(self.ctx, listener)
 
     async def close(self) -> None:
@@ -149,6 +162,7 @@ class DataPlane:
         recorder = self.recorder
         counters.stats = dict(recorder.stats)
         counters.accepted = self.accepted
+        counters.refused = self.refused
         counters.upgraded = recorder.upgraded
         counters.upgraded_lifetimes = recorder.upgraded_lifetimes
         counters.idle_upstream = self.pool.count()
@@ -162,3 +176,11 @@ class DataPlane:
     async def gather_counters(self) -> Counters:
         """Same as ``counters``; the shape the control plane also uses for worker processes."""
         return self.counters()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the limit: closed without reading a byte (as nginx when worker_connections
+    are exhausted), so that it costs no more than its accept."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()

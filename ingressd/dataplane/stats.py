@@ -172,6 +172,7 @@ class Counters:
         self.stats: dict[tuple, RequestStats] = {}
         self.reading = self.writing = self.waiting = 0
         self.accepted = self.upgraded = self.idle_upstream = self.upstream_new = self.upstream_reused = 0
+        self.refused = 0  # connections closed at once over --max-worker-connections
         self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
         self.rss = 0
         self.cpu = 0.0
@@ -187,7 +188,7 @@ class Counters:
                 mine = self.stats[key] = RequestStats()
             merge_request_stats(mine, stats)
         for name in ("reading", "writing", "waiting", "accepted", "upgraded", "idle_upstream", "upstream_new",
-                     "upstream_reused", "rss", "cpu"):
+                     "upstream_reused", "rss", "cpu", "refused"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         _merge_histogram(self.upgraded_lifetimes, other.upgraded_lifetimes)
         return self

@@ -209,6 +209,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         buffer, start = self.buffer, self.head_start
+        while buffer[start:start + 1] in (b"\r", b"\n"):  # empty lines before a status line (httptools skips them)
+            start += 1
         end = buffer.find(b"\r\n\r\n", start)
         line_end = buffer.find(b"\r\n", start)
         if end < 0 or line_end < 0 or end - start > MAX_HEAD_BYTES:

@@ -83,6 +83,9 @@ REFUSED = [
     ("§3.2 Host with a bad port", b"GET / HTTP/1.1\r\nHost: a.com:8x\r\n\r\n", 400),
     ("§3.2 Host with non-ASCII letters", b"GET / HTTP/1.1\r\nHost: \xaa.com\r\n\r\n", 400),
     ("§3.2 Host with an empty label", b"GET / HTTP/1.1\r\nHost: a..com\r\n\r\n", 400),
+    ("§3.2 Host ending in two dots (found by test_fuzz)", b"GET / HTTP/1.1\r\nHost: a..\r\n\r\n", 400),
+    ("§3.2 Host only a dot", b"GET / HTTP/1.1\r\nHost: .\r\n\r\n", 400),
+    ("§3.2 Host only whitespace", b"GET / HTTP/1.1\r\nHost:  \r\n\r\n", 400),
     ("§3.2 Host a bad IPv6 literal", b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n", 400),
     ("§3.2.2 absolute form without Host", b"GET http://a.com/ HTTP/1.1\r\n\r\n", 400),
     ("§3.2.2 absolute form, empty authority", b"GET http:///x HTTP/1.1\r\nHost: a.com\r\n\r\n", 400),
@@ -293,3 +296,27 @@ def test_exact_route_is_not_served_for_paths_that_only_resolve_to_it():
         else:
             assert rig.dialed[0][0] == endpoint, target
             assert rig.upstream().received().startswith(b"GET %s HTTP/1.1\r\n" % forwarded), target
+
+
+@pytest.mark.parametrize("start", [
+    b"GET / HTTP/1.1\r\nHost: a.com\r\nX-Long: ",  # a field value that never ends
+    b"GET / HTTP/1.1\r\nHost: a.com\r\nX-Long",  # a field name that never ends
+    CHUNKED + b"3\r\nabc\r\n0\r\nX-Trailer: ",  # a trailer that never ends
+])
+def test_an_unfinished_line_is_bounded_in_memory(rig, start):
+    """httptools keeps an unfinished field line in memory until it ends: 431 once it passes the
+    head limit, whatever the pace (found while checking slowloris memory: 13 MB per connection)."""
+    client = rig.client()
+    client.send(start)
+    for _ in range(3):
+        client.send(b"a" * 40_000)
+    if rig.upstreams:  # the trailer case: the head was sent already, the request never completes
+        assert rig.upstream().closed and not rig.upstream().received().endswith(b"0\r\n\r\n")
+    assert client.response().status == 431 and client.closed
+
+
+def test_pipelined_requests_in_one_large_read_are_not_mistaken_for_a_large_head(rig):
+    client = rig.client()
+    request = b"GET / HTTP/1.1\r\nHost: a.com\r\nX-Pad: " + b"p" * 1000 + b"\r\n\r\n"
+    client.send(request * 200 + b"POST / HTTP/1.1\r\nHost: a.com\r\nContent-Length: 300000\r\n\r\n" + b"b" * 300_000)
+    assert not client.closed and len(rig.upstreams) == 1 and client.received() == b""

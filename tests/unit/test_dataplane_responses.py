@@ -100,3 +100,13 @@ def test_response_framing_as_the_client_gets_it(rig):
     response = client.response()
     assert response.status == 200 and response.body == b"abc" and response.header("transfer-encoding") == "chunked"
     assert rig.pool.count() == 1
+
+
+def test_empty_lines_before_a_status_line_are_not_forwarded(rig):
+    """Found by test_fuzz: httptools skips CRLFs before a status line; the head forwarded was cut
+    from the wrong place (the status line went out as a header line)."""
+    client = rig.client()
+    client.send(GET)
+    rig.upstream().send(b"\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    assert [r.status for r in client.responses()] == [103, 204]
+    assert client.received().startswith(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n")
