@@ -95,8 +95,21 @@ def _port(value: str) -> int:
 
 
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifests", required=True, metavar="DIR",
-                        help="directory of Kubernetes YAML/JSON manifests (read recursively, watched)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--manifests", metavar="DIR",
+                       help="directory of Kubernetes YAML/JSON manifests (read recursively, watched)")
+    where.add_argument("--kubernetes", action="store_true",
+                       help="watch the Kubernetes API (in a pod: its service account; else --kubeconfig, "
+                            "$KUBECONFIG or ~/.kube/config)")
+    cluster = parser.add_argument_group("the Kubernetes API (with --kubernetes)")
+    cluster.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    cluster.add_argument("--context", metavar="NAME", help="kubeconfig context (default: its current-context)")
+    cluster.add_argument("--watch-namespace", action="append", dest="watch_namespaces", metavar="NAMESPACE",
+                         help="read Ingresses, Services, EndpointSlices, Secrets and Issuers of this namespace "
+                              "only (repeatable; default: all namespaces)")
+    parser.add_argument("--watch-ingress-without-class", action=argparse.BooleanOptionalAction, default=None,
+                        help="also serve Ingresses with no class (default: on for --manifests, off for "
+                             "--kubernetes, as ingress-nginx)")
     parser.add_argument("--configmap", type=_configmap, default="ingress-nginx/ingress-nginx-controller",
                         metavar="NAMESPACE/NAME",
                         help="ingress-nginx's controller ConfigMap, read for its global settings (see "
@@ -216,6 +229,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         default_backend_service=args.default_backend_service,
         default_ssl_certificate=args.default_ssl_certificate,
         configmap=args.configmap,
+        watch_ingress_without_class=(args.watch_ingress_without_class if args.watch_ingress_without_class is not None
+                                     else not args.kubernetes),
         trust=ClientTrust(
             use_forwarded_headers=args.use_forwarded_headers, forwarded_for_header=args.forwarded_for_header,
             compute_full_forwarded_for=args.compute_full_forwarded_for, enable_real_ip=args.enable_real_ip,
@@ -224,7 +239,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _source_options(args: argparse.Namespace) -> SourceOptions:
-    return SourceOptions(manifests=args.manifests, state_dir=getattr(args, "state_dir", None))
+    namespace, _, name = args.configmap.partition("/")
+    return SourceOptions(manifests=args.manifests, state_dir=getattr(args, "state_dir", None),
+                         kubernetes=args.kubernetes, kubeconfig=args.kubeconfig, context=args.context,
+                         watch_namespaces=tuple(args.watch_namespaces or ()),
+                         require=(("ConfigMap", namespace, name),) if args.configmap else ())
 
 
 def _read(args: argparse.Namespace):

@@ -142,6 +142,12 @@ class ControllerCollector:
                      dict(constant, name=getattr(getattr(controller, "options", None), "election_id", "ingressd-leader")))
         yield _histogram("ingressd_config_apply_duration_seconds", "Time to compile and apply a configuration",
                          [({}, controller.apply_durations)])
+        source = getattr(controller, "source", None)
+        state = getattr(source, "state", None)
+        if state is not None and state.kind == "kubernetes":
+            yield _gauge("ingressd_kubernetes_api_connected", "Whether every watch of the Kubernetes API is "
+                         "connected (0: the API cannot be reached; the last configuration keeps serving)",
+                         1 if state.connected else 0, {})
 
         config = controller.config
         expire = Metric(PREFIX + "ssl_expire_time_seconds", "Number of seconds since 1970 to the SSL Certificate "
@@ -200,7 +206,7 @@ EXPORTED_SERIES = frozenset({PREFIX + name for name in (
     "ingressd_upgraded_connections", "ingressd_upgraded_connection_duration_seconds",
     "ingressd_upstream_idle_connections", "ingressd_upstream_connections_total", "ingressd_certificate_orders_total",
     "ingressd_certificate_next_renewal_timestamp_seconds", "ingressd_objects_rejected",
-    "ingressd_config_apply_duration_seconds"})
+    "ingressd_config_apply_duration_seconds", "ingressd_kubernetes_api_connected"})
 
 
 # ingress-nginx's counters carry no ``_total`` suffix; prometheus_client names counter families with

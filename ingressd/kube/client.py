@@ -109,6 +109,8 @@ class KubeClient:
         else:
             config = KubeConfig.from_env()
         single = config.get(context_name=context)
+        for name in ("httpx", "httpx2", "httpcore"):  # one INFO line per request otherwise
+            logging.getLogger(name).setLevel(logging.WARNING)
         params = client_adapter.ConnectionParams(timeout=10.0, trust_env=False)  # watches set their own
         http = client_adapter.AsyncClient(single, params)
         return cls(http, single.cluster.server, single.namespace or "default")
@@ -151,8 +153,8 @@ class KubeClient:
         return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
 
     async def watch(self, rt: ResourceType, namespace: str | None, resource_version: str, *,
-                    label_selector: str = "", field_selector: str = "", timeout_seconds: int = 300
-                    ) -> AsyncIterator[tuple[str, dict]]:
+                    label_selector: str = "", field_selector: str = "", timeout_seconds: int = 300,
+                    on_open: Callable[[], None] | None = None) -> AsyncIterator[tuple[str, dict]]:
         """(type, object) events after ``resource_version``: ADDED, MODIFIED, DELETED, BOOKMARK.
         Raises :class:`Gone` for a 410 (the version is too old). Ends when the server ends it."""
         params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
@@ -169,6 +171,8 @@ class KubeClient:
                 await response.aread()
                 error = KubeError.from_status(response.status_code, _json_or_text(response))
                 raise Gone(error.code, error.reason, error.message) if error.code == 410 else error
+            if on_open is not None:
+                on_open()
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
@@ -312,6 +316,12 @@ class Reflector:
             self.objects[key] = obj
             self.on_event("set", key, obj)
 
+    def _opened(self) -> None:
+        if self.backoff.failures:
+            log.info("watch of %s resumed", self.name)
+        self.backoff.reset()
+        self.on_state(True, "")
+
     async def run(self) -> None:
         relist = True
         while True:
@@ -328,7 +338,8 @@ class Reflector:
                 timeout = self.timeout_seconds or random.randint(240, 300)
                 async for type_, obj in self.client.watch(self.rt, self.namespace, self.resource_version,
                                                           label_selector=self.label_selector,
-                                                          field_selector=self.field_selector, timeout_seconds=timeout):
+                                                          field_selector=self.field_selector, timeout_seconds=timeout,
+                                                          on_open=self._opened):
                     self._apply(type_, obj)
                     self.backoff.reset()
                 self.on_state(True, "")
@@ -337,14 +348,17 @@ class Reflector:
             except Gone:
                 log.info("watch of %s expired (410): listing again", self.name)
                 relist = True
-            except (KubeError, httpx.HTTPError, OSError, ValueError) as error:
+            except Exception as error:  # noqa: BLE001 - anything but cancellation is retried: the cache
+                # must outlive every API or transport failure (httpx 0.29 raises httpx2 classes too)
                 if isinstance(error, KubeError) and error.code == 404 and self.optional:
                     relist = True
                     continue
                 message = f"{self.name}: {error.__class__.__name__}: {error}".rstrip(": ")
                 self.on_state(False, message)
                 delay = self.backoff.next()
-                log.warning("Kubernetes API: %s; retrying in %.1f s", message, delay)
+                # the first failure is a warning, the retries of an outage are not repeated as such
+                log.log(logging.WARNING if self.backoff.failures == 1 else logging.DEBUG,
+                        "Kubernetes API: %s; retrying (backoff up to %.0f s)", message, self.backoff.maximum)
                 await asyncio.sleep(delay)
                 # resume the watch from the last seen version (a 410 then makes it list again)
 

@@ -23,6 +23,11 @@ class SourceOptions:
     manifests: str | None = None  # --manifests DIR
     state_dir: str | None = None  # --state-dir: managed Secrets and certificate status, read back as manifests
     certificates: bool = True  # read ClusterIssuers and Issuers (off with --no-certificates)
+    kubernetes: bool = False  # --kubernetes: the API server (in-cluster, or --kubeconfig/--context)
+    kubeconfig: str | None = None
+    context: str | None = None
+    watch_namespaces: tuple[str, ...] = ()  # --watch-namespace (repeatable); () = all
+    require: tuple = ()  # object keys read besides the defaults (the controller ConfigMap)
 
 
 def source_kinds(certificates: bool = True) -> Kinds:
@@ -37,8 +42,15 @@ def source_kinds(certificates: bool = True) -> Kinds:
 def open_source(options: SourceOptions) -> Source:
     from .manifests import ManifestDirectory
 
+    if options.kubernetes:
+        from ..kube.client import KubeClient
+        from .kubernetes import KubernetesSource
+
+        client = KubeClient.connect(options.kubeconfig, options.context)
+        return KubernetesSource(client, kinds=source_kinds(options.certificates), namespaces=options.watch_namespaces,
+                                certificates=options.certificates, require=options.require)
     if options.manifests is None:
-        raise ValueError("no source: give --manifests DIR")
+        raise ValueError("no source: give --manifests DIR or --kubernetes")
     return ManifestDirectory(options.manifests, kinds=source_kinds(options.certificates), state_dir=options.state_dir)
 
 

@@ -74,7 +74,8 @@ class Ingressd:
 
     def spawn(self, ready_timeout: float) -> bool:
         """Start ``ingressd serve`` on this instance's ports and wait for /readyz; False if it exited."""
-        cmd = [sys.executable, "-m", "ingressd", "serve", "--manifests", str(self.manifests),
+        source = [] if "--kubernetes" in self.args else ["--manifests", str(self.manifests)]
+        cmd = [sys.executable, "-m", "ingressd", "serve", *source,
                "--listen", "127.0.0.1", "--http-port", str(self.http_port), "--https-port", str(self.https_port),
                "--metrics-port", str(self.metrics_port), *self.args]
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:

@@ -79,6 +79,14 @@ BUILTIN = [
     Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     Resource("events.k8s.io", "v1", "events", "Event", True, False, ("ev",)),
     Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False, True, ("crd",)),
+    # for `kubectl apply -k deploy/kubernetes` (stored, nothing runs them)
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True, False, ("sa",)),
+    Resource("apps", "v1", "deployments", "Deployment", True, True, ("deploy",)),
+    Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, True, ("pdb",)),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
 ]
 
 
