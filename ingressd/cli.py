@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import re
+import sys
 
 from . import __version__
 from .config import ClientTrust, Settings, parse_cidrs
@@ -107,6 +108,9 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--watch-namespace", action="append", dest="watch_namespaces", metavar="NAMESPACE",
                          help="read Ingresses, Services, EndpointSlices, Secrets and Issuers of this namespace "
                               "only (repeatable; default: all namespaces)")
+    parser.add_argument("--certificates", action=argparse.BooleanOptionalAction, default=True,
+                        help="manage certificates: read ClusterIssuers/Issuers and write certificate Secrets "
+                             "(default: on; --no-certificates only serves the Secrets that exist)")
     parser.add_argument("--watch-ingress-without-class", action=argparse.BooleanOptionalAction, default=None,
                         help="also serve Ingresses with no class (default: on for --manifests, off for "
                              "--kubernetes, as ingress-nginx)")
@@ -219,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_arguments(routes)
     certs = commands.add_parser("certs", help="list the managed certificates and their state")
     _add_source_arguments(certs)
-    _add_certificate_arguments(certs, state_dir_required=True)
+    _add_certificate_arguments(certs)
     return parser
 
 
@@ -241,7 +245,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _source_options(args: argparse.Namespace) -> SourceOptions:
     namespace, _, name = args.configmap.partition("/")
     return SourceOptions(manifests=args.manifests, state_dir=getattr(args, "state_dir", None),
-                         kubernetes=args.kubernetes, kubeconfig=args.kubeconfig, context=args.context,
+                         certificates=args.certificates, kubernetes=args.kubernetes, kubeconfig=args.kubeconfig, context=args.context,
                          watch_namespaces=tuple(args.watch_namespaces or ()),
                          require=(("ConfigMap", namespace, name),) if args.configmap else ())
 
@@ -303,6 +307,9 @@ def cmd_certs(args: argparse.Namespace) -> int:
     from .certmanager import certificate_rows, render
 
     settings, cert_settings = _settings(args), _cert_settings(args)
+    if not args.kubernetes and not args.state_dir:
+        print("ingressd certs: error: --state-dir is required with --manifests", file=sys.stderr)
+        return 2
     source, snapshot = _read(args)
     entries = certificate_rows(snapshot, settings, cert_settings, source.secrets, source.statuses)
     print(render(entries))

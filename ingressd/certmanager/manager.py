@@ -92,6 +92,17 @@ def secret_annotations(want: WantedCertificate, temporary: bool = False) -> dict
     return annotations
 
 
+_SCRATCH: list[str] = []
+
+
+def _scratch_dir() -> str:
+    if not _SCRATCH:
+        import tempfile
+
+        _SCRATCH.append(tempfile.mkdtemp(prefix="ingressd-"))  # mode 0700
+    return _SCRATCH[0]
+
+
 def _managed(namespace: str, name: str, type_: str, data: dict[str, bytes], annotations: dict[str, str]) -> Secret:
     """A Secret as ingressd writes it: with the ownership label, so that it may overwrite it later."""
     return Secret.build(namespace, name, type_, data, annotations, labels={MANAGED_LABEL: MANAGED_VALUE})
@@ -495,7 +506,10 @@ class CertificateManager:
             return acme.ca_bundle_file
         if acme.ca_bundle:
             name = hashlib.sha256(acme.ca_bundle).hexdigest() + ".pem"
-            path = Path(self.cert_settings.state_dir) / ".ca-bundles" / name  # a dot-directory: not manifests
+            # a dot-directory of the state directory (never read as manifests); in a cluster, where
+            # there is no state directory, a private temporary one
+            base = self.cert_settings.state_dir or _scratch_dir()
+            path = Path(base) / ".ca-bundles" / name
             if not path.exists():
                 _write_private(path, acme.ca_bundle)
             return str(path)

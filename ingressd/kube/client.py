@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
@@ -113,7 +114,18 @@ class KubeClient:
             logging.getLogger(name).setLevel(logging.WARNING)
         params = client_adapter.ConnectionParams(timeout=10.0, trust_env=False)  # watches set their own
         http = client_adapter.AsyncClient(single, params)
-        return cls(http, single.cluster.server, single.namespace or "default")
+        client = cls(http, single.cluster.server, os.environ.get("POD_NAMESPACE") or single.namespace or "default")
+        client._sync_factory = lambda: client_adapter.Client(single, params)
+        return client
+
+    _sync_factory = None
+
+    def sync(self) -> "SyncKubeClient":
+        """A blocking client to the same server, for code that runs in executor threads (the
+        certificate stores): the same methods, without ``watch``."""
+        if self._sync_factory is None:
+            raise RuntimeError("this client was not made by connect()")
+        return SyncKubeClient(self._sync_factory(), self.server, self.namespace)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -371,3 +383,46 @@ async def wait_all(events: list[asyncio.Event]) -> None:
     for event in events:
         await event.wait()
 
+
+
+class SyncKubeClient:
+    """The blocking twin of :class:`KubeClient` (get/list/create/replace/patch/delete)."""
+
+    def __init__(self, http: httpx.Client, server: str, namespace: str):
+        self.http, self.server, self.namespace = http, server, namespace
+
+    def _request(self, method: str, path: str, *, params=None, body=None, content_type: str = "application/json") -> dict:
+        content = None if body is None else json.dumps(body).encode()
+        response = self.http.request(method, path, params=params, content=content,
+                                     headers={"Content-Type": content_type, "Accept": "application/json"}, timeout=10.0)
+        data = _json_or_text(response)
+        if response.status_code >= 400:
+            raise KubeError.from_status(response.status_code, data)
+        return data
+
+    def get(self, rt: ResourceType, namespace: str | None, name: str) -> dict | None:
+        try:
+            return self._request("GET", rt.path(namespace, name))
+        except KubeError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def list(self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = "",
+             field_selector: str = "") -> tuple[list[dict], str]:
+        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        body = self._request("GET", rt.path(namespace), params=params)
+        items = body.get("items") or []
+        for item in items:
+            item.setdefault("kind", rt.kind)
+            item.setdefault("apiVersion", rt.api_version)
+        return items, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    def create(self, rt: ResourceType, namespace: str | None, body: dict) -> dict:
+        return self._request("POST", rt.path(namespace), body=body)
+
+    def replace(self, rt: ResourceType, namespace: str | None, name: str, body: dict) -> dict:
+        return self._request("PUT", rt.path(namespace, name), body=body)
+
+    def close(self) -> None:
+        self.http.close()

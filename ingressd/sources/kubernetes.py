@@ -44,8 +44,14 @@ class KubernetesSource:
         self.kinds = kinds
         self.namespaces = tuple(dict.fromkeys(namespaces))
         self.certificates = certificates
-        self.secrets = None  # the Kubernetes Secret store (issue 8 item 6) is not written yet
-        self.statuses = None
+        self.secrets = self.statuses = None  # certificates as Secrets, their state in a ConfigMap
+        self._written: dict[tuple[str, str], str] = {}  # TLS Secrets written -> resourceVersion, for settle()
+        if certificates and client._sync_factory is not None:
+            from ..kube.stores import KubeSecretStore, KubeStatusStore
+
+            sync = client.sync()
+            self.secrets = KubeSecretStore(sync, self.namespaces, on_write=self._on_write)
+            self.statuses = KubeStatusStore(sync, client.namespace)
         self.feed = ChangeFeed()
         self._entries: dict[RawKey, tuple[tuple[KubeObject, ...], tuple[Diagnostic, ...]]] = {}
         self._touched: set[ObjectKey] = set()
@@ -161,8 +167,31 @@ class KubernetesSource:
     async def changed(self) -> None:
         await self.feed.wait()
 
+    def _on_write(self, secret, resource_version: str) -> None:  # from executor threads
+        if secret.is_tls:
+            self._written[secret.key] = resource_version
+
+    def _visible(self, key: tuple[str, str], resource_version: str) -> bool:
+        for reflector in self._reflectors:
+            if reflector.rt is SECRETS:
+                obj = reflector.objects.get(key)
+                if obj is not None and ((obj.get("metadata") or {}).get("resourceVersion") == resource_version
+                                        or _newer(obj, resource_version)):
+                    return True
+        return False
+
     async def settle(self, timeout: float = 10.0) -> None:
-        return None  # nothing is written through this source yet
+        """Wait until every TLS Secret written through ``secrets`` is in the caches (and so in the
+        next snapshot), at most ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            pending = {k: v for k, v in list(self._written.items()) if not self._visible(k, v)}
+            if not pending:
+                for key in list(self._written):
+                    self._written.pop(key, None)
+                return
+            await asyncio.sleep(0.02)
 
     def require(self, keys: Iterable[ObjectKey]) -> None:
         wanted = {key for key in keys if key[0] in REQUIRABLE}
@@ -198,3 +227,11 @@ def _cluster_api(client: KubeClient, namespaces: tuple[str, ...]):
     except ImportError:
         return None
     return ClusterApi(client, namespaces)
+
+
+def _newer(obj: dict, resource_version: str) -> bool:
+    """resourceVersions are opaque, but in practice (etcd revisions) integers: compare when they are."""
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0) > int(resource_version)
+    except ValueError:
+        return False

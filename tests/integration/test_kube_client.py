@@ -96,3 +96,28 @@ def test_writes_conflicts_and_status(kubeapi):
         await client.close()
 
     run(main())
+
+
+def test_secret_store_never_overwrites_a_secret_it_does_not_own(kubeapi):
+    """emulator: create, update with resourceVersion (409 on a stale one), label selectors."""
+    from ingressd.certmanager.store import NotOwned
+    from ingressd.kube.stores import KubeSecretStore, KubeStatusStore
+    from ingressd.certmanager.store import CertStatus
+    from ingressd.objects import Secret
+
+    kubeapi.kubectl("create", "secret", "generic", "theirs", "--from-literal=tls.key=mine")
+    before = kubeapi.get("/api/v1/namespaces/default/secrets/theirs")
+    store = KubeSecretStore(KubeClient.connect(str(kubeapi.kubeconfig)).sync())
+    with pytest.raises(NotOwned, match="theirs"):
+        store.put(Secret.build("default", "theirs", "Opaque", {"tls.key": b"ours"}))
+    assert kubeapi.get("/api/v1/namespaces/default/secrets/theirs") == before
+    ours = Secret.build("default", "ours", "Opaque", {"tls.key": b"one"}, {"cert-manager.io/issuer-name": "x"})
+    store.put(ours)
+    store.put(Secret.build("default", "ours", "Opaque", {"tls.key": b"two"}))  # update: it owns it now
+    assert store.get("default", "ours").data == {"tls.key": b"two"}
+    assert [s.name for s in store.list()] == ["ours"] and store.owns(store.get("default", "ours"))
+    statuses = KubeStatusStore(KubeClient.connect(str(kubeapi.kubeconfig)).sync(), "default")
+    assert statuses.load() == {}
+    statuses.save({"a": CertStatus(failures=2)})
+    statuses.save({"a": CertStatus(failures=3)})
+    assert statuses.load()["a"].failures == 3
