@@ -42,6 +42,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("cert-manager.io", "issuers", "watch", why="watch cache"),
     # the leader's writes
     Permission("networking.k8s.io", "ingresses/status", "patch", why="status.loadBalancer.ingress"),
+    Permission("", "secrets", "get", why="before a write: is it there, does ingressd own it (label), its resourceVersion"),
     Permission("", "secrets", "create", why="certificates and ACME account keys"),
     Permission("", "secrets", "update", why="renewals, only of Secrets ingressd owns (label)"),
     Permission("", "events", "create", why="diagnostics as Events on the objects"),
