@@ -61,6 +61,9 @@ class Controller:
         self.certs = CertificateManager.for_source(self.source, options.certificates, options.settings,
                                                    plane.set_challenges, self.reporter)
         self.leadership = self._leadership()  # in a cluster: None for the manifest directory
+        events = getattr(self.source, "event_recorder", None)  # in a cluster: diagnostics as Events too
+        if events is not None:
+            self.reporter.sinks.append(events(lambda: self.leading))
         self.snapshot: Snapshot | None = None  # the last one applied
         self._ingresses: dict = {}
         # what the controller metrics report (ingress-nginx's "reload" is ingressd's apply)

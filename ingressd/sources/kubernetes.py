@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import os
 from typing import Iterable
 
 from ..config import Snapshot
@@ -207,6 +207,20 @@ class KubernetesSource:
             self._required[key] = reflector
             if self._started:
                 reflector.start()
+
+    def event_recorder(self, leading):
+        """A diagnostics sink writing Events on the objects (only while ``leading()``)."""
+        from ..kube.events import EventRecorder
+
+        return EventRecorder(self.client, self._uid_of, leading, host=os.environ.get("POD_NAME", ""))
+
+    def _uid_of(self, kind: str, namespace: str, name: str) -> str | None:
+        for reflector in self._reflectors + list(self._required.values()):
+            if reflector.rt.kind == kind:
+                obj = reflector.objects.get((namespace, name))
+                if obj is not None:
+                    return (obj.get("metadata") or {}).get("uid")
+        return None
 
     @property
     def state(self) -> SourceState:

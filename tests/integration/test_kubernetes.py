@@ -61,6 +61,13 @@ def test_objects_created_changed_deleted_are_served_within_a_second(kubeapi, bac
     assert len(lists) == 1, lists
     metrics = inst.metrics()
     assert "ingressd_kubernetes_api_connected 1.0" in metrics
+    # a rejected object gets an Event (emulator: field selectors on any path)
+    kubeapi.apply(m.dump([m.ingress("broken", [m.rule("broken.example", m.path("/", "svc-a", port="no-such-port"))])]))
+    events = wait_until(lambda: kubeapi.get("/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dbroken")
+                        ["items"], timeout=5, message="an Event on Ingress default/broken")
+    assert events[0]["involvedObject"]["kind"] == "Ingress" and events[0]["type"] == "Warning"
+    assert events[0]["source"]["component"] == "ingressd" and events[0]["involvedObject"]["uid"]
+    assert "broken" in kubeapi.kubectl("get", "events", "--field-selector", "involvedObject.name=broken")
 
 
 def test_watch_expired_with_410_relists_without_a_serving_gap(kubeapi, backend, tmp_path):
