@@ -70,7 +70,9 @@ class ClientTrust:
       replacing it (kept only from trusted peers, else ingressd sends just the address).
     - ``proxy_real_ip_cidr``: the trusted proxies (CIDRs; ingress-nginx's default 0.0.0.0/0).
     - ``use_proxy_protocol``: every connection on both ports starts with a PROXY protocol v1 or v2
-      header (from a trusted peer) giving the client address; a connection without one is refused.
+      header (on HTTPS, before the TLS handshake) giving the client address, believed from a peer
+      in ``proxy_real_ip_cidr``; a connection without one is closed. A listener property: read
+      from the command line at start (a ConfigMap value does not change open listeners).
     """
 
     use_forwarded_headers: bool = False

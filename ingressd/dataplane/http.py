@@ -111,7 +111,7 @@ class ClientConnection(asyncio.Protocol):
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
         "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early", "peer_ip", "trust",
-        "proxy_header", "proxied_ip", "unparsed",
+        "proxy_header", "proxied_ip", "unparsed", "proxied",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -144,6 +144,7 @@ class ClientConnection(asyncio.Protocol):
         self.trust: ClientTrust | None = None  # set when the peer is a proxy whose headers are believed
         self.proxy_header: bytes | None = None  # the PROXY protocol header, while it is awaited
         self.proxied_ip: str | None = None  # the client address from the PROXY protocol header
+        self.proxied: proxyproto.ProxyHeader | None = None  # a PROXY header read before TLS (HTTPS port)
         self.unparsed = 0  # bytes fed to httptools since its last callback (an unfinished line)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -155,7 +156,10 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s" % (ip.encode(), ip.encode(),
                                                                           self.listener.headers)
         if self.listener.proxy_protocol:
-            self.proxy_header = b""
+            if self.proxied is not None:  # read before the TLS handshake (server.py)
+                self.use_proxy_header(self.proxied)
+            else:
+                self.proxy_header = b""
         trust = self.ctx.config.trust
         if trust.realip and is_trusted(trust, ip):
             self.trust = trust
@@ -221,12 +225,15 @@ class ClientConnection(asyncio.Protocol):
             self.proxy_header = buffer
             return b""
         self.proxy_header = None
-        trust = self.ctx.config.trust
-        if header.source is not None and is_trusted(trust, self.peer_ip):
+        self.use_proxy_header(header)
+        return buffer[header.length:]
+
+    def use_proxy_header(self, header: proxyproto.ProxyHeader) -> None:
+        """The client address of a PROXY protocol header, believed from a trusted peer only."""
+        if header.source is not None and is_trusted(self.ctx.config.trust, self.peer_ip):
             ip = self.client_ip = self.proxied_ip = header.source
             self.forwarded = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s" % (ip.encode(), ip.encode(),
                                                                               self.listener.headers)
-        return buffer[header.length:]
 
     def on_upgrade_request(self, tail: bytes) -> None:
         """httptools stops parsing after a request asking to switch protocols."""

@@ -15,10 +15,12 @@ import gc
 import logging
 import os
 import socket
+import ssl
 
 from ..config import Config
 from ..routing import RouteTable
-from .http import ClientConnection, ClientContext, Listener
+from . import proxyproto
+from .http import HEADER_TIMEOUT, ClientConnection, ClientContext, Listener
 from .stats import AccessLog, Counters, Recorder, rss_bytes
 from .timers import Timers
 from .tls import TLSContexts
@@ -78,6 +80,7 @@ class DataPlane:
         self._refused_logged = -60.0
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []  # accept loops of PROXY protocol HTTPS listeners
 
     @classmethod
     def from_options(cls, options) -> DataPlane:
@@ -115,16 +118,47 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         for scheme in ("http", "https"):
             for sock in sockets[scheme]:
-                if self.proxy_protocol and scheme == "https":
-                    log.warning("use-proxy-protocol: not supported on the HTTPS port yet; it serves TLS directly")
-                listener = Listener(scheme, sock.getsockname()[1], self.hsts,
-                                    proxy_protocol=self.proxy_protocol and scheme == "http")
+                listener = Listener(scheme, sock.getsockname()[1], self.hsts, proxy_protocol=self.proxy_protocol)
+                if self.proxy_protocol and listener.tls:
+                    # The PROXY header precedes the TLS handshake: read it off the socket first.
+                    self._tasks.append(loop.create_task(self._accept_proxied(sock, listener)))
+                    continue
                 server = await loop.create_server(
                     lambda listener=listener: self._accept(listener), sock=sock, backlog=BACKLOG,
                     ssl=self.tls.listener_context if listener.tls else None,
                 )
                 self._servers.append(server)
         self._sweeper = loop.create_task(self.timers.run())
+
+    async def _accept_proxied(self, sock: socket.socket, listener: Listener) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as error:  # EMFILE and the like: do not spin
+                log.warning("accepting on port %d: %s", listener.port, error)
+                await asyncio.sleep(0.1)
+                continue
+            loop.create_task(self._serve_proxied(conn, listener))
+
+    async def _serve_proxied(self, conn: socket.socket, listener: Listener) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            header = await asyncio.wait_for(_read_proxy_header(loop, conn), HEADER_TIMEOUT)
+        except (OSError, proxyproto.ProxyProtocolError, asyncio.TimeoutError) as error:
+            log.info("closing connection on port %d: %s", listener.port, error or "no PROXY header in time")
+            conn.close()
+            return
+        protocol = self._accept(listener)
+        if isinstance(protocol, ClientConnection):
+            protocol.proxied = header
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.tls.listener_context,
+                                               ssl_handshake_timeout=HEADER_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError):
+            conn.close()
 
     def _accept(self, listener: Listener) -> asyncio.Protocol:
         self.accepted += 1
@@ -143,6 +177,8 @@ class DataPlane:
             server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
         for conn in list(self.ctx.connections):
             conn.transport.close()
         self.pool.close_idle()
@@ -184,3 +220,24 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.abort()
+
+
+async def _read_proxy_header(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> proxyproto.ProxyHeader:
+    """Consume exactly the PROXY header from ``conn``, leaving the TLS handshake unread: the
+    bytes are peeked until the header parses, then only its length is received."""
+    conn.setblocking(False)
+    while True:
+        readable = loop.create_future()
+        loop.add_reader(conn.fileno(), readable.set_result, None)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(conn.fileno())
+        data = conn.recv(proxyproto.MAX_HEADER, socket.MSG_PEEK)
+        if not data:
+            raise ConnectionError("closed before its PROXY header")
+        header = proxyproto.parse(data)
+        if header is not None:
+            conn.recv(header.length)
+            return header
+        await asyncio.sleep(0.05)  # a partial header stays readable: wait for more instead of spinning

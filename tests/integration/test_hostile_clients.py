@@ -1,9 +1,14 @@
-"""Greedy clients against the real program: the per-worker connection limit and its metric."""
+"""Greedy clients against the real program: the per-worker connection limit and its metric; the
+PROXY protocol on both ports (before TLS on the HTTPS one)."""
 
 from __future__ import annotations
 
+import json
 import socket
+import ssl
 import urllib.request
+
+from support import certs
 
 import pytest
 
@@ -54,3 +59,50 @@ def _metric(inst, prefix: str) -> float | None:
         if line.startswith(prefix):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def _response(sock) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+            data.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]):
+        more = sock.recv(65536)
+        if not more:
+            break
+        data += more
+    return data
+
+
+def test_proxy_protocol_on_both_ports(tmp_path, backend, ca):
+    host = "proxied.example.com"
+    inst = launch(tmp_path, {
+        "svc.yaml": backend.services("a"),
+        "secret.yaml": [m.tls_secret("proxied-tls", *certs.issue(ca, host))],
+        "ing.yaml": [m.ingress("ing-proxied", [m.rule(host, m.path("/", "svc-a"))], tls=[([host], "proxied-tls")])],
+    }, args=["--workers", "1", "--use-proxy-protocol", "--proxy-real-ip-cidr", "127.0.0.0/8"])
+    request = f"GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    try:
+        # HTTP: a v1 header, then the request
+        with socket.create_connection(("127.0.0.1", inst.http_port), timeout=10) as sock:
+            sock.sendall(b"PROXY TCP4 198.51.100.7 10.0.0.1 40000 80\r\n")
+            sock.sendall(request)
+            raw = _response(sock)
+        assert raw.startswith(b"HTTP/1.1 308 "), raw[:100]  # the host has TLS: redirected, answered
+        # HTTPS: the header before the TLS handshake, then TLS with SNI
+        raw_sock = socket.create_connection(("127.0.0.1", inst.https_port), timeout=10)
+        raw_sock.sendall(b"PROXY TCP4 198.51.100.8 10.0.0.1 40000 443\r\n")
+        with certs.client_context(ca).wrap_socket(raw_sock, server_hostname=host) as tls:
+            tls.sendall(request)
+            raw = _response(tls)
+        assert raw.startswith(b"HTTP/1.1 200 "), raw[:200]
+        echoed = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+        headers = {k.lower(): v for k, v in echoed["headers"]}
+        assert headers["x-forwarded-for"] == headers["x-real-ip"] == "198.51.100.8"
+        assert headers["x-forwarded-proto"] == "https"
+        # without a PROXY header, HTTPS is closed (the ClientHello is not a header)
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            with certs.handshake(inst.https_port, host, certs.client_context(ca)) as tls:
+                tls.sendall(request)
+                assert tls.recv(100) == b""
+                raise ConnectionError("closed")
+    finally:
+        inst.stop()
