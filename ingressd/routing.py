@@ -45,6 +45,9 @@ class Route:
     options: RouteOptions = DEFAULT_OPTIONS
     https_redirect: bool = False  # plain-HTTP requests get a 308 to HTTPS
     labels: tuple[str, ...] = field(default=())  # metric labels: namespace, ingress, service, host, path
+    # Set on JupyterHub proxy-API routes only (ingressd.chp.routes.Activity): the recorder stamps it
+    # for each finished exchange, so the API can report last_activity. None costs one check.
+    activity: object | None = None
 
     @property
     def service(self) -> str:

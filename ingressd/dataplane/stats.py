@@ -223,6 +223,9 @@ class Recorder:
         if proxied:
             start = exchange.upstream_start
             stats.observe_upstream(exchange.upstream_connected - start, proxied - start, now - start)
+        activity = route.activity
+        if activity is not None:  # a JupyterHub proxy-API route (ingressd.chp): its last_activity
+            activity.seen(exchange, now)
         if self.access_log is not None:
             options = route.options
             if options.access_log and (not options.skip_log_urls or exchange.url.decode("latin-1")

@@ -1,0 +1,230 @@
+"""CHP's routes: a path-prefix store with CHP's semantics, compiled into ingressd's route table.
+
+configurable-http-proxy keeps routes in a trie of path segments: a route ``/user/alice`` serves
+``/user/alice`` and everything below it, the longest prefix wins, ``/`` is the root. With
+``--host-routing`` the first segment is the host (``/hub.example.org/user/alice``). Each route holds
+the JSON object the Hub posted (``target`` plus any keys of its own, returned unchanged) and a
+``last_activity`` time.
+
+Nothing here runs per request: ``compile_table`` turns the store into a ``RouteTable`` whose
+element-wise prefix lookup is exactly the trie's longest-prefix match, and the data plane serves
+it. Activity flows back through one ``Activity`` object per route, which the data plane's recorder
+stamps (see ``ingressd.dataplane.stats.Recorder.record``) and ``last_activity`` reads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from time import monotonic
+from urllib.parse import urlsplit
+
+from ..annotations import RouteOptions
+from ..routing import Backend, HostRoutes, Route, RouteTable, UNDEFINED_HOST
+
+CHP_NAMESPACE = "chp"  # the namespace label of CHP routes in metrics and listings
+MAX_ROUTE_LABELS = 1000  # routes with their own metric labels; further routes share one label
+
+
+def clean_path(path: str | None) -> str:
+    """CHP's ``trimPrefix``: a leading ``/``, no trailing ``/`` (except the root itself)."""
+    path = path or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    if len(path) > 1 and path.endswith("/"):
+        path = path[:-1]
+    return path
+
+
+def format_time(wall: float) -> str:
+    """ISO 8601 UTC with milliseconds, as JavaScript's ``Date.toISOString`` (CHP's JSON) writes it."""
+    stamp = datetime.fromtimestamp(wall, timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def parse_time(value: str) -> float | None:
+    """An ISO 8601 time (``Z`` or an offset; naive means UTC, as JavaScript's Date.parse) as a Unix
+    time, or None when it does not parse."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+class Activity:
+    """When a route last served: stamped by the data plane, read by the API.
+
+    ``last`` is a ``time.monotonic()`` value (the recorder's clock, so the request path makes no
+    extra clock call). Open websockets are kept in ``tunnels`` (connection -> bytes seen) and
+    sampled by ``sample_tunnels``: traffic in either direction counts, at the sampler's granularity,
+    with no per-chunk work in the data plane.
+    """
+
+    __slots__ = ("last", "tunnels")
+
+    def __init__(self, last: float):
+        self.last = last
+        self.tunnels: dict = {}
+
+    def seen(self, exchange, now: float) -> None:
+        """A finished exchange on this route (called by the recorder)."""
+        status = exchange.status
+        if status < 300:  # as CHP: failures and redirects are not activity
+            self.last = now
+        if status == 101:
+            self.tunnels[exchange.conn] = 0
+
+    def sample_tunnels(self, now: float) -> None:
+        tunnels = self.tunnels
+        for conn, seen in list(tunnels.items()):
+            moved = conn.tunnel_in + conn.tunnel_out
+            if moved != seen:
+                tunnels[conn] = moved
+                self.last = now
+            if conn.tunnel is None:  # closed: its last bytes are counted above
+                del tunnels[conn]
+
+
+@dataclass(eq=False)
+class ProxyRoute:
+    path: str  # cleaned, as CHP keys it
+    data: dict  # what the Hub posted (target and its own keys), plus "host" under --host-routing
+    activity: Activity
+    created: float = field(default_factory=time.time)  # wall clock, with ``activity`` at creation
+    created_mono: float = field(default_factory=monotonic)
+
+    def last_activity(self) -> float:
+        """The Unix time of the last activity (the time the route was added if none since)."""
+        return self.created + (self.activity.last - self.created_mono)
+
+
+class RouteError(ValueError):
+    """A route CHP would accept but ingressd cannot serve (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    scheme: str
+
+    @classmethod
+    def parse(cls, target: str) -> "Target":
+        try:
+            parts = urlsplit(target)
+            port = parts.port
+        except ValueError as error:
+            raise RouteError(f"target {target!r} is not a URL: {error}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RouteError(f"target {target!r} is not an http:// URL")
+        if parts.scheme == "https":
+            raise RouteError(f"target {target!r}: https targets are not supported by ingressd yet")
+        if parts.path not in ("", "/") or parts.query:
+            raise RouteError(f"target {target!r}: targets with a path are not supported by ingressd yet")
+        return cls(parts.hostname, port or 80, parts.scheme)
+
+
+class ProxyRoutes:
+    """The store behind the REST API: CHP's MemoryStore (routes by cleaned path)."""
+
+    def __init__(self, host_routing: bool = False):
+        self.host_routing = host_routing
+        self.routes: dict[str, ProxyRoute] = {}
+        self.version = 0  # bumped on every change
+
+    def add(self, path: str, data: dict) -> ProxyRoute:
+        path = clean_path(path)
+        Target.parse(data["target"])  # refused before anything changes
+        data = dict(data)
+        if self.host_routing and path != "/":
+            data["host"] = path.split("/")[1]
+        old = self.routes.get(path)
+        route = ProxyRoute(path, data, old.activity if old else Activity(monotonic()))
+        if old is not None:  # CHP stamps last_activity on every add
+            route.activity.last = route.created_mono
+        self.routes[path] = route
+        self.version += 1
+        return route
+
+    def get(self, path: str | None) -> ProxyRoute | None:
+        return self.routes.get(clean_path(path))
+
+    def remove(self, path: str | None) -> ProxyRoute | None:
+        route = self.routes.pop(clean_path(path), None)
+        if route is not None:
+            self.version += 1
+        return route
+
+    def sample(self) -> None:
+        """Fold websocket traffic since the last call into ``last_activity``."""
+        now = monotonic()
+        for route in self.routes.values():
+            if route.activity.tunnels:
+                route.activity.sample_tunnels(now)
+
+    def lookup(self, path: str) -> ProxyRoute | None:
+        """The trie's answer for a request path (``/host/path`` under --host-routing): the longest
+        segment-wise prefix. For tests and listings; requests use ``compile_table``'s table."""
+        parts = [p for p in path.strip("/").split("/")] if path.strip("/") else []
+        for end in range(len(parts), -1, -1):
+            route = self.routes.get("/" + "/".join(parts[:end]))
+            if route is not None:
+                return route
+        return None
+
+
+def route_options(proxy_timeout: float | None) -> RouteOptions:
+    """CHP's per-request behaviour: no body limit, no upstream read limit unless --proxy-timeout."""
+    timeout = proxy_timeout if proxy_timeout else 24 * 3600.0
+    return RouteOptions(body_size_limit=None, read_timeout=timeout, send_timeout=timeout,
+                        ssl_redirect=False)
+
+
+def compile_routes(store: ProxyRoutes, options: RouteOptions) -> tuple[HostRoutes, dict[str, HostRoutes], Route | None]:
+    """The store as ingressd routes: (routes for any host, routes per host under --host-routing,
+    the root route or None)."""
+    any_host = HostRoutes()
+    by_host: dict[str, HostRoutes] = {}
+    root = None
+    for index, proxy_route in enumerate(sorted(store.routes.values(), key=lambda r: r.path)):
+        path = proxy_route.path
+        host = ""
+        rest = path
+        if store.host_routing and path != "/":
+            host, _, rest = path[1:].partition("/")
+            host = host.lower()
+            rest = "/" + rest
+        target = Target.parse(proxy_route.data["target"])
+        label_path = path if index < MAX_ROUTE_LABELS else "_"
+        backend = Backend(CHP_NAMESPACE, target.host, str(target.port), ((target.host, target.port),))
+        route = Route(host, path, "Prefix", namespace=CHP_NAMESPACE, ingress="chp", backend=backend,
+                      options=options, labels=(CHP_NAMESPACE, "chp", target.host if index < MAX_ROUTE_LABELS
+                                               else "_", host or UNDEFINED_HOST, label_path),
+                      activity=proxy_route.activity)
+        if path == "/":
+            root = route
+            continue
+        routes = by_host.setdefault(host, HostRoutes()) if host else any_host
+        routes.prefix["" if rest == "/" else rest.rstrip("/")] = route
+    return any_host, by_host, root
+
+
+def compile_table(store: ProxyRoutes, options: RouteOptions, not_found: Route | None = None) -> RouteTable:
+    """A route table serving exactly the store (``ingressd chp``): longest prefix, then the root
+    route, then ``not_found`` (CHP's 404)."""
+    any_host, by_host, root = compile_routes(store, options)
+    default = root or not_found or Route("", "", "Default", labels=(CHP_NAMESPACE, "chp", "", UNDEFINED_HOST, ""))
+    table = RouteTable(default=default)
+    any_host.fallback = default
+    table.any_host = any_host
+    for host, routes in by_host.items():
+        routes.fallback = default
+        table.hosts[host] = routes
+    return table

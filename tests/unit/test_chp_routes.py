@@ -1,0 +1,144 @@
+"""The CHP route store and REST API, pure: CHP's trie semantics, status codes and bodies."""
+
+import json
+import time
+from types import SimpleNamespace
+
+from ingressd.chp.api import handle
+from ingressd.chp.routes import (ProxyRoutes, clean_path, compile_table, format_time, parse_time,
+                                 route_options)
+
+TOKEN = "secret"
+AUTH = "token secret"
+
+
+def call(store, method, url, body=b"", auth=AUTH, token=TOKEN):
+    return handle(store, token, method, url, auth, body)
+
+
+def post(store, path, **data):
+    return call(store, "POST", "/api/routes" + path, json.dumps(data).encode())
+
+
+def test_clean_path_as_chp_trims():
+    assert clean_path("") == "/"
+    assert clean_path(None) == "/"
+    assert clean_path("/") == "/"
+    assert clean_path("user/a/") == "/user/a"
+    assert clean_path("/user/a") == "/user/a"
+
+
+def test_time_format_is_javascript_iso_with_milliseconds():
+    assert format_time(0.5) == "1970-01-01T00:00:00.500Z"
+    assert parse_time("1970-01-01T00:00:00.500Z") == 0.5
+    assert parse_time("1970-01-01T01:00:00+01:00") == 0
+    assert parse_time("1970-01-01T00:00:01") == 1  # naive is UTC
+    assert parse_time("yesterday") is None
+
+
+def test_trie_longest_segment_prefix():
+    store = ProxyRoutes()
+    for path in ("/", "/user/alice", "/user/alice/lab", "/hub"):
+        post(store, path + "/", target="http://127.0.0.1:9000")
+    assert store.lookup("/user/alice/tree/x").path == "/user/alice"
+    assert store.lookup("/user/alice/lab").path == "/user/alice/lab"
+    assert store.lookup("/user/alicex").path == "/"
+    assert store.lookup("/hub/login").path == "/hub"
+    store.remove("/")
+    assert store.lookup("/nothing") is None
+
+
+def test_post_get_delete_round_trip_keeps_extra_keys():
+    store = ProxyRoutes()
+    status, _, body = post(store, "/user/alice/", target="http://127.0.0.1:9000", user="alice", server_name="")
+    assert (status, body) == (201, b"")
+    status, ctype, body = call(store, "GET", "/api/routes/user/alice")
+    assert (status, ctype) == (200, "application/json")
+    route = json.loads(body)
+    assert route["target"] == "http://127.0.0.1:9000" and route["user"] == "alice" and route["server_name"] == ""
+    assert abs(parse_time(route["last_activity"]) - time.time()) < 5
+    status, _, body = call(store, "GET", "/api/routes")
+    assert list(json.loads(body)) == ["/user/alice"]
+    assert call(store, "DELETE", "/api/routes/user/alice/")[:2] == (204, None)
+    assert call(store, "DELETE", "/api/routes/user/alice") == (404, None, b"")
+    assert call(store, "GET", "/api/routes/user/alice") == (404, None, b"")
+
+
+def test_errors_as_chp_answers_them():
+    store = ProxyRoutes()
+    assert call(store, "GET", "/api/routes", auth="") == (403, None, b"")
+    assert call(store, "GET", "/api/routes", auth="token wrong") == (403, None, b"")
+    assert call(store, "GET", "/api/routes", auth="", token=None)[0] == 200
+    assert call(store, "GET", "/api/other") == (404, None, b"Not Found")
+    assert call(store, "PUT", "/api/routes/x") == (405, None, b"Method not supported")
+    assert call(store, "POST", "/api/routes/x", b"{not json")[0] == 400
+    assert call(store, "POST", "/api/routes/x", b"{not json")[2].startswith(b"Body not valid JSON: ")
+    assert call(store, "POST", "/api/routes/x", b'{"target": 5}') == (400, None, b"Must specify 'target' as string")
+    assert call(store, "POST", "/api/routes/x", b"[]") == (400, None, b"Must specify 'target' as string")
+    assert call(store, "GET", "/api/routes?inactive_since=soon") == (
+        400, None, b"Invalid datestamp 'soon' must be ISO8601.")
+    assert store.routes == {}
+
+
+def test_inactive_since_filters_by_last_activity():
+    store = ProxyRoutes()
+    post(store, "/a", target="http://127.0.0.1:1")
+    post(store, "/b", target="http://127.0.0.1:2")
+    store.routes["/a"].activity.last -= 3600  # an hour idle
+    since = format_time(time.time() - 60)
+    assert list(json.loads(call(store, "GET", "/api/routes?inactive_since=" + since)[2])) == ["/a"]
+    assert list(json.loads(call(store, "GET", "/api/routes?inactiveSince=" + since)[2])) == ["/a"]
+
+
+def test_activity_from_exchanges_and_tunnels():
+    store = ProxyRoutes()
+    post(store, "/a", target="http://127.0.0.1:1")
+    activity = store.routes["/a"].activity
+    before = activity.last
+    activity.seen(SimpleNamespace(status=404, conn=None), before + 10)
+    assert activity.last == before  # failures are not activity
+    class Conn:  # the ClientConnection attributes the sampler reads
+        tunnel, tunnel_in, tunnel_out = object(), 0, 0
+
+    conn = Conn()
+    activity.seen(SimpleNamespace(status=101, conn=conn), before + 20)
+    assert activity.last == before + 20
+    activity.sample_tunnels(before + 30)
+    assert activity.last == before + 20  # no bytes moved
+    conn.tunnel_out = 5
+    activity.sample_tunnels(before + 40)
+    assert activity.last == before + 40
+    conn.tunnel = None
+    activity.sample_tunnels(before + 50)
+    assert not activity.tunnels
+
+
+def test_compiled_table_matches_the_trie():
+    store = ProxyRoutes()
+    for path in ("/", "/user/alice", "/user/alice/lab", "/hub"):
+        post(store, path, target="http://127.0.0.1:9000")
+    table = compile_table(store, route_options(None))
+    for path in ("/user/alice/tree/x", "/user/alice", "/user/alice/lab/", "/user/alicex", "/hub", "/x"):
+        assert table.lookup("any.host", path).path == store.lookup(path).path, path
+    route = table.lookup("h", "/user/alice/x")
+    assert route.backend.endpoints == (("127.0.0.1", 9000),)
+    assert route.options.body_size_limit is None
+    assert route.activity is store.routes["/user/alice"].activity
+
+
+def test_host_routing_first_segment_is_the_host():
+    store = ProxyRoutes(host_routing=True)
+    post(store, "/", target="http://127.0.0.1:1")
+    post(store, "/hub.example.org/user/a", target="http://127.0.0.1:2")
+    assert store.routes["/hub.example.org/user/a"].data["host"] == "hub.example.org"
+    table = compile_table(store, route_options(None))
+    assert table.lookup("hub.example.org", "/user/a/x").backend.endpoints == (("127.0.0.1", 2),)
+    assert table.lookup("other.org", "/user/a/x").backend.endpoints == (("127.0.0.1", 1),)
+
+
+def test_unservable_targets_are_refused_clearly():
+    store = ProxyRoutes()
+    status, _, body = post(store, "/a", target="http://127.0.0.1:1/prefix")
+    assert status == 400 and b"path" in body
+    assert post(store, "/a", target="ftp://x")[0] == 400
+    assert store.routes == {}
