@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     certs = commands.add_parser("certs", help="list the managed certificates and their state")
     _add_source_arguments(certs)
     _add_certificate_arguments(certs)
+    commands.add_parser("chp", add_help=False,
+                        help="JupyterHub's proxy: configurable-http-proxy's flags and REST API "
+                             "(ingressd chp --help)")
     return parser
 
 
@@ -348,5 +351,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["chp"]:  # CHP's own command line, parsed by its own parser
+        from .chp.cli import main as chp_main
+
+        return chp_main(argv[1:])
     args = build_parser().parse_args(argv)
     return {"serve": cmd_serve, "check": cmd_check, "routes": cmd_routes, "certs": cmd_certs}[args.command](args)

@@ -1,0 +1,219 @@
+"""``ingressd chp``: configurable-http-proxy's command line, REST API and routing on ingressd's data plane.
+
+One process (the data plane serves from the same event loop as the API; ``--workers`` is not
+offered in this mode): the API changes the route store, each change compiles a new route table
+that the data plane swaps in atomically, and requests never wait for the API. Routes live in
+memory only, as in CHP (the Hub re-adds them every 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+from httptools import HttpParserError, HttpRequestParser
+
+from ..admin import metrics_handler, serve_admin
+from ..config import Config
+from ..dataplane.responses import reason
+from ..dataplane.server import DataPlane, bind_listeners
+from ..dataplane.stats import AccessLog
+from .api import handle
+from .routes import ProxyRoutes, compile_table, route_options
+
+log = logging.getLogger("ingressd.chp")
+
+MAX_API_BODY = 1024 * 1024
+SAMPLE_INTERVAL = 1.0  # seconds between samples of websocket traffic (last_activity's resolution)
+
+
+class ProxyAPI:
+    """The REST API's state: the route store and what to do when it changes."""
+
+    def __init__(self, store: ProxyRoutes, token: str | None, on_change):
+        self.store = store
+        self.token = token
+        self.on_change = on_change
+
+    def request(self, method: str, url: str, authorization: str, body: bytes):
+        version = self.store.version
+        status, content_type, payload = handle(self.store, self.token, method, url, authorization, body)
+        if self.store.version != version:
+            self.on_change()
+        level = logging.INFO if status < 400 else logging.WARNING
+        log.log(level, "%d %s %s", status, method, url.split("?", 1)[0])
+        return status, content_type, payload
+
+
+class APIConnection(asyncio.Protocol):
+    """HTTP/1.1 for the API port (httptools, as the metrics port): small bodies, keep-alive."""
+
+    def __init__(self, api: ProxyAPI):
+        self.api = api
+        self.parser = HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.authorization = b""
+        self.body: list[bytes] = []
+        self.size = 0
+        self._header = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            self.respond(400, None, b"Bad Request", keep_alive=False)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"authorization":
+            self.authorization = value
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_API_BODY:
+            self.respond(413, None, b"Payload Too Large", keep_alive=False)
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        method = self.parser.get_method().decode("latin-1")
+        try:
+            result = self.api.request(method, self.url.decode("latin-1"), self.authorization.decode("latin-1"),
+                                      b"".join(self.body))
+        except Exception:  # a bug here must never take down the proxy
+            log.exception("API request %s %s failed", method, self.url)
+            result = (500, None, b"Internal Server Error")
+        keep_alive = self.parser.should_keep_alive()
+        self._reset()
+        self.respond(*result, keep_alive=keep_alive)
+
+    def respond(self, status: int, content_type: str | None, body: bytes, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status))]
+        if content_type:
+            head.append(b"Content-Type: %s\r\n" % content_type.encode())
+        head.append(b"Content-Length: %d\r\n" % len(body))
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+        self.transport.write(b"".join(head) + b"\r\n" + body)
+        if not keep_alive:
+            self.transport.close()
+
+
+@dataclass(frozen=True)
+class ChpOptions:
+    ip: str | None
+    port: int
+    api_ip: str | None
+    api_port: int
+    token: str | None
+    default_target: str | None = None
+    host_routing: bool = False
+    proxy_timeout: float | None = None  # seconds
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    metrics_ip: str | None = None
+    metrics_port: int | None = None
+    access_log: bool = False
+    pid_file: str | None = None
+
+
+def _listen_socket(host: str | None, port: int) -> list[socket.socket]:
+    sockets = bind_listeners(host, port, 0)
+    for sock in sockets["https"]:  # bind_listeners binds a pair; chp mode has one public port
+        sock.close()
+    return sockets["http"]
+
+
+def _certificate(options: ChpOptions):
+    from ..certs import load_certificate
+
+    with open(options.ssl_cert, "rb") as cert, open(options.ssl_key, "rb") as key:
+        return load_certificate("--ssl-cert", cert.read(), key.read())
+
+
+class ChpProxy:
+    """The running proxy: route store, API, data plane. ``start`` then ``close``."""
+
+    def __init__(self, options: ChpOptions):
+        self.options = options
+        self.store = ProxyRoutes(host_routing=options.host_routing)
+        self.route_options = route_options(options.proxy_timeout)
+        self.plane = DataPlane(https_port=options.port, hsts=False,
+                               access_log=AccessLog("text") if options.access_log else None)
+        self.api = ProxyAPI(self.store, options.token, self.apply)
+        self.certificate = _certificate(options) if options.ssl_cert else None
+        self.servers: list[asyncio.AbstractServer] = []
+        self._sampler: asyncio.Task | None = None
+        if options.default_target:
+            self.store.add("/", {"target": options.default_target})
+        self.apply()
+
+    def apply(self) -> None:
+        table = compile_table(self.store, self.route_options)
+        self.plane.apply(Config(table, default_certificate=self.certificate))
+
+    async def start(self) -> None:
+        options = self.options
+        loop = asyncio.get_running_loop()
+        sockets = _listen_socket(options.ip, options.port)
+        await self.plane.listen({"http": [] if self.certificate else sockets,
+                                 "https": sockets if self.certificate else []})
+        self.servers.append(await loop.create_server(lambda: APIConnection(self.api), options.api_ip,
+                                                     options.api_port, reuse_address=True))
+        if options.metrics_port is not None:
+            from ..metrics import make_registry
+            from ..status import status_handlers
+
+            registry = make_registry(self.plane.counters, "chp")
+            self.servers.append(await serve_admin(options.metrics_ip, options.metrics_port, {
+                "/metrics": metrics_handler(registry),
+                **status_handlers(self.plane),
+            }))
+        self._sampler = loop.create_task(self._sample())
+        log.info("proxying on %s:%d (%s), API on %s:%d", options.ip or "*", options.port,
+                 "https" if self.certificate else "http", options.api_ip or "*", options.api_port)
+
+    async def _sample(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            self.store.sample()
+
+    async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+        for server in self.servers:
+            server.close()
+        await self.plane.close()
+
+
+async def run(options: ChpOptions) -> None:
+    proxy = ChpProxy(options)
+    await proxy.start()
+    if options.pid_file:
+        with open(options.pid_file, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await proxy.close()
+    log.info("stopped")
