@@ -27,9 +27,12 @@ from typing import AsyncIterator, Callable
 
 import httpx
 
+from .. import __version__
+
 log = logging.getLogger("ingressd.kube")
 
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = f"ingressd/{__version__}"  # how the API server's audit log names ingressd
 JSON_PATCH = "application/json-patch+json"
 
 
@@ -134,7 +137,7 @@ class KubeClient:
                        timeout: float = 10.0) -> dict:
         content = None if body is None else json.dumps(body).encode()
         response = await self.http.request(method, path, params=params, content=content,
-                                           headers={"Content-Type": content_type, "Accept": "application/json"},
+                                           headers={"Content-Type": content_type, "Accept": "application/json", "User-Agent": USER_AGENT},
                                            timeout=timeout)
         try:
             data = response.json()
@@ -177,7 +180,7 @@ class KubeClient:
             params["fieldSelector"] = field_selector
         # a plain number: httpx 0.29 mishandles Timeout objects on streams; a watch the server
         # never ends is cut after timeoutSeconds + 30 s
-        async with self.http.stream("GET", rt.path(namespace), params=params, headers={"Accept": "application/json"},
+        async with self.http.stream("GET", rt.path(namespace), params=params, headers={"Accept": "application/json", "User-Agent": USER_AGENT},
                                     timeout=timeout_seconds + 30.0) as response:
             if response.status_code >= 400:
                 await response.aread()
@@ -394,7 +397,7 @@ class SyncKubeClient:
     def _request(self, method: str, path: str, *, params=None, body=None, content_type: str = "application/json") -> dict:
         content = None if body is None else json.dumps(body).encode()
         response = self.http.request(method, path, params=params, content=content,
-                                     headers={"Content-Type": content_type, "Accept": "application/json"}, timeout=10.0)
+                                     headers={"Content-Type": content_type, "Accept": "application/json", "User-Agent": USER_AGENT}, timeout=10.0)
         data = _json_or_text(response)
         if response.status_code >= 400:
             raise KubeError.from_status(response.status_code, data)

@@ -76,13 +76,8 @@ def test_deployment_args_are_ingressd_flags(rendered):
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     args = [a.replace("$(POD_NAMESPACE)", "ingressd") for a in c["args"]]
     assert args[:2] == ["serve", "--kubernetes"]
-    parser = build_parser()
-    if "--kubernetes" not in parser._subparsers._group_actions[0].choices["serve"].format_help():
-        # TODO(kubeapi): the source flag lands with the Kubernetes source (k8s); until then the
-        # manifest source stands in so that every other flag is still checked
-        args[1:2] = ["--manifests", "."]
-    parsed = parser.parse_args(args)  # exits (fails the test) on an unknown flag
-    assert parsed.command == "serve"
+    parsed = build_parser().parse_args(args)  # exits (fails the test) on an unknown flag
+    assert parsed.command == "serve" and parsed.kubernetes
     assert parsed.publish_service == "ingressd/ingressd"  # the LoadBalancer Service below
     assert parsed.election_id == "ingressd-leader"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}

@@ -106,5 +106,10 @@ class KubeApi:
         return self.get(f"/_emulator/{name}")
 
     def requests(self) -> list[dict]:
-        """Every API request the emulator saw: {verb, group, resource, namespace} (for the RBAC check)."""
+        """Every API request the emulator saw: {verb, group, resource, namespace, agent} (for the RBAC check)."""
         return self.control("requests")
+
+    def ingressd_requests(self) -> list[dict]:
+        """The requests ingressd made (its client sends ``User-Agent: ingressd/VERSION``), not kubectl's
+        or this fixture's, for checking them against ingressd/kube/rbac.py."""
+        return [r for r in self.requests() if r.get("agent", "").startswith("ingressd/")]

@@ -25,7 +25,7 @@ Emulated behaviours (each one function or branch below, named in the tests that 
 - Secrets: ``stringData`` folded into ``data``; default type Opaque
 - control endpoints for tests under ``/_emulator/``: ``expire`` (compact the history and end every
   watch with 410), ``close-watches`` (end every watch as a timeout would), ``requests`` (every API
-  request seen: verb, group, resource, namespace; for the RBAC check), ``reset-requests``.
+  request seen: verb, group, resource, namespace, User-Agent; for the RBAC check), ``reset-requests``.
 
 Not emulated: authentication and authorization (everything is allowed and logged), admission,
 defaulting beyond the above, server-side apply (415), protobuf, pagination (``limit`` ignored),
@@ -575,7 +575,7 @@ class Handler(BaseHTTPRequestHandler):
             "watch" if watching else "get" if name else "list")
         with store.lock:
             store.requests.append({"verb": verb, "group": group, "resource": resource.plural + (f"/{subresource}" if subresource else ""),
-                                   "namespace": namespace or ""})
+                                   "namespace": namespace or "", "agent": self.headers.get("User-Agent", "")})
         if method == "GET" and watching:
             return self._watch(resource, namespace if resource.namespaced else None, query)
         body = self._body()  # also DELETE: DeleteOptions (read so the connection stays in step)
