@@ -133,3 +133,20 @@ def test_api_outage_keeps_serving_then_changes_flow_again(kubeapi, backend, tmp_
     # the API is back: changes flow again
     wait_until(lambda: "ingressd_kubernetes_api_connected 1.0" in inst.metrics(), timeout=15)
     apply_and_time(kubeapi, inst, [m.ingress("web", [m.rule("one.example", m.path("/", "svc-b"))])], "one.example", "b")
+
+
+def test_check_and_routes_read_the_api_once(kubeapi, backend):
+    """``check``/``routes``/``certs`` with --kubernetes: list every kind once, print, exit."""
+    from support.ingressd import run_cli
+
+    kubeapi.apply(m.dump([*backend.services("a"), m.ingress("web", [m.rule("one.example", m.path("/", "svc-a"))]),
+                          m.ingress("invalid", [m.rule("not a host!", m.path("/", "svc-a"))])]))
+    kubeapi.control("reset-requests")  # kubectl's own
+    common = ["--kubernetes", "--kubeconfig", str(kubeapi.kubeconfig), "--watch-ingress-without-class"]
+    routes = run_cli("routes", *common, timeout=30)
+    assert routes.returncode == 0 and "one.example" in routes.stdout, routes.stderr
+    check = run_cli("check", *common, timeout=30)
+    assert check.returncode == 1 and "error: Ingress default/invalid" in check.stdout, (check.stdout, check.stderr)
+    certs = run_cli("certs", *common, timeout=30)
+    assert certs.returncode == 0, certs.stderr
+    assert not [r for r in kubeapi.requests() if r["verb"] not in ("list", "watch", "get")]  # read only
