@@ -189,7 +189,8 @@ async def serve(options: ServeOptions) -> None:
         "/healthz": lambda: (200, "text/plain", b"ok\n"),
         "/readyz": lambda: (200, "text/plain", b"ready\n") if plane.ready else
         (503, "text/plain", b"waiting for the first configuration\n"),
-        **status_handlers(plane, certificates=controller.certs.status_entries),  # "/", assets, "/status.json"
+        **status_handlers(plane, certificates=controller.certs.status_entries,
+                          source=lambda: controller.source.state),  # "/", assets, "/status.json"
     })
     await controller.load()
     if isinstance(plane, WorkerPool):

@@ -32,7 +32,7 @@ ASSETS = {
 
 
 def build_status(config, plane, certificates: Callable[[], list[dict]] | None = None,
-                 now: float | None = None) -> dict:
+                 now: float | None = None, source: Callable[[], object] | None = None) -> dict:
     """Everything the status page shows, from ``config`` (``ingressd.config.Config``), ``plane``
     (``ingressd.dataplane.server.DataPlane``, or the ``Counters`` gathered from worker processes: what
     has ``stats``, ``upgraded`` and ``connections`` or ``active``) and the certificate manager's
@@ -63,7 +63,17 @@ def build_status(config, plane, certificates: Callable[[], list[dict]] | None = 
         "certificates": _certificates(config, routes, managed, now),
         "certificate_manager_error": manager_error,
         "traffic": traffic,
+        "source": _source(source),
     }
+
+
+def _source(state: Callable[[], object] | None) -> dict | None:
+    """Where the objects come from and whether it is reachable (``SourceState``)."""
+    current = state() if state is not None else None
+    if current is None:
+        return None
+    return {"kind": current.kind, "description": current.description, "synced": current.synced,
+            "connected": current.connected, "last_error": current.last_error}
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -249,7 +259,8 @@ def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath(name).read_bytes()
 
 
-def status_handlers(plane, certificates: Callable[[], list[dict]] | None = None) -> dict[str, Handler]:
+def status_handlers(plane, certificates: Callable[[], list[dict]] | None = None,
+                    source: Callable[[], object] | None = None) -> dict[str, Handler]:
     """The metrics-port routes of the status page: ``/``, its assets, and ``/status.json``."""
     handlers: dict[str, Handler] = {}
     for path, (name, content_type) in ASSETS.items():
@@ -257,7 +268,7 @@ def status_handlers(plane, certificates: Callable[[], list[dict]] | None = None)
         handlers[path] = lambda body=body, content_type=content_type: (200, content_type, body)
 
     def respond(config, counters) -> tuple[int, str, bytes]:
-        data = build_status(config, counters, certificates)
+        data = build_status(config, counters, certificates, source=source)
         return 200, "application/json", json.dumps(data, separators=(",", ":")).encode()
 
     def status_json():

@@ -108,6 +108,10 @@
       ["Errors", s.errors, s.errors ? "err" : ""], ["Warnings", s.warnings, s.warnings ? "warn" : ""],
       ["Connections", s.connections, ""], ["Websockets", s.upgraded, ""]
     ];
+    if (data.source && data.source.kind === "kubernetes") {
+      chips.push(["Kubernetes API", data.source.connected ? "connected" : "unreachable: " + data.source.last_error,
+                  data.source.connected ? "" : "err"]);
+    }
     box.replaceChildren.apply(box, chips.map(function (c) {
       return el("span", {cls: "chip " + c[2]}, [c[0] + " ", el("b", {text: String(c[1])})]);
     }));

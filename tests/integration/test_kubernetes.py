@@ -6,6 +6,7 @@ Each test has its own emulator and ingressd. The emulator behaviours relied on a
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -124,6 +125,8 @@ def test_api_outage_keeps_serving_then_changes_flow_again(kubeapi, backend, tmp_
     try:
         kubeapi.stop()
         wait_until(lambda: "ingressd_kubernetes_api_connected 0.0" in inst.metrics(), timeout=5)
+        page = json.loads(inst.metrics_get("/status.json")[1])["source"]
+        assert page["kind"] == "kubernetes" and not page["connected"] and page["last_error"]
         time.sleep(OUTAGE)  # the outage itself: traffic goes on meanwhile
         kubeapi.start()
     finally:
