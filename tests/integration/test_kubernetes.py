@@ -150,6 +150,14 @@ def test_check_and_routes_read_the_api_once(kubeapi, backend):
     assert routes.returncode == 0 and "one.example" in routes.stdout, routes.stderr
     check = run_cli("check", *common, timeout=30)
     assert check.returncode == 1 and "error: Ingress default/invalid" in check.stdout, (check.stdout, check.stderr)
+    # --watch-namespace: only those namespaces' objects are read (one cache per namespace)
+    kubeapi.apply(m.dump([m.ingress("elsewhere", [m.rule("other.example", m.path("/", "svc-a"))], namespace="other")]))
+    everywhere = run_cli("routes", *common, timeout=30)
+    assert "other.example" in everywhere.stdout, everywhere.stderr
+    kubeapi.control("reset-requests")
+    limited = run_cli("routes", *common, "--watch-namespace", "default", timeout=30)
+    assert "one.example" in limited.stdout and "other.example" not in limited.stdout, limited.stderr
+    assert {r["namespace"] for r in kubeapi.requests() if r["resource"] == "ingresses"} == {"default"}
     certs = run_cli("certs", *common, timeout=30)
     assert certs.returncode == 0, certs.stderr
     assert not [r for r in kubeapi.requests() if r["verb"] not in ("list", "watch", "get")]  # read only
