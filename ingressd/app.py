@@ -19,7 +19,8 @@ from .objects import Ingress
 from .metrics import make_registry
 from .sources import Source, SourceOptions, open_source
 from .status import status_handlers
-from .translate import required_objects, translate
+from .incremental import Translator
+from .translate import required_objects
 from .workers import WorkerPool
 
 log = logging.getLogger("ingressd")
@@ -74,6 +75,7 @@ class Controller:
         self.successes = self.failures = 0
         self.apply_durations = Histogram(APPLY_BUCKETS)
         self._required: frozenset = frozenset()  # objects asked of the source besides its own kinds
+        self.translator = Translator(options.settings)  # recompiles only the hosts a change touches
 
     def _leadership(self):
         """In a cluster, only the elected replica orders certificates and writes Ingress status. The
@@ -98,7 +100,7 @@ class Controller:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            config = await loop.run_in_executor(None, translate, snapshot, self.options.settings)
+            config = await loop.run_in_executor(None, self.translator.translate, snapshot)
         except Exception:  # a translator bug must not take down what is serving
             log.exception("translating the new objects failed; keeping the previous configuration")
             self.failures += 1
@@ -120,10 +122,9 @@ class Controller:
         self.last_success_at = time.time()
         self.apply_durations.observe(time.perf_counter() - started)
         self.report(snapshot, config)
-        log.info("configuration applied: %d ingresses, %d routes, %d certificates in %.0f ms",
-                 config.ingress_count, len(config.table.routes()),
-                 len(set(config.certificates.values())),
-                 (time.perf_counter() - started) * 1000)
+        log.info("configuration applied: %d ingresses, %d hosts, %d certificates in %.0f ms (%s)",
+                 config.ingress_count, len(config.table.hosts), len(set(config.certificates.values())),
+                 (time.perf_counter() - started) * 1000, self.translator.last_mode)
 
     def report(self, snapshot: Snapshot, config: Config) -> None:
         """Log each new diagnostic once (the source's are in the configuration's), and each Ingress
@@ -131,7 +132,8 @@ class Controller:
         self.reporter.update("config", config.diagnostics)
         ingresses = {obj.meta.key: obj for obj in snapshot.objects if isinstance(obj, Ingress)}
         for key, ingress in ingresses.items():
-            if self._ingresses.get(key) != ingress:
+            previous = self._ingresses.get(key)
+            if previous is not ingress and previous != ingress:
                 log.info("%s accepted", ingress.meta.ref,
                          extra={"object": ingress.meta.ref, "file": ingress.meta.origin, "event": "accepted"})
         for key in self._ingresses.keys() - ingresses.keys():
