@@ -139,9 +139,13 @@ class Translator:
         changed = snapshot.changes_since(previous)
         if changed is None:
             return None
-        if not changed:
+        if not changed:  # the same objects; the source's diagnostics may differ (a file that broke)
             self.last_mode = "unchanged"
-            return config
+            if snapshot.diagnostics == previous.diagnostics:
+                return config
+            stale = set(previous.diagnostics)
+            return dataclasses.replace(config, diagnostics=tuple(dict.fromkeys(
+                [*snapshot.diagnostics, *(d for d in config.diagnostics if d not in stale)])))
         old, new = previous.by_key, snapshot.by_key
         settings = self.settings
         seeds: set[ObjectKey] = set()

@@ -31,6 +31,7 @@ from ..objects import CORE_KINDS, Kinds, KubeObject, ObjectKey, flatten
 from .base import ChangeFeed, SourceState
 
 log = logging.getLogger("ingressd.manifests")
+logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch of changes at INFO
 
 EXTENSIONS = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 64 << 20

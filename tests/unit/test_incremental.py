@@ -197,3 +197,19 @@ def test_unchanged_snapshot_is_the_same_configuration():
     snapshot = world.snapshot()
     first = translator.translate(snapshot)
     assert translator.translate(snapshot) is first
+
+
+def test_new_source_diagnostics_with_the_same_objects_are_reported():
+    """A manifest that stops parsing keeps its objects (the same ones) and adds a diagnostic."""
+    from ingressd.diagnostics import ERROR, Diagnostic
+
+    world = build_world(2)
+    translator = Translator()
+    before = world.snapshot()
+    translator.translate(before)
+    broken = Diagnostic(ERROR, "cannot parse: unclosed flow sequence", "extra.yaml")
+    snapshot = Snapshot(objects=before.objects, diagnostics=(broken,))
+    assert broken in translator.translate(snapshot).diagnostics
+    fixed = Snapshot(objects=before.objects)
+    assert broken not in translator.translate(fixed).diagnostics
+    assert canonical(translator.translate(fixed)) == canonical(translate(fixed, Settings()))
