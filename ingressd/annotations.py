@@ -61,6 +61,7 @@ class RouteOptions:
     send_timeout: float = 60.0
     ssl_redirect: bool = True
     force_ssl_redirect: bool = False
+    https_redirect_code: int = 308  # the ConfigMap's http-redirect-code
     redirect: Redirect | None = None
     app_root: str | None = None  # "/" answers 302 to it
     ranges: SourceRanges | None = None  # who may use the route (else 403)

@@ -173,7 +173,7 @@ session-cookie-secure | no | {LATER}
 session-cookie-samesite | no | {LATER}
 session-cookie-conditional-samesite-none | no | {LATER}
 session-cookie-change-on-failure | no | {LATER}
-ssl-redirect | yes | 308 (the ConfigMap's http-redirect-code is not read yet)
+ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
 ssl-ciphers | no | ciphers are set for the whole listener
 ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
@@ -203,9 +203,9 @@ enable-modsecurity | no | no web application firewall
 enable-owasp-modsecurity-crs | no | no web application firewall
 modsecurity-snippet | no | {SNIPPET}
 client-header-buffer-size | accepted | sizes only
-client-header-timeout | no | {LATER}: 60 s
+client-header-timeout | yes | seconds to receive a request head
 client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
-client-body-timeout | no | {LATER}: 60 s
+client-body-timeout | yes | seconds between two reads of a request body
 disable-access-log | no | use --no-access-log
 disable-ipv6 | accepted | listeners are set on the command line
 disable-ipv6-dns | accepted | no DNS resolution on the request path
@@ -221,9 +221,9 @@ hsts | yes | Strict-Transport-Security on HTTPS responses
 hsts-include-subdomains | yes |
 hsts-max-age | yes |
 hsts-preload | yes |
-keep-alive | no | {LATER}: 75 s
-keep-alive-requests | no | {LATER}: unlimited
-large-client-header-buffers | no | {LATER}: request heads up to 32 KiB
+keep-alive | yes | seconds idle between requests (0: no keep-alive)
+keep-alive-requests | yes | default 1000
+large-client-header-buffers | partial | NUMBER x SIZE bounds the whole request head (431 past it; nginx answers 414/400 per line)
 log-format-escape-none | no | {LATER}
 log-format-escape-json | no | {LATER}: use --log-format json
 log-format-upstream | no | {LATER}: ingress-nginx's default format (or --log-format json)
@@ -273,10 +273,10 @@ worker-shutdown-timeout | no | {LATER}
 load-balance | partial | round_robin only so far
 variables-hash-bucket-size | accepted | nginx tuning without an equivalent
 variables-hash-max-size | accepted | nginx tuning without an equivalent
-upstream-keepalive-connections | no | {LATER}: 320 idle connections per endpoint
+upstream-keepalive-connections | partial | idle connections kept per endpoint (nginx: per upstream and worker)
 upstream-keepalive-time | no | {LATER}
-upstream-keepalive-timeout | no | {LATER}: 60 s
-upstream-keepalive-requests | no | {LATER}: 10000
+upstream-keepalive-timeout | yes |
+upstream-keepalive-requests | yes |
 limit-conn-zone-variable | accepted | limits are per client address
 proxy-stream-timeout | no | no stream proxying
 proxy-stream-next-upstream | no | no stream proxying
@@ -324,7 +324,7 @@ skip-access-log-urls | yes | request targets (path and query) matched exactly
 limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
 lua-shared-dicts | accepted | no Lua
-http-redirect-code | no | {LATER}: 308
+http-redirect-code | yes | the HTTP-to-HTTPS redirect (301, 302, 307, 308)
 limit-req-status-code | yes | the status of rate-limited requests (default 503)
 limit-conn-status-code | no | {LATER}
 enable-syslog | no | logs go to stdout/stderr

@@ -111,6 +111,26 @@ def parse_cidrs(values) -> tuple:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """Client-side limits of the data plane: nginx's defaults, the controller ConfigMap's keys."""
+
+    header_timeout: float = 60.0  # client-header-timeout: to receive a whole request head
+    body_timeout: float = 60.0  # client-body-timeout: between two reads of a request body
+    keepalive_timeout: float = 75.0  # keep-alive: idle between requests (0: no keep-alive)
+    keepalive_requests: int = 1000  # keep-alive-requests: requests per client connection
+    max_head_bytes: int = 32 * 1024  # large-client-header-buffers (number x size): larger heads get 431
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamLimits:
+    """Keep-alive to upstreams: ingress-nginx's upstream-keepalive-* keys and defaults."""
+
+    idle_timeout: float = 60.0  # upstream-keepalive-timeout
+    max_idle: int = 320  # upstream-keepalive-connections (per endpoint)
+    max_requests: int = 10_000  # upstream-keepalive-requests
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The command-line choices that shape translation."""
 
@@ -137,6 +157,8 @@ class Config:
     # Objects the configuration reads that a source does not watch by default (the controller
     # ConfigMap, Secrets named by auth-secret / proxy-ssl-secret): see Source.require.
     required: frozenset = frozenset()
+    client: ClientLimits = ClientLimits()  # the ConfigMap's client-side limits
+    upstream: UpstreamLimits = UpstreamLimits()  # the ConfigMap's upstream keep-alive
     # The Strict-Transport-Security line of HTTPS responses (the ConfigMap's hsts* keys); b"": none.
     hsts: bytes = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
 

@@ -13,11 +13,12 @@ default kept.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from . import catalog
 from .annotations import DEFAULTS, Defaults, RouteOptions, parse_bool, parse_seconds, parse_size
-from .config import ClientTrust, parse_cidrs
+from .config import ClientLimits, ClientTrust, UpstreamLimits, parse_cidrs
 from .options.ranges import parse_ranges
 
 DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
@@ -47,6 +48,8 @@ class ControllerSettings:
     defaults: Defaults = DEFAULTS
     hsts: bytes = DEFAULT_HSTS
     trust: ClientTrust | None = None  # None: the command line's
+    client: ClientLimits = ClientLimits()
+    upstream: UpstreamLimits = UpstreamLimits()
 
 
 def _max_age(value: str) -> int:
@@ -59,6 +62,47 @@ def _status_code(value: str) -> int:
     if not value.strip().isdigit() or not 400 <= int(value) <= 599:
         raise ValueError("expected an HTTP error status (400-599)")
     return int(value)
+
+
+def _count(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
+def _nginx_seconds(value: str) -> float:
+    """nginx time: a number with an optional unit (ms, s, m, h); "60" is seconds."""
+    match = re.match(r"^(\d+)(ms|s|m|h)?$", value.strip())
+    if not match:
+        raise ValueError("expected a time such as 60, 60s, 5m or 1h")
+    return int(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+
+
+def _header_buffers(value: str) -> int:
+    """large-client-header-buffers "NUMBER SIZE": the largest request head ingressd takes."""
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        raise ValueError('expected "NUMBER SIZE" such as "4 8k"')
+    size = parse_size(parts[1])
+    if not size or int(parts[0]) == 0:
+        raise ValueError("expected a buffer count and size greater than 0")
+    return int(parts[0]) * size
+
+
+def _redirect_code(value: str) -> int:
+    if value.strip() not in ("301", "302", "307", "308"):
+        raise ValueError("expected 301, 302, 307 or 308")
+    return int(value)
+
+
+_CLIENT_KEYS = {"client-header-timeout": ("header_timeout", _nginx_seconds),
+                "client-body-timeout": ("body_timeout", _nginx_seconds),
+                "keep-alive": ("keepalive_timeout", _nginx_seconds),
+                "keep-alive-requests": ("keepalive_requests", _count),
+                "large-client-header-buffers": ("max_head_bytes", _header_buffers)}
+_UPSTREAM_KEYS = {"upstream-keepalive-timeout": ("idle_timeout", _nginx_seconds),
+                  "upstream-keepalive-connections": ("max_idle", _count),
+                  "upstream-keepalive-requests": ("max_requests", _count)}
 
 
 def _trust_cidrs(value: str) -> tuple[str, ...]:
@@ -112,8 +156,19 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
 
     limit_status = 503
     default_backend_log = False
+    client: dict[str, object] = {}
+    upstream: dict[str, object] = {}
     for key, raw in data.items():
-        if key == "enable-access-log-for-default-backend":
+        if key in _CLIENT_KEYS or key in _UPSTREAM_KEYS:
+            name, parser = _CLIENT_KEYS.get(key) or _UPSTREAM_KEYS[key]
+            value, ok = parse(key, parser, raw)
+            if ok:
+                (client if key in _CLIENT_KEYS else upstream)[name] = value
+        elif key == "http-redirect-code":
+            value, ok = parse(key, _redirect_code, raw)
+            if ok:
+                options["https_redirect_code"] = value
+        elif key == "enable-access-log-for-default-backend":
             value, ok = parse(key, parse_bool, raw)
             if ok:
                 default_backend_log = value
@@ -160,4 +215,5 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         from .options.ranges import SourceRanges
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
         defaults = dataclasses.replace(defaults, options=base)
-    return ControllerSettings(defaults, hsts_header(**hsts), new_trust), warnings
+    return (ControllerSettings(defaults, hsts_header(**hsts), new_trust, ClientLimits(**client),
+                               UpstreamLimits(**upstream)), warnings)

@@ -258,6 +258,7 @@ class _Translation:
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans),
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts,
+                      client=controller.client, upstream=controller.upstream,
                       required=frozenset(self.required))
 
     def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:

@@ -42,12 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ingressd.http")
 
-# Client-side limits, as nginx's defaults.
-HEADER_TIMEOUT = 60.0  # to receive a whole request head
-BODY_TIMEOUT = 60.0  # between two reads of a request body
-KEEPALIVE_TIMEOUT = 75.0  # idle between requests
+# Client-side limits: nginx's defaults; the ConfigMap's keys are in ``config.client`` (ClientLimits),
+# which a connection takes when it opens and again with each request's configuration.
 SEND_TIMEOUT = 60.0  # a client not reading its response
-MAX_HEAD_BYTES = 32 * 1024  # larger heads get 431
 MAX_HEADERS = 200
 MAX_RAW_HEAD_BYTES = 2 * MAX_HEAD_BYTES  # bytes fed without httptools finishing a line (431)
 
@@ -111,7 +108,7 @@ class ClientConnection(asyncio.Protocol):
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
         "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early", "peer_ip", "trust",
-        "proxy_header", "proxied_ip", "unparsed", "proxied",
+        "proxy_header", "proxied_ip", "unparsed", "proxied", "limits", "served",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -151,6 +148,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        self.limits = self.ctx.config.client
+        self.served = 0
         peer = transport.get_extra_info("peername")
         self.peer_ip = self.client_ip = ip = peer[0] if peer else ""
         self.forwarded = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\n%s" % (ip.encode(), ip.encode(),
@@ -169,7 +168,7 @@ class ClientConnection(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
-        self.deadline = self.timers.now + HEADER_TIMEOUT
+        self.deadline = self.timers.now + self.limits.header_timeout
         self.timers.add(self)
         self.ctx.connections.add(self)
 
@@ -293,7 +292,7 @@ class ClientConnection(asyncio.Protocol):
         if upstream is not None:
             upstream.resume_reading()
         if self.tunnel is None:
-            self.deadline = 0.0 if self.active is not None else self.timers.now + KEEPALIVE_TIMEOUT
+            self.deadline = 0.0 if self.active is not None else self.timers.now + self.limits.keepalive_timeout
 
     # --- the response, for exchange.ClientSide ----------------------------------------------------
 
@@ -406,7 +405,7 @@ class ClientConnection(asyncio.Protocol):
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
                 if self.cur is not None and self.cur.body_mode != NO_BODY and self.tunnel is None:
-                    self.deadline = self.timers.now + BODY_TIMEOUT
+                    self.deadline = self.timers.now + self.limits.body_timeout
 
     def on_timeout(self) -> None:
         active = self.active
@@ -466,7 +465,7 @@ class ClientConnection(asyncio.Protocol):
             if following.local is None or following.request_done or not following.keep_alive:
                 self.start(following)
         else:
-            self.deadline = self.timers.now + KEEPALIVE_TIMEOUT
+            self.deadline = self.timers.now + self.limits.keepalive_timeout
             self.resume(PAUSE_PIPELINE)
 
     def start(self, exchange: Exchange) -> None:
@@ -494,13 +493,13 @@ class ClientConnection(asyncio.Protocol):
         self.cur = self.last = Exchange(self)
         self.head_bytes = 0
         if self.active is None:
-            self.deadline = self.timers.now + HEADER_TIMEOUT
+            self.deadline = self.timers.now + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.cur.url += url
         self.unparsed = 0
         self.head_bytes += len(url)
-        if self.head_bytes > MAX_HEAD_BYTES:
+        if self.head_bytes > self.limits.max_head_bytes:
             self.error_status = 414
             raise ValueError("request line too long")
 
@@ -509,7 +508,7 @@ class ClientConnection(asyncio.Protocol):
         headers.append((name, value))
         self.unparsed = 0
         self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > MAX_HEAD_BYTES or len(headers) > MAX_HEADERS:
+        if self.head_bytes > self.limits.max_head_bytes or len(headers) > MAX_HEADERS:
             self.error_status = 431
             raise ValueError("request head too large")
 
@@ -519,6 +518,10 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         method = exchange.method = parser.get_method()
         exchange.keep_alive = parser.should_keep_alive()
+        limits = self.limits = self.ctx.config.client
+        self.served += 1
+        if self.served >= limits.keepalive_requests or not limits.keepalive_timeout:
+            exchange.keep_alive = False  # keep-alive-requests / keep-alive 0
         exchange.is_head = method == b"HEAD"
         version = parser.get_http_version()
         exchange.http10 = version == "1.0"
@@ -607,7 +610,7 @@ class ClientConnection(asyncio.Protocol):
         exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
         exchange.replayable = exchange.body_mode == NO_BODY
         exchange.head = upstream_head(exchange, head, forwarded, forwarded_host)
-        self.deadline = self.timers.now + BODY_TIMEOUT if exchange.body_mode != NO_BODY else 0.0
+        self.deadline = self.timers.now + self.limits.body_timeout if exchange.body_mode != NO_BODY else 0.0
         if self.active is None:
             self.active = exchange
             self.start(exchange)
@@ -620,7 +623,7 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.cur
         exchange.received += len(body)
         if self.deadline:
-            self.deadline = self.timers.now + BODY_TIMEOUT
+            self.deadline = self.timers.now + self.limits.body_timeout
         limit = exchange.body_limit
         if limit is not None and exchange.received > limit:
             # A chunked body past the limit: answer 413 if nothing was answered yet, and close.

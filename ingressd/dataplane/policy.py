@@ -59,7 +59,7 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
             return Answer(200, token, hsts=False)
     elif route.https_redirect and not tls:
         target = "https://" + host + ("" if https_port == 443 else f":{https_port}") + url.decode("latin-1")
-        return Answer(308, location=target)
+        return Answer(options.https_redirect_code, location=target)
     if options.redirect is not None:
         return Answer(options.redirect.code, location=options.redirect.render(scheme, host, url.decode("latin-1")))
     if options.app_root is not None and path == "/":

@@ -100,6 +100,7 @@ class DataPlane:
     def apply(self, config: Config) -> None:
         self.tls.apply(config)
         self.pool.reset_balancing()
+        self.pool.configure(config.upstream)
         self.ctx.config = config
         self.ready = True
         # A configuration is long-lived and acyclic (reference counting frees the old one): keep

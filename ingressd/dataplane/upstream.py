@@ -26,9 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ingressd.upstream")
 
-IDLE_TIMEOUT = 60.0  # an idle pooled connection is closed after this long
-MAX_IDLE_PER_ENDPOINT = 320  # ingress-nginx's upstream keep-alive
-MAX_REQUESTS_PER_CONNECTION = 10_000
+# Keep-alive limits (idle timeout, idle connections per endpoint, requests per connection) are the
+# configuration's ``upstream`` (config.UpstreamLimits), set on the pool by ``UpstreamPool.configure``.
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
 MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
 
@@ -283,10 +282,10 @@ class UpstreamConnection(asyncio.Protocol):
     def message_complete(self, exchange: Exchange) -> None:
         self.exchange = None
         reusable = (exchange.request_done and not self.until_close and self.parser.should_keep_alive()
-                    and self.requests < MAX_REQUESTS_PER_CONNECTION and not exchange.upgrade)
+                    and self.requests < self.pool.max_requests and not exchange.upgrade)
         # Back to the pool first, so that the client's next (pipelined) request can take it.
         if reusable and not self.closed:
-            self.deadline = self.timers.now + IDLE_TIMEOUT
+            self.deadline = self.timers.now + self.pool.idle_timeout
             self.pool.release(self)
         else:
             self.close()
@@ -305,10 +304,15 @@ class UpstreamPool:
         self.dial = dial or dial_tcp
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.round_robin: dict = {}
+        self.idle_timeout, self.max_idle, self.max_requests = 60.0, 320, 10_000
         self.new = 0  # connections dialed
         self.reused = 0  # exchanges sent on a pooled connection
 
     # --- proxying ---------------------------------------------------------------------------------
+
+    def configure(self, limits) -> None:
+        """A configuration's keep-alive limits (config.UpstreamLimits)."""
+        self.idle_timeout, self.max_idle, self.max_requests = limits.idle_timeout, limits.max_idle, limits.max_requests
 
     def reset_balancing(self) -> None:
         """A new configuration: backends are new objects, start their rotation afresh."""
@@ -338,7 +342,7 @@ class UpstreamPool:
     def connected(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         self.new += 1
         if exchange.aborted or not exchange.connecting:
-            conn.deadline = self.timers.now + IDLE_TIMEOUT
+            conn.deadline = self.timers.now + self.idle_timeout
             self.release(conn)
         else:
             conn.attach(exchange)
@@ -365,7 +369,7 @@ class UpstreamPool:
         idle = self.idle.get(conn.pool_key)
         if idle is None:
             idle = self.idle[conn.pool_key] = []
-        if len(idle) >= MAX_IDLE_PER_ENDPOINT:
+        if len(idle) >= self.max_idle:
             conn.close()
         else:
             idle.append(conn)

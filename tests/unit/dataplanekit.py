@@ -198,6 +198,7 @@ class Rig:
         self.pool = UpstreamPool(self.timers, dial=self._dial)
         self.recorder = Recorder(access_log)
         self.ctx = ClientContext(config or Config(RouteTable()), self.timers, self.pool, self.recorder, https_port)
+        self.pool.configure(self.ctx.config.upstream)  # as DataPlane.apply
         self.hsts = hsts
         self.dial = "connect"
         self.dialed: list[tuple[str, int]] = []

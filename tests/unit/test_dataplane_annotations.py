@@ -233,3 +233,38 @@ def test_access_log_skips_urls_and_the_default_backend_as_ingress_nginx():
     status_of(rig)
     status_of(rig, host="unknown.com")
     assert logged_targets(log) == ["/"] and len(log.lines) == 1
+
+
+# --- ConfigMap: connection limits -------------------------------------------------------------------
+
+def test_keep_alive_requests_closes_after_the_nth_request_and_keep_alive_0_disables_it():
+    rig = Rig(web(extra=[configmap(keep_alive_requests="2")]))
+    client = rig.client()
+    for _ in range(2):
+        client.send(b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n")
+        rig.upstream().send(OK)
+    assert [r.header("connection") for r in client.responses()] == [None, "close"] and client.closed
+    rig = Rig(web(extra=[configmap(keep_alive="0")]))
+    client = get(rig)
+    rig.upstream().send(OK)
+    assert client.response().header("connection") == "close"
+
+
+def test_client_header_timeout_and_large_client_header_buffers():
+    rig = Rig(web(extra=[configmap(client_header_timeout="5s", large_client_header_buffers="2 1k")]))
+    slow = rig.client()
+    slow.send(b"GET / HTTP/1.1\r\nHost: a.com\r\n")
+    rig.advance(7)
+    assert slow.closed
+    big = rig.client()
+    big.send(b"GET / HTTP/1.1\r\nHost: a.com\r\nX-Big: " + b"x" * 2100 + b"\r\n\r\n")
+    assert big.response().status == 431
+
+
+def test_http_redirect_code_and_upstream_keepalive_requests():
+    rig = Rig(web(tls=[{"hosts": ["a.com"]}], extra=[configmap(http_redirect_code="301",
+                                                                upstream_keepalive_requests="1")]))
+    assert get(rig).response().status == 301
+    for _ in range(2):
+        status_of(rig, scheme="https")
+    assert len(rig.dialed) == 2  # one request per upstream connection
