@@ -46,7 +46,6 @@ log = logging.getLogger("ingressd.http")
 # which a connection takes when it opens and again with each request's configuration.
 SEND_TIMEOUT = 60.0  # a client not reading its response
 MAX_HEADERS = 200
-MAX_RAW_HEAD_BYTES = 2 * MAX_HEAD_BYTES  # bytes fed without httptools finishing a line (431)
 
 _WAITING_FOR_UPSTREAM = PAUSE_UPSTREAM | PAUSE_PENDING
 _OPTIONS_ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n"
@@ -194,7 +193,7 @@ class ClientConnection(asyncio.Protocol):
         self.unparsed += len(data)
         try:
             self.parser.feed_data(data)
-            if self.unparsed > MAX_RAW_HEAD_BYTES and not self.final:
+            if self.unparsed > 2 * self.limits.max_head_bytes and not self.final:  # unfinished lines: 431
                 self.reject(431)
         except HttpParserUpgrade as upgrade:
             self.on_upgrade_request(data[upgrade.args[0]:])
