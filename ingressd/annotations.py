@@ -81,6 +81,8 @@ class RouteOptions:
     # Authentication ingressd cannot do (auth-url, digest, client certificates): refused with 503
     # rather than served unauthenticated.
     refused: str | None = None
+    service_upstream: bool = False  # proxy to the Service's cluster IP, not its endpoints
+    next_upstream_tries: int = 3  # proxy-next-upstream-tries: endpoints tried when connecting fails
     access_log: bool = True  # enable-access-log (the default backend: enable-access-log-for-default-backend)
     skip_log_urls: frozenset = frozenset()  # skip-access-log-urls: request targets never logged
     # Whether the upstream request head differs from the client's (one check per request).
@@ -259,6 +261,11 @@ def parse_route_options(annotations: dict[str, str],
     take("server-alias", parse_aliases, "server_aliases")
     take("from-to-www-redirect", parse_bool, "from_to_www")
     take("enable-access-log", parse_bool, "access_log")
+    take("service-upstream", parse_bool, "service_upstream")
+    take("proxy-next-upstream", _parse_next_upstream)
+    tries = take("proxy-next-upstream-tries", _parse_count)
+    if tries is not None:
+        values["next_upstream_tries"] = tries or 1_000_000  # nginx: 0 is no limit
     take("preserve-trailing-slash", parse_bool)  # ingressd's redirects keep the target as sent
     for name in ("client-body-buffer-size", "proxy-buffer-size", "proxy-max-temp-file-size"):
         take(name, parse_size)
@@ -390,6 +397,18 @@ def _parse_on_off(value: str) -> bool:
 
 _CIPHERS_RE = re.compile(r"^[A-Za-z0-9:+!@_=.-]+$")
 _SECRET_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+_NEXT_UPSTREAM = {"error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504", "http_403",
+                  "http_404", "http_429", "non_idempotent", "off"}
+
+
+def _parse_next_upstream(value: str) -> tuple[str, ...]:
+    conditions = tuple(value.split())
+    unknown = [c for c in conditions if c not in _NEXT_UPSTREAM]
+    if unknown or not conditions:
+        raise ValueError(f"unknown condition {unknown[0] if unknown else ''!r}; expected error, timeout, http_502 ...")
+    return conditions
 
 
 def _parse_auth_type(value: str) -> str:

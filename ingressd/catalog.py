@@ -142,9 +142,9 @@ proxy-request-buffering | partial | ingressd streams request bodies to the upstr
 proxy-connect-timeout | yes | seconds
 proxy-read-timeout | yes | seconds
 proxy-send-timeout | yes | seconds
-proxy-next-upstream | no | {LATER}: ingressd retries the next endpoint on connection errors only (3 tries)
+proxy-next-upstream | partial | ingressd moves to the next endpoint on connection errors and connect timeouts (nginx's "error timeout", the default); http_5xx conditions are not retried
 proxy-next-upstream-timeout | no | {LATER}
-proxy-next-upstream-tries | no | {LATER}
+proxy-next-upstream-tries | yes | default 3, never more than the endpoints; 0: all of them
 proxy-cookie-domain | no | Set-Cookie is passed unchanged
 proxy-cookie-path | no | Set-Cookie is passed unchanged
 proxy-redirect-from | no | Location is passed unchanged
@@ -163,7 +163,7 @@ satisfy | no | {LATER}
 server-alias | yes | the aliases are served by the Ingress's rules (a host defined by another rule wins)
 server-snippet | no | {SNIPPET}
 stream-snippet | no | {SNIPPET}
-service-upstream | no | {LATER}: endpoints are used
+service-upstream | yes | the Service's cluster IP and port (a headless or ExternalName Service: its endpoints, reported)
 session-cookie-name | no | {LATER}
 session-cookie-path | no | {LATER}
 session-cookie-domain | no | {LATER}

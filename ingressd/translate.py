@@ -78,14 +78,29 @@ class _Translation:
 
     # --- backends ---------------------------------------------------------------------------
 
-    def backend(self, namespace: str, ref: BackendRef, owner: KubeObject | None) -> Backend:
-        key = (namespace, ref.service, ref.port)
+    def backend(self, namespace: str, ref: BackendRef, owner: KubeObject | None,
+                service_upstream: bool = False) -> Backend:
+        key = (namespace, ref.service, ref.port, service_upstream)
         backend = self.backends.get(key)
         if backend is None:
             backend = self.backends[key] = self.resolve(namespace, ref)
+            if service_upstream and not backend.error:
+                backend = self.backends[key] = self.cluster_ip_backend(namespace, ref, backend, owner)
         if backend.error and owner is not None:
             self.report(WARNING, owner, f"backend {backend.error}; its requests get 503", "reference")
         return backend
+
+    def cluster_ip_backend(self, namespace: str, ref: BackendRef, backend: Backend, owner) -> Backend:
+        """``service-upstream``: the Service's cluster IP and port (kube-proxy balances)."""
+        service = self.index.services[(namespace, ref.service)]
+        port = next((p for p in service.ports
+                     if (p.port == ref.port_number if ref.port_number is not None else p.name == ref.port_name)), None)
+        if service.external_name is not None or port is None or service.cluster_ip in ("", "None"):
+            if owner is not None:
+                self.report(WARNING, owner, f"service-upstream: service {namespace}/{ref.service} has no cluster IP; "
+                                            "using its endpoints", "annotation")
+            return backend
+        return Backend(namespace, ref.service, ref.port, ((service.cluster_ip, port.port),))
 
     def resolve(self, namespace: str, ref: BackendRef) -> Backend:
         def unavailable(reason: str, orphan: str = "no-endpoint") -> Backend:
@@ -217,7 +232,7 @@ class _Translation:
                                     f"defined by the older {winner.meta.ref}; this rule is ignored", "conflict")
                         continue
                     owners[owner_key] = ingress
-                    backend = self.backend(ingress.meta.namespace, path.backend, ingress)
+                    backend = self.backend(ingress.meta.namespace, path.backend, ingress, opts.service_upstream)
                     if backend.orphan:
                         orphans[(ingress.meta.namespace, ingress.meta.name, backend.orphan)] = None
                     route_opts = opts

@@ -29,7 +29,6 @@ log = logging.getLogger("ingressd.upstream")
 # Keep-alive limits (idle timeout, idle connections per endpoint, requests per connection) are the
 # configuration's ``upstream`` (config.UpstreamLimits), set on the pool by ``UpstreamPool.configure``.
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
-MAX_ATTEMPTS = 3  # endpoints tried when connecting fails (nginx's proxy_next_upstream_tries)
 
 _CHUNKED_FIELD = re.compile(rb"^transfer-encoding:[ \t]*chunked[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
@@ -350,7 +349,8 @@ class UpstreamPool:
     def dial_failed(self, exchange: Exchange, status: int, detail: str) -> None:
         if exchange.aborted or not exchange.connecting:
             return
-        if exchange.attempts < min(len(exchange.route.backend.endpoints), MAX_ATTEMPTS):
+        route = exchange.route  # proxy-next-upstream-tries (3), never more than the endpoints
+        if exchange.attempts < min(len(route.backend.endpoints), route.options.next_upstream_tries):
             self.proxy(exchange, fresh=True)
         else:
             exchange.fail(status, detail)

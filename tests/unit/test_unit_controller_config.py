@@ -140,3 +140,18 @@ def test_config_names_the_objects_a_source_must_read():
         svc_with_endpoints("web", namespace="team"))
     assert config.required == {("ConfigMap", "ingress-nginx", "ingress-nginx-controller"),
                                ("Secret", "team", "users"), ("Secret", "infra", "ca")}
+
+
+def test_service_upstream_uses_the_cluster_ip_and_next_upstream_tries():
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+           "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080}]}}
+    from unitkit import endpoint_slice
+    config = compile_config(
+        ingress("a", rule("a.com", path("/", "web")), annotations={
+            NGINX + "service-upstream": "true", NGINX + "proxy-next-upstream-tries": "0",
+            NGINX + "proxy-next-upstream": "error timeout http_502"}),
+        ingress("b", rule("b.com", path("/", "web"))), svc, endpoint_slice("web-x", "web", ["10.0.0.1", "10.0.0.2"]))
+    a, b = config.table.lookup("a.com", "/"), config.table.lookup("b.com", "/")
+    assert a.backend.endpoints == (("10.96.0.10", 80),) and a.options.next_upstream_tries > 100
+    assert b.backend.endpoints == (("10.0.0.1", 8080), ("10.0.0.2", 8080)) and b.options.next_upstream_tries == 3
+    assert any("proxy-next-upstream is supported in part" in m for m in messages(config))
