@@ -45,6 +45,7 @@ log = logging.getLogger("ingressd.http")
 # Client-side limits: nginx's defaults; the ConfigMap's keys are in ``config.client`` (ClientLimits),
 # which a connection takes when it opens and again with each request's configuration.
 SEND_TIMEOUT = 60.0  # a client not reading its response
+HEADER_TIMEOUT = 60.0  # a PROXY protocol header or TLS handshake (server.py), before any configuration applies
 MAX_HEADERS = 200
 
 _WAITING_FOR_UPSTREAM = PAUSE_UPSTREAM | PAUSE_PENDING
