@@ -2,7 +2,8 @@
 
 This table is the single statement of ingressd's privileges. ``deploy/kubernetes/rbac.yaml`` must
 grant exactly it (tests/unit/test_rbac.py), and the integration tests record every request the API
-emulator receives from ingressd and check each one is in it (tests/integration/test_kube_leader.py).
+emulator receives from ingressd and check each one is in it, and that a full scenario (two replicas,
+certificates, status, failover) calls every line of it (tests/integration/test_kube_leader*.py).
 Code that adds an API call adds its line here, or those tests fail.
 """
 
@@ -46,7 +47,6 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "secrets", "create", why="certificates and ACME account keys"),
     Permission("", "secrets", "update", why="renewals, only of Secrets ingressd owns (label)"),
     Permission("", "events", "create", why="diagnostics as Events on the objects"),
-    Permission("", "events", "patch", why="repeated Events: count"),
     # leader election, in the pod's own namespace
     Permission("coordination.k8s.io", "leases", "get", OWN_NAMESPACE, why="leader election"),
     Permission("coordination.k8s.io", "leases", "create", OWN_NAMESPACE, why="the first replica"),

@@ -1,7 +1,9 @@
 """Certificates with two replicas (emulator + pebble): only the leader orders; the CA's HTTP-01
 validation reaches the *other* replica first (a round-robin TCP load balancer in front of both,
 tests/support/tcplb.py) and is answered from the leader's shared answers; after the leader is killed
-the new leader orders nothing already issued."""
+the new leader orders nothing already issued. The API requests both replicas made are exactly the
+RBAC table (ingressd/kube/rbac.py, which deploy/kubernetes/rbac.yaml grants): none outside it, none
+of it unused."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from ingressd.kube.rbac import allows
+from ingressd.kube.rbac import allows, granted
 from acme_pebble import Pebble, leaf, needs_pebble, served_leaf
 from support import manifests as m
 from support.ingressd import free_port
 from support.procs import stop as stop_process
 from support.wait import wait_until
-from test_kube_leader import TTL, Replica
+from test_kube_leader import TTL, Replica, ingress_status
 from test_kubernetes_certificates import CRDS, issued
 
 pytestmark = [needs_pebble, pytest.mark.timeout(180)]
@@ -44,8 +46,8 @@ def test_only_the_leader_orders_any_replica_answers_and_a_new_leader_reorders_no
     try:
         kubeapi.apply(m.dump([*backend.services("a")]))
         kubeapi.apply(CRDS)
-        replicas = [Replica(tmp_path, kubeapi, name, namespace="default").start() for name in ("ingressd-a",
-                                                                                               "ingressd-b")]
+        replicas = [Replica(tmp_path, kubeapi, name, ["--publish-status-address", "203.0.113.7"],
+                            namespace="default").start() for name in ("ingressd-a", "ingressd-b")]
         leader = wait_until(lambda: [r for r in replicas if r.leading()], timeout=10, message="a leader")[0]
         follower = next(r for r in replicas if r is not leader)
         # the load balancer sends the first connection (pebble's validation) to the follower
@@ -74,6 +76,7 @@ def test_only_the_leader_orders_any_replica_answers_and_a_new_leader_reorders_no
         # the new leader reconciles: it finds the valid certificate and orders nothing
         wait_until(lambda: "is valid until" in follower.stderr(), timeout=10, message="reconciled")
         assert pebble.issued() == 1 and "ordering a certificate" not in follower.stderr()
+        assert wait_until(lambda: ingress_status(kubeapi, "site") == [{"ip": "203.0.113.7"}], timeout=5)
         # RBAC: every request either replica made (watches, Secrets, certificate state, HTTP-01
         # ConfigMap, Lease) is granted by the table, and so by deploy/kubernetes/rbac.yaml
         requests = kubeapi.ingressd_requests()
@@ -82,6 +85,8 @@ def test_only_the_leader_orders_any_replica_answers_and_a_new_leader_reorders_no
         denied = {(r["group"], r["resource"], r["verb"], r["namespace"]) for r in requests
                   if not allows(r["group"], r["resource"], r["verb"], r["namespace"] or None, "default")}
         assert not denied, f"requests outside ingressd/kube/rbac.py: {sorted(denied)}"
+        # ...and the table holds nothing the code does not call: this scenario exercises all of it
+        assert {(r["group"], r["resource"], r["verb"]) for r in requests} == granted()
     finally:
         for replica in replicas:
             replica.stop()
