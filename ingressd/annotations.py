@@ -85,12 +85,19 @@ class RouteOptions:
     next_upstream_tries: int = 3  # proxy-next-upstream-tries: endpoints tried when connecting fails
     access_log: bool = True  # enable-access-log (the default backend: enable-access-log-for-default-backend)
     skip_log_urls: frozenset = frozenset()  # skip-access-log-urls: request targets never logged
+    # ``ingressd chp``'s routes (CHP's flags; no annotation sets these):
+    path_edit: object = None  # chp.targets.PathEdit: the target's path prepended, the prefix cut
+    request_headers: tuple = ()  # (lower-case name, b"Name: value\r\n"): --custom-header, replacing the client's
+    x_forward: bool = True  # False (--no-x-forward): no X-Forwarded-*, X-Real-IP or X-Request-ID added
+    error_pages: object = None  # chp.errors.ErrorPages: the bodies of ingressd's own 404/5xx answers
+    static: tuple | None = None  # (status, content type, body) answered for every request (/_chp_healthz)
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "edits_request", self.upstream_host is not None or self.forwarded_prefix is not None
-                           or self.rewrite is not None)
+                           or self.rewrite is not None or self.path_edit is not None
+                           or bool(self.request_headers) or not self.x_forward)
 
     def describe(self) -> str:
         """A short summary of what differs from the defaults, for ``ingressd routes``."""

@@ -13,16 +13,13 @@ import sys
 
 from ..logs import configure_logging
 
-# configurable-http-proxy's flags that ingressd does not implement (yet), refused by name.
+# configurable-http-proxy's flags that ingressd does not implement, refused by name.
 UNSUPPORTED = (
-    "--socket", "--ssl-ca", "--ssl-request-cert", "--ssl-reject-unauthorized", "--ssl-protocol",
-    "--ssl-ciphers", "--ssl-allow-rc4", "--ssl-dhparam", "--api-socket", "--api-ssl-key", "--api-ssl-cert",
-    "--api-ssl-ca", "--api-ssl-request-cert", "--api-ssl-reject-unauthorized", "--client-ssl-key",
-    "--client-ssl-cert", "--client-ssl-ca", "--client-ssl-request-cert", "--client-ssl-reject-unauthorized",
-    "--error-path", "--redirect-port", "--redirect-to", "--no-x-forward", "--no-include-prefix",
-    "--auto-rewrite", "--change-origin", "--protocol-rewrite", "--custom-header", "--metrics-socket",
-    "--timeout", "--storage-backend", "--keep-alive-timeout", "--statsd-host", "--statsd-port",
-    "--statsd-prefix",
+    "--socket", "--ssl-protocol", "--ssl-ciphers", "--ssl-allow-rc4", "--ssl-dhparam", "--api-socket",
+    "--api-ssl-key", "--api-ssl-cert", "--api-ssl-ca", "--api-ssl-request-cert", "--api-ssl-reject-unauthorized",
+    "--client-ssl-key", "--client-ssl-cert", "--client-ssl-ca", "--client-ssl-request-cert",
+    "--client-ssl-reject-unauthorized", "--auto-rewrite", "--change-origin", "--protocol-rewrite",
+    "--metrics-socket", "--storage-backend", "--statsd-host", "--statsd-port", "--statsd-prefix",
 )
 
 LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning", "error": "error"}
@@ -42,6 +39,18 @@ def _millis(value: str) -> float:
     return millis / 1000.0
 
 
+def _header(value: str) -> tuple[str, str]:
+    """CHP's ``--custom-header NAME:VALUE`` (both trimmed)."""
+    name, colon, text = value.strip().partition(":")
+    name, text = name.strip(), text.strip()
+    if not colon or not name:
+        raise argparse.ArgumentTypeError(f"a colon was expected in custom header: {value!r}")
+    if not all(33 <= ord(c) < 127 and c not in '()<>@,;:\\"/[]?={}' for c in name) or any(
+            c in text for c in "\r\n\0"):
+        raise argparse.ArgumentTypeError(f"custom header {value!r} is not a valid header line")
+    return name, text
+
+
 def build_parser(prog: str = "ingressd chp") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="configurable-http-proxy's command line and REST API, served by ingressd. "
@@ -52,16 +61,35 @@ def build_parser(prog: str = "ingressd chp") -> argparse.ArgumentParser:
     parser.add_argument("--api-port", type=_port, help="port of the REST API (default: --port + 1)")
     parser.add_argument("--default-target", metavar="URL", help="target of the root route /")
     parser.add_argument("--error-target", metavar="URL",
-                        help="accepted for JupyterHub's command line; ingressd answers 404 and 503 itself")
+                        help="ask URL/CODE?url=... for the page of a 404 (no route) or 503 (target failed)")
+    parser.add_argument("--error-path", metavar="DIR", help="serve DIR/CODE.html (else DIR/error.html) as those pages")
     parser.add_argument("--ssl-key", metavar="FILE", help="serve HTTPS with this key (with --ssl-cert)")
     parser.add_argument("--ssl-cert", metavar="FILE", help="serve HTTPS with this certificate chain")
-    parser.add_argument("--no-prepend-path", action="store_true",
-                        help="accepted: ingressd refuses targets with a path, so nothing is prepended")
-    parser.add_argument("--insecure", action="store_true",
-                        help="accepted: ingressd refuses https targets, so nothing is verified")
+    parser.add_argument("--ssl-ca", metavar="FILE", help="CA certificates that client certificates are checked against")
+    parser.add_argument("--ssl-request-cert", action="store_true", help="ask HTTPS clients for a certificate")
+    parser.add_argument("--ssl-reject-unauthorized", action="store_true",
+                        help="with --ssl-request-cert: refuse clients without a valid certificate")
+    parser.add_argument("--redirect-port", type=_port, metavar="PORT",
+                        help="answer plain HTTP on PORT with a redirect to HTTPS (needs --ssl-cert)")
+    parser.add_argument("--redirect-to", type=_port, metavar="PORT",
+                        help="the HTTPS port --redirect-port sends clients to (default: --port)")
+    parser.add_argument("--no-x-forward", dest="x_forward", action="store_false",
+                        help="add no X-Forwarded-* headers to proxied requests")
+    parser.add_argument("--no-prepend-path", dest="prepend_path", action="store_false",
+                        help="do not put a target's path in front of the request path")
+    parser.add_argument("--no-include-prefix", dest="include_prefix", action="store_false",
+                        help="cut the route's prefix off the request path")
+    parser.add_argument("--insecure", action="store_true", help="do not verify https targets' certificates")
+    parser.add_argument("--custom-header", type=_header, action="append", default=[], metavar="NAME:VALUE",
+                        help="add this header to proxied requests (repeatable)")
     parser.add_argument("--host-routing", action="store_true", help="the first path segment of a route is its host")
+    parser.add_argument("--timeout", type=_millis, metavar="MS",
+                        help="milliseconds a client connection may be idle while a request is on it")
     parser.add_argument("--proxy-timeout", type=_millis, metavar="MS",
                         help="milliseconds to wait for a target's reply (default: no limit)")
+    parser.add_argument("--keep-alive-timeout", type=_millis, metavar="MS",
+                        help="milliseconds an idle keep-alive client connection stays open "
+                             "(default: 75000, as ingress-nginx; CHP's is 5000)")
     parser.add_argument("--log-level", default="info", choices=sorted(LOG_LEVELS))
     parser.add_argument("--metrics-ip", default="", help="IP of the metrics port")
     parser.add_argument("--metrics-port", type=_port, help="serve ingressd's /metrics and status page here")
@@ -77,6 +105,7 @@ def refused(argv: list[str]) -> list[str]:
 
 
 def parse(argv: list[str], prog: str = "ingressd chp"):
+    from .routes import Forwarding
     from .server import ChpOptions
 
     parser = build_parser(prog)
@@ -86,9 +115,12 @@ def parse(argv: list[str], prog: str = "ingressd chp"):
     args = parser.parse_args(argv)
     if bool(args.ssl_key) != bool(args.ssl_cert):
         parser.error("--ssl-key and --ssl-cert go together")
-    if args.error_target:
-        logging.getLogger("ingressd.chp").info(
-            "--error-target %s: ingressd answers 404 and 503 itself", args.error_target)
+    if args.redirect_port is not None and not args.ssl_cert:
+        parser.error("HTTPS redirection specified but certificates not provided (--redirect-port needs --ssl-cert)")
+    if (args.ssl_ca or args.ssl_request_cert or args.ssl_reject_unauthorized) and not args.ssl_cert:
+        parser.error("--ssl-ca, --ssl-request-cert and --ssl-reject-unauthorized need --ssl-key and --ssl-cert")
+    if args.error_target and args.error_path:
+        parser.error("cannot specify both --error-target and --error-path: pick one")
     host = lambda value: None if value in ("", "*") else value  # noqa: E731 (CHP: '' and '*' mean all)
     return ChpOptions(
         ip=host(args.ip), port=args.port, api_ip=host(args.api_ip),
@@ -96,7 +128,13 @@ def parse(argv: list[str], prog: str = "ingressd chp"):
         token=os.environ.get("CONFIGPROXY_AUTH_TOKEN") or None, default_target=args.default_target,
         host_routing=args.host_routing, proxy_timeout=args.proxy_timeout, ssl_cert=args.ssl_cert,
         ssl_key=args.ssl_key, metrics_ip=host(args.metrics_ip), metrics_port=args.metrics_port,
-        access_log=args.access_log, pid_file=args.pid_file,
+        access_log=args.access_log, pid_file=args.pid_file, error_target=args.error_target,
+        error_path=args.error_path, redirect_port=args.redirect_port, redirect_to=args.redirect_to,
+        ssl_ca=args.ssl_ca, ssl_request_cert=args.ssl_request_cert or args.ssl_reject_unauthorized,
+        ssl_reject_unauthorized=args.ssl_reject_unauthorized, x_forward=args.x_forward,
+        forwarding=Forwarding(args.prepend_path, args.include_prefix, args.insecure),
+        custom_headers=tuple(args.custom_header), timeout=args.timeout,
+        keep_alive_timeout=75.0 if args.keep_alive_timeout is None else args.keep_alive_timeout,
     ), args
 
 

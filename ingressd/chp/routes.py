@@ -18,11 +18,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from time import monotonic
-from urllib.parse import urlsplit
+from dataclasses import replace
 
 from ..annotations import RouteOptions
 from ..routing import Backend, HostRoutes, Route, RouteTable, UNDEFINED_HOST
+from .targets import RouteError, Target, TargetTLS, path_edit
 
+__all__ = ["RouteError", "Target", "ProxyRoutes", "Forwarding", "compile_table", "route_options"]
+
+HEALTH_PATH = "/_chp_healthz"  # CHP answers it itself, on every host, before routing
+HEALTH_ANSWER = (200, b"application/json", b'{"status": "OK"}')
 CHP_NAMESPACE = "chp"  # the namespace label of CHP routes in metrics and listings
 MAX_ROUTE_LABELS = 1000  # routes with their own metric labels; further routes share one label
 
@@ -105,39 +110,24 @@ class ProxyRoute:
         return self.created + (self.activity.last - self.created_mono)
 
 
-class RouteError(ValueError):
-    """A route CHP would accept but ingressd cannot serve (the message says why)."""
-
-
 @dataclass(frozen=True)
-class Target:
-    host: str
-    port: int
-    scheme: str
+class Forwarding:
+    """How requests reach targets: CHP's --no-prepend-path, --no-include-prefix and --insecure."""
 
-    @classmethod
-    def parse(cls, target: str) -> "Target":
-        try:
-            parts = urlsplit(target)
-            port = parts.port
-        except ValueError as error:
-            raise RouteError(f"target {target!r} is not a URL: {error}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RouteError(f"target {target!r} is not an http:// URL")
-        if parts.scheme == "https":
-            raise RouteError(f"target {target!r}: https targets are not supported by ingressd yet")
-        if parts.path not in ("", "/") or parts.query:
-            raise RouteError(f"target {target!r}: targets with a path are not supported by ingressd yet")
-        return cls(parts.hostname, port or 80, parts.scheme)
+    prepend_path: bool = True  # the target's own path goes in front of the request's
+    include_prefix: bool = True  # the route's prefix stays in the request path
+    insecure: bool = False  # https targets' certificates are not checked
 
 
 class ProxyRoutes:
     """The store behind the REST API: CHP's MemoryStore (routes by cleaned path)."""
 
-    def __init__(self, host_routing: bool = False):
+    def __init__(self, host_routing: bool = False, forwarding: Forwarding = Forwarding()):
         self.host_routing = host_routing
+        self.forwarding = forwarding
         self.routes: dict[str, ProxyRoute] = {}
         self.version = 0  # bumped on every change
+        self.tls: dict[str, TargetTLS] = {}  # per https target host: one context, one upstream pool key
 
     def add(self, path: str, data: dict) -> ProxyRoute:
         path = clean_path(path)
@@ -180,11 +170,33 @@ class ProxyRoutes:
         return None
 
 
-def route_options(proxy_timeout: float | None) -> RouteOptions:
-    """CHP's per-request behaviour: no body limit, no upstream read limit unless --proxy-timeout."""
-    timeout = proxy_timeout if proxy_timeout else 24 * 3600.0
-    return RouteOptions(body_size_limit=None, read_timeout=timeout, send_timeout=timeout,
-                        ssl_redirect=False)
+def route_options(proxy_timeout: float | None, *, headers: tuple = (), x_forward: bool = True,
+                  error_pages=None, timeout: float | None = None) -> RouteOptions:
+    """CHP's per-request behaviour: no body limit; the target's reply awaited for --proxy-timeout
+    (else --timeout, CHP's idle limit on the client's socket, which an unanswered request also
+    reaches; else no limit); --custom-header lines; X-Forwarded-* unless --no-x-forward."""
+    wait = proxy_timeout or timeout or 24 * 3600.0
+    return RouteOptions(body_size_limit=None, read_timeout=wait, send_timeout=wait, ssl_redirect=False,
+                        request_headers=headers, x_forward=x_forward, error_pages=error_pages)
+
+
+def _options_for(store: ProxyRoutes, base: RouteOptions, target: Target, prefix: str,
+                 cache: dict) -> RouteOptions:
+    """``base`` with what this route's target needs: a path edit, TLS (one object per distinct need)."""
+    forwarding = store.forwarding
+    edit = path_edit(target, prefix, prepend_path=forwarding.prepend_path, include_prefix=forwarding.include_prefix)
+    tls = None
+    if target.scheme == "https":
+        tls = store.tls.get(target.host)
+        if tls is None:
+            tls = store.tls[target.host] = TargetTLS(target.host, forwarding.insecure)
+    if edit is None and tls is None:
+        return base
+    key = (edit, target.host if tls else None)
+    options = cache.get(key)
+    if options is None:
+        options = cache[key] = replace(base, path_edit=edit, upstream_tls=tls)
+    return options
 
 
 def compile_routes(store: ProxyRoutes, options: RouteOptions) -> tuple[HostRoutes, dict[str, HostRoutes], Route | None]:
@@ -193,6 +205,7 @@ def compile_routes(store: ProxyRoutes, options: RouteOptions) -> tuple[HostRoute
     any_host = HostRoutes()
     by_host: dict[str, HostRoutes] = {}
     root = None
+    cache: dict = {}
     for index, proxy_route in enumerate(sorted(store.routes.values(), key=lambda r: r.path)):
         path = proxy_route.path
         host = ""
@@ -205,8 +218,9 @@ def compile_routes(store: ProxyRoutes, options: RouteOptions) -> tuple[HostRoute
         label_path = path if index < MAX_ROUTE_LABELS else "_"
         backend = Backend(CHP_NAMESPACE, target.host, str(target.port), ((target.host, target.port),))
         route = Route(host, path, "Prefix", namespace=CHP_NAMESPACE, ingress="chp", backend=backend,
-                      options=options, labels=(CHP_NAMESPACE, "chp", target.host if index < MAX_ROUTE_LABELS
-                                               else "_", host or UNDEFINED_HOST, label_path),
+                      options=_options_for(store, options, target, rest, cache),
+                      labels=(CHP_NAMESPACE, "chp", target.host if index < MAX_ROUTE_LABELS
+                              else "_", host or UNDEFINED_HOST, label_path),
                       activity=proxy_route.activity)
         if path == "/":
             root = route
@@ -216,15 +230,25 @@ def compile_routes(store: ProxyRoutes, options: RouteOptions) -> tuple[HostRoute
     return any_host, by_host, root
 
 
+def health_route(host: str = "") -> Route:
+    """CHP's /_chp_healthz, answered by ingressd itself."""
+    return Route(host, HEALTH_PATH, "Exact", namespace=CHP_NAMESPACE, ingress="chp",
+                 options=RouteOptions(static=HEALTH_ANSWER, ssl_redirect=False),
+                 labels=(CHP_NAMESPACE, "chp", "", host or UNDEFINED_HOST, HEALTH_PATH))
+
+
 def compile_table(store: ProxyRoutes, options: RouteOptions, not_found: Route | None = None) -> RouteTable:
-    """A route table serving exactly the store (``ingressd chp``): longest prefix, then the root
-    route, then ``not_found`` (CHP's 404)."""
+    """A route table serving exactly the store (``ingressd chp``): /_chp_healthz, longest prefix,
+    then the root route, then ``not_found`` (CHP's 404, with ``options``' error pages)."""
     any_host, by_host, root = compile_routes(store, options)
-    default = root or not_found or Route("", "", "Default", labels=(CHP_NAMESPACE, "chp", "", UNDEFINED_HOST, ""))
+    default = root or not_found or Route("", "", "Default", options=options,
+                                         labels=(CHP_NAMESPACE, "chp", "", UNDEFINED_HOST, ""))
     table = RouteTable(default=default)
     any_host.fallback = default
+    any_host.exact[HEALTH_PATH] = health_route()
     table.any_host = any_host
     for host, routes in by_host.items():
         routes.fallback = default
+        routes.exact[HEALTH_PATH] = health_route(host)
         table.hosts[host] = routes
     return table

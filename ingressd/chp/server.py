@@ -14,17 +14,18 @@ import logging
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from httptools import HttpParserError, HttpRequestParser
 
 from ..admin import metrics_handler, serve_admin
-from ..config import Config
+from ..config import ClientLimits, ClientTrust, Config
 from ..dataplane.responses import reason
 from ..dataplane.server import DataPlane, bind_listeners
 from ..dataplane.stats import AccessLog
 from .api import handle
-from .routes import ProxyRoutes, compile_table, route_options
+from .errors import ErrorPages
+from .routes import Forwarding, ProxyRoutes, compile_table, route_options
 
 log = logging.getLogger("ingressd.chp")
 
@@ -40,8 +41,9 @@ class ProxyAPI:
         self.token = token
         self.on_change = on_change
 
-    def request(self, method: str, url: str, authorization: str, body: bytes):
+    def request(self, method: str, url: str, headers: dict[bytes, bytes], body: bytes):
         version = self.store.version
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
         status, content_type, payload = handle(self.store, self.token, method, url, authorization, body)
         if self.store.version != version:
             self.on_change()
@@ -50,10 +52,31 @@ class ProxyAPI:
         return status, content_type, payload
 
 
-class APIConnection(asyncio.Protocol):
-    """HTTP/1.1 for the API port (httptools, as the metrics port): small bodies, keep-alive."""
+class HTTPSRedirect:
+    """CHP's --redirect-port server: every request answers 301 to the same URL over HTTPS."""
 
-    def __init__(self, api: ProxyAPI):
+    def __init__(self, https_port: int):
+        self.https_port = https_port
+
+    def request(self, method: str, url: str, headers: dict[bytes, bytes], body: bytes):
+        host = headers.get(b"host")
+        if host is None:
+            return 400, None, (f"This server is HTTPS-only on port {self.https_port}, but an HTTP request was "
+                               "made and the host could not be determined from the request.").encode()
+        name = host.decode("latin-1").split(":")[0]
+        port = "" if self.https_port == 443 else f":{self.https_port}"
+        location = f"https://{name}{port}{url}".encode("latin-1")
+        return 301, None, b"", b"Location: " + location + b"\r\n"
+
+
+class APIConnection(asyncio.Protocol):
+    """HTTP/1.1 for the API port and the redirect port (httptools, as the metrics port): small
+    bodies, keep-alive. ``api.request(method, url, headers, body)`` returns (status, content type,
+    body[, extra header lines]); ``headers`` holds Authorization and Host."""
+
+    KEPT = (b"authorization", b"host")
+
+    def __init__(self, api):
         self.api = api
         self.parser = HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -61,7 +84,7 @@ class APIConnection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.url = b""
-        self.authorization = b""
+        self.headers: dict[bytes, bytes] = {}
         self.body: list[bytes] = []
         self.size = 0
         self._header = b""
@@ -79,8 +102,9 @@ class APIConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"authorization":
-            self.authorization = value
+        name = name.lower()
+        if name in self.KEPT:
+            self.headers[name] = value
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
@@ -94,8 +118,7 @@ class APIConnection(asyncio.Protocol):
             return
         method = self.parser.get_method().decode("latin-1")
         try:
-            result = self.api.request(method, self.url.decode("latin-1"), self.authorization.decode("latin-1"),
-                                      b"".join(self.body))
+            result = self.api.request(method, self.url.decode("latin-1"), self.headers, b"".join(self.body))
         except Exception:  # a bug here must never take down the proxy
             log.exception("API request %s %s failed", method, self.url)
             result = (500, None, b"Internal Server Error")
@@ -103,10 +126,11 @@ class APIConnection(asyncio.Protocol):
         self._reset()
         self.respond(*result, keep_alive=keep_alive)
 
-    def respond(self, status: int, content_type: str | None, body: bytes, keep_alive: bool) -> None:
+    def respond(self, status: int, content_type: str | None, body: bytes, extra: bytes = b"", *,
+                keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status))]
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), extra]
         if content_type:
             head.append(b"Content-Type: %s\r\n" % content_type.encode())
         head.append(b"Content-Length: %d\r\n" % len(body))
@@ -133,6 +157,37 @@ class ChpOptions:
     metrics_port: int | None = None
     access_log: bool = False
     pid_file: str | None = None
+    error_target: str | None = None
+    error_path: str | None = None
+    redirect_port: int | None = None
+    redirect_to: int | None = None
+    ssl_ca: str | None = None
+    ssl_request_cert: bool = False
+    ssl_reject_unauthorized: bool = False
+    x_forward: bool = True
+    forwarding: Forwarding = Forwarding()
+    custom_headers: tuple[tuple[str, str], ...] = ()  # (name, value), later ones replacing earlier
+    timeout: float | None = None  # seconds: --timeout
+    keep_alive_timeout: float = 75.0  # seconds between requests on a client connection (CHP: 5)
+
+    def client_limits(self) -> ClientLimits:
+        limits = ClientLimits(keepalive_timeout=self.keep_alive_timeout)
+        if self.timeout:
+            limits = replace(limits, header_timeout=self.timeout, body_timeout=self.timeout)
+        return limits
+
+    def trust(self) -> ClientTrust:
+        """As CHP's http-proxy (xfwd): the X-Forwarded-* a client sent are kept, ours appended;
+        with --no-x-forward nothing is believed or added."""
+        if not self.x_forward:
+            return ClientTrust()
+        return ClientTrust(use_forwarded_headers=True, compute_full_forwarded_for=True)
+
+    def request_headers(self) -> tuple:
+        merged = {}
+        for name, value in self.custom_headers:
+            merged[name.lower()] = f"{name}: {value}\r\n".encode("latin-1")
+        return tuple((name.encode("latin-1"), line) for name, line in merged.items())
 
 
 def _listen_socket(host: str | None, port: int) -> list[socket.socket]:
@@ -154,12 +209,19 @@ class ChpProxy:
 
     def __init__(self, options: ChpOptions):
         self.options = options
-        self.store = ProxyRoutes(host_routing=options.host_routing)
-        self.route_options = route_options(options.proxy_timeout)
+        self.store = ProxyRoutes(host_routing=options.host_routing, forwarding=options.forwarding)
+        error_pages = ErrorPages(options.error_target, options.error_path, options.forwarding.insecure)
+        self.route_options = route_options(options.proxy_timeout, headers=options.request_headers(),
+                                           x_forward=options.x_forward, error_pages=error_pages,
+                                           timeout=options.timeout)
         self.plane = DataPlane(https_port=options.port, hsts=False,
                                access_log=AccessLog("text") if options.access_log else None)
         self.api = ProxyAPI(self.store, options.token, self.apply)
         self.certificate = _certificate(options) if options.ssl_cert else None
+        if self.certificate is not None and (options.ssl_request_cert or options.ssl_ca):
+            self.plane.tls.request_client_certificates(options.ssl_ca, options.ssl_reject_unauthorized)
+        self.client_limits = options.client_limits()
+        self.client_trust = options.trust()
         self.servers: list[asyncio.AbstractServer] = []
         self._sampler: asyncio.Task | None = None
         if options.default_target:
@@ -168,7 +230,8 @@ class ChpProxy:
 
     def apply(self) -> None:
         table = compile_table(self.store, self.route_options)
-        self.plane.apply(Config(table, default_certificate=self.certificate))
+        self.plane.apply(Config(table, default_certificate=self.certificate, client=self.client_limits,
+                                trust=self.client_trust))
 
     async def start(self) -> None:
         options = self.options
@@ -178,6 +241,11 @@ class ChpProxy:
                                  "https": sockets if self.certificate else []})
         self.servers.append(await loop.create_server(lambda: APIConnection(self.api), options.api_ip,
                                                      options.api_port, reuse_address=True))
+        if options.redirect_port and self.certificate is not None and options.port != 80:  # as CHP
+            redirect = HTTPSRedirect(options.redirect_to or options.port)
+            self.servers.append(await loop.create_server(lambda: APIConnection(redirect), options.ip,
+                                                         options.redirect_port, reuse_address=True))
+            log.info("redirecting HTTP on port %d to HTTPS on port %d", options.redirect_port, redirect.https_port)
         if options.metrics_port is not None:
             from ..metrics import make_registry
             from ..status import status_handlers

@@ -206,16 +206,21 @@ class Exchange:
             return
         log.warning("%s %s: %d %s", self.host or "-", self.url.decode("latin-1"), status, detail)
         self.keep_alive = self.keep_alive and self.request_done
-        self.answer(status, responses.error_body(status, detail))
+        pages = self.route.options.error_pages
+        if pages is not None:  # ingressd chp: CHP's error pages (may answer later, see chp.errors)
+            pages.serve(self, status)
+        else:
+            self.answer(status, responses.error_body(status, detail))
 
-    def answer(self, status: int, body: bytes, headers: bytes = b"") -> None:
+    def answer(self, status: int, body: bytes, headers: bytes = b"", content_type: bytes | None = None) -> None:
         """Answer from ingressd itself, now (the exchange is being served)."""
         self.status = status
         self.response_started = self.response_done = True
         conn = self.conn
         if conn.hsts:
             headers += conn.hsts
-        data = responses.response(status, body, keep_alive=self.keep_alive, headers=headers, head_only=self.is_head)
+        data = responses.response(status, body, keep_alive=self.keep_alive, headers=headers, head_only=self.is_head,
+                                  content_type=content_type)
         self.sent += len(data)
         conn.send_local(self, data)
         if self.request_done or not self.keep_alive:

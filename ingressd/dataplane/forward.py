@@ -149,19 +149,41 @@ def upstream_head(exchange: Exchange, head: RequestHead, forwarded: bytes, forwa
         framing = b"Transfer-Encoding: chunked\r\n"
     if exchange.upgrade:
         framing += b"Upgrade: " + head.upgrade + b"\r\nConnection: upgrade\r\n"
+    options = exchange.route.options
+    if options.edits_request:  # rewrite-target, upstream-vhost, ..., ingressd chp's flags
+        return _edited_head(exchange, head, options, forwarded, forwarded_host, framing)
     if head.xff is not None:
         framing += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
-    url = exchange.url
-    host = raw_host
-    options = exchange.route.options
-    if options.edits_request:  # upstream-vhost, x-forwarded-prefix, rewrite-target
-        url, host, extra = edit_request(options, url, raw_host)
-        framing += extra
     return b"".join((
-        exchange.method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *head.lines, forwarded,
+        exchange.method, b" ", exchange.url, b" HTTP/1.1\r\nHost: ", raw_host, b"\r\n", *head.lines, forwarded,
         b"X-Forwarded-Host: ", forwarded_host or raw_host, b"\r\nX-Request-ID: ", exchange.request_id, b"\r\n",
         framing, b"\r\n",
     ))
+
+
+def _edited_head(exchange: Exchange, head: RequestHead, options, forwarded: bytes, forwarded_host: bytes | None,
+                 framing: bytes) -> bytes:
+    raw_host = head.raw_host or b""
+    url, host, extra = edit_request(options, exchange.url, raw_host)
+    lines = head.lines
+    if options.request_headers:  # --custom-header: replaces what the client sent under that name
+        names = {name for name, _ in options.request_headers}
+        lines = [field for i in range(0, len(lines), 4) if lines[i].lower() not in names
+                 for field in lines[i:i + 4]]
+        for name, line in options.request_headers:
+            if name == b"host":
+                host = line.partition(b":")[2].strip()
+            else:
+                extra += line
+    if options.x_forward:
+        forwarding = (forwarded, b"X-Forwarded-Host: ", forwarded_host or raw_host, b"\r\nX-Request-ID: ",
+                      exchange.request_id, b"\r\n")
+        if head.xff is not None:
+            extra += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
+    else:  # --no-x-forward: the client's own X-Forwarded-For passes unchanged, nothing is added
+        forwarding = (b"X-Forwarded-For: " + head.xff + b"\r\n",) if head.xff is not None else ()
+    return b"".join((exchange.method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *lines, *forwarding,
+                     extra, framing, b"\r\n"))
 
 
 def _drop_connection_listed(lines: list[bytes], value: bytes) -> None:

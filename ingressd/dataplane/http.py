@@ -603,7 +603,8 @@ class ClientConnection(asyncio.Protocol):
         if answer is not None:
             if answer.close:
                 exchange.keep_alive = False
-            return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts, answer.headers)
+            return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts, answer.headers,
+                               answer.content_type)
         if cors is not None:
             exchange.response_fields = cors.response_headers(origin)
 
@@ -666,7 +667,7 @@ class ClientConnection(asyncio.Protocol):
     # --- helpers -------------------------------------------------------------------------------
 
     def _local(self, exchange: Exchange, status: int, body: bytes, location: str | None = None,
-               hsts: bool = True, headers: bytes = b"") -> None:
+               hsts: bool = True, headers: bytes = b"", content_type: bytes | None = None) -> None:
         """Answer ``exchange`` from ingressd itself, in order after any pipelined predecessor."""
         if self.hsts and hsts:
             headers += self.hsts
@@ -677,7 +678,8 @@ class ClientConnection(asyncio.Protocol):
                                                 head_only=exchange.is_head)
         else:
             exchange.local = responses.response(status, body, keep_alive=exchange.keep_alive,
-                                                headers=headers, head_only=exchange.is_head)
+                                                headers=headers, head_only=exchange.is_head,
+                                                content_type=content_type)
         if self.active is None:
             self.active = exchange
             if not exchange.keep_alive:

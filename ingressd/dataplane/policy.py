@@ -1,6 +1,6 @@
 """What ingressd answers itself, decided from the request's facts and its route: a pure function.
 
-ingress-nginx's order, for one request:
+ingress-nginx's order, for one request (after a route's fixed answer, ``options.static``):
 
 1. a declared body larger than the route's ``proxy-body-size``: 413, and the connection closes
    (the body is never read);
@@ -16,7 +16,7 @@ ingress-nginx's order, for one request:
 8. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
    authentication ingressd cannot do (``auth-url``, digest, client certificates): 503;
    ``auth-type: basic``: 401 without valid credentials;
-9. no backend (the built-in default backend): 404;
+9. no backend (the built-in default backend): 404 (``ingressd chp``: its error pages);
 10. a backend with no usable endpoint: 503 naming why.
 
 Anything else is proxied. Nothing here does IO or keeps state.
@@ -37,6 +37,7 @@ class Answer(NamedTuple):
     close: bool = False  # close the connection after answering
     hsts: bool = True  # Strict-Transport-Security may be added (not on challenge answers)
     headers: bytes = b""  # extra CRLF-terminated field lines
+    content_type: bytes | None = None  # of the body, when not plain text
 
 
 def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, scheme: str, body_length: int,
@@ -49,6 +50,9 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
     header (looked up only for CORS routes).
     """
     options = route.options
+    if options.static is not None:
+        status, content_type, body = options.static
+        return Answer(status, body, content_type=content_type)
     limit = options.body_size_limit
     if limit is not None and body_length > limit:
         return Answer(413, responses.error_body(
@@ -80,6 +84,8 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
         return Answer(401, responses.error_body(401), headers=options.basic_auth.challenge)
     backend = route.backend
     if backend is None:
+        if options.error_pages is not None:  # ingressd chp: answered as a failure (Exchange.fail)
+            return None
         return Answer(404, responses.DEFAULT_BACKEND_BODY)
     if backend.error is not None:
         return Answer(503, responses.error_body(503, backend.error))

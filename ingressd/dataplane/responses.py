@@ -16,10 +16,13 @@ def reason(status: int) -> bytes:
 
 
 def response(status: int, body: bytes = b"", *, keep_alive: bool = True, headers: bytes = b"",
-             head_only: bool = False) -> bytes:
-    """A complete response with a plain-text body. ``headers`` are extra CRLF-terminated lines."""
+             head_only: bool = False, content_type: bytes | None = None) -> bytes:
+    """A complete response, by default with a plain-text body. ``headers`` are extra CRLF-terminated
+    lines; ``content_type`` another type for the body (b"": none, ``headers`` has it)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), headers]
-    if body:
+    if content_type:
+        lines.append(b"Content-Type: " + content_type + b"\r\n")
+    elif body and content_type is None:
         lines.append(b"Content-Type: text/plain; charset=utf-8\r\n")
     lines.append(b"Content-Length: %d\r\n" % len(body))
     if not keep_alive:

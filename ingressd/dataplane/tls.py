@@ -49,11 +49,23 @@ class TLSContexts:
         self.listener_context = new_context(self._fallback_cert)
         self.listener_context.sni_callback = self._on_sni
 
+    client_ca: tuple | None = None  # (CA file or None for the system's, required): see request_client_certificates
+
     def _context(self, cert: Certificate) -> ssl.SSLContext:
         ctx = self._contexts.get(cert.fingerprint)
         if ctx is None:
             ctx = self._contexts[cert.fingerprint] = new_context(cert)
+            if self.client_ca is not None:
+                _verify_clients(ctx, *self.client_ca)
         return ctx
+
+    def request_client_certificates(self, cafile: str | None, required: bool) -> None:
+        """Ask clients for a certificate, verified against ``cafile`` (else the system's CAs);
+        ``required``: refuse the handshake without one (CHP's --ssl-request-cert and
+        --ssl-reject-unauthorized)."""
+        self.client_ca = (cafile, required)
+        self._contexts.clear()
+        _verify_clients(self.listener_context, cafile, required)
 
     def apply(self, config: Config) -> None:
         self._config = config
@@ -81,3 +93,11 @@ class TLSContexts:
             log.exception("cannot load the certificate for %r; using the default", server_name)
             sslobj.context = self._context(self._fallback_cert)
         return None
+
+
+def _verify_clients(ctx: ssl.SSLContext, cafile: str | None, required: bool) -> None:
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    ctx.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL

@@ -320,6 +320,9 @@ class UpstreamPool:
     def proxy(self, exchange: Exchange, fresh: bool = False) -> None:
         """Send ``exchange`` to the next endpoint of its backend (round robin)."""
         backend = exchange.route.backend
+        if backend is None:  # no route, with error pages to answer it (policy.answer_for)
+            exchange.fail(404, "no route")
+            return
         endpoints = backend.endpoints
         index = self.round_robin.get(backend, 0)
         self.round_robin[backend] = index + 1

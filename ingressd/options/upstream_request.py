@@ -1,5 +1,5 @@
 """What a route changes in the request it sends upstream: ``rewrite-target``, ``upstream-vhost``,
-``x-forwarded-prefix``. Called only for routes whose options say so (``RouteOptions.edits_request``)."""
+``x-forwarded-prefix`` (and ``ingressd chp``'s target paths). Called only for routes whose options say so (``RouteOptions.edits_request``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 def edit_request(options: RouteOptions, url: bytes, raw_host: bytes) -> tuple[bytes, bytes, bytes]:
     """(request target, Host, extra field lines) for the upstream."""
     extra = b""
+    if options.path_edit is not None:  # ingressd chp: the target's path, --no-include-prefix
+        url = options.path_edit.apply(url)
     rewrite = options.rewrite
     if rewrite is not None:
         raw_path, _, query = url.partition(b"?")

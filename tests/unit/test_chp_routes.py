@@ -4,8 +4,12 @@ import json
 import time
 from types import SimpleNamespace
 
+import pickle
+
 from ingressd.chp.api import handle
-from ingressd.chp.routes import (ProxyRoutes, clean_path, compile_table, format_time, parse_time,
+from ingressd.chp.server import ChpOptions
+from ingressd.chp.targets import PathEdit, Target, path_edit, url_join
+from ingressd.chp.routes import (Forwarding, ProxyRoutes, clean_path, compile_table, format_time, parse_time,
                                  route_options)
 
 TOKEN = "secret"
@@ -138,7 +142,64 @@ def test_host_routing_first_segment_is_the_host():
 
 def test_unservable_targets_are_refused_clearly():
     store = ProxyRoutes()
-    status, _, body = post(store, "/a", target="http://127.0.0.1:1/prefix")
-    assert status == 400 and b"path" in body
-    assert post(store, "/a", target="ftp://x")[0] == 400
+    status, _, body = post(store, "/a", target="ftp://x")
+    assert status == 400 and b"http://" in body
+    assert post(store, "/a", target="http://[::1")[0] == 400
     assert store.routes == {}
+
+
+def test_url_join_is_http_proxy_3s():
+    assert url_join("/prefix", "/user/a") == "/prefix/user/a"
+    assert url_join("/prefix/", "/user/a") == "/prefix/user/a"
+    assert url_join("/prefix", "user") == "/prefix/user"
+    assert url_join("/p?a=1", "/x?b=2") == "/p/x?a=1&b=2"
+    assert url_join("", "/x") == "/x"
+    assert url_join("/", "//double") == "//double"
+
+
+def test_targets_with_a_path_and_https():
+    assert Target.parse("https://hub.example.org") == Target("hub.example.org", 443, "https")
+    assert Target.parse("http://h:81/base/?q=1") == Target("h", 81, "http", "/base/?q=1")
+    assert Target.parse("http://h/") == Target("h", 80, "http")
+    edit = path_edit(Target.parse("http://h/base"), "/user/a", prepend_path=True, include_prefix=True)
+    assert edit.apply(b"/user/a/tree?x=1") == b"/base/user/a/tree?x=1"
+    edit = path_edit(Target.parse("http://h/base"), "/user/a", prepend_path=True, include_prefix=False)
+    assert edit.apply(b"/user/a/tree") == b"/base/tree"
+    assert edit.apply(b"/user/a") == b"/base"
+    edit = path_edit(Target.parse("http://h/base"), "/user/a", prepend_path=False, include_prefix=False)
+    assert edit.apply(b"/user/a") == b"/"  # nothing left: the root
+    assert edit.apply(b"/user/a?x") == b"/?x"
+    assert path_edit(Target.parse("http://h/base"), "/u", prepend_path=False, include_prefix=True) is None
+    assert path_edit(Target.parse("http://h"), "/", prepend_path=True, include_prefix=False) is None
+
+
+def test_compiled_routes_carry_their_targets_options():
+    store = ProxyRoutes(forwarding=Forwarding(include_prefix=False, insecure=True))
+    post(store, "/user/a", target="https://127.0.0.1:9443/base")
+    post(store, "/user/b", target="https://127.0.0.1:9444")
+    post(store, "/user/c", target="http://127.0.0.1:9000")
+    base = route_options(None)
+    table = compile_table(store, base)
+    a, b, c = (table.lookup("h", f"/user/{n}/x") for n in "abc")
+    assert a.options.path_edit == PathEdit("/base", len("/user/a"))
+    assert a.options.upstream_tls is b.options.upstream_tls  # one context (and pool key) per host
+    assert a.options.upstream_tls.server_name == "127.0.0.1" and a.options.upstream_tls.insecure
+    assert c.options.upstream_tls is None and c.options.edits_request
+    pickle.loads(pickle.dumps(a.options))  # configurations travel to workers pickled
+
+
+def test_health_check_on_every_host_and_errors_on_no_route():
+    store = ProxyRoutes(host_routing=True)
+    post(store, "/hub.example.org/user/a", target="http://127.0.0.1:2")
+    table = compile_table(store, route_options(None, error_pages="pages"))
+    for host in ("hub.example.org", "other.org"):
+        route = table.lookup(host, "/_chp_healthz")
+        assert route.options.static == (200, b"application/json", b'{"status": "OK"}')
+    missing = table.lookup("other.org", "/user/a")
+    assert missing.backend is None and missing.options.error_pages == "pages"
+
+
+def test_custom_headers_replace_and_last_wins():
+    options = ChpOptions(ip=None, port=1, api_ip=None, api_port=2, token=None,
+                         custom_headers=(("X-A", "1"), ("x-a", "2"), ("Host", "h")))
+    assert options.request_headers() == ((b"x-a", b"x-a: 2\r\n"), (b"host", b"Host: h\r\n"))
