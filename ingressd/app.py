@@ -49,14 +49,18 @@ class ServeOptions:
     publish_service: str | None = None
     publish_status_addresses: tuple[str, ...] = ()
     max_connections: int = 16384  # client connections per worker (ingress-nginx max-worker-connections)
+    # --proxy-api ADDR:PORT: configurable-http-proxy's REST API for JupyterHub (ingressd.chp.hub)
+    proxy_api: tuple[str | None, int] | None = None
+    proxy_api_token: str | None = None  # CONFIGPROXY_AUTH_TOKEN
 
 
 class Controller:
     """Turns each snapshot from the source into a configuration and hands it to the data plane."""
 
-    def __init__(self, options: ServeOptions, plane: DataPlane, source: Source | None = None):
+    def __init__(self, options: ServeOptions, plane: DataPlane, source: Source | None = None, hub=None):
         self.options = options
         self.plane = plane
+        self.hub = hub  # ingressd.chp.hub.HubRoutes with --proxy-api: adds the Hub's routes to each configuration
         self.source = source if source is not None else open_source(options.source)
         self.reporter = Reporter(log)  # every diagnostic, from the source, translator and planner, logged once
         self.certs = CertificateManager.for_source(self.source, options.certificates, options.settings,
@@ -106,7 +110,7 @@ class Controller:
             self.failures += 1
             self.last_apply_ok = False
             return
-        self.plane.apply(config)
+        self.plane.apply(self.hub.apply(config, snapshot) if self.hub is not None else config)
         self.config = config
         if config.required != self._required:  # Secrets the annotations name (auth, upstream CA)
             self._required = config.required
@@ -177,7 +181,12 @@ async def serve(options: ServeOptions) -> None:
         plane = WorkerPool(options, options.workers, sockets)
     else:
         plane = DataPlane.from_options(options)
-    controller = Controller(options, plane)
+    hub = None
+    if options.proxy_api is not None:
+        from .chp.hub import HubRoutes
+
+        hub = HubRoutes(plane, options.proxy_api_token)
+    controller = Controller(options, plane, hub=hub)
     latest = Counters()
 
     async def refresh_counters() -> None:
@@ -199,6 +208,8 @@ async def serve(options: ServeOptions) -> None:
         await plane.start()
     else:
         await plane.listen(sockets)
+    if hub is not None:
+        await hub.start(*options.proxy_api)
     where = options.listen or "*"
     log.info("serving with %d worker process(es): HTTP on %s:%d, HTTPS on %s:%d, metrics on %s:%d",
              options.workers, where, options.http_port, where, options.https_port, where, options.metrics_port)
@@ -216,5 +227,7 @@ async def serve(options: ServeOptions) -> None:
     stopping.cancel()
     await asyncio.gather(watcher, return_exceptions=True)  # its cleanup (Lease release) before the exit
     admin.close()
+    if hub is not None:
+        await hub.close()
     await plane.close()
     log.info("stopped")

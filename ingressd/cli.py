@@ -187,6 +187,14 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                        help="write this IP or host name into their status instead (repeatable, or comma-separated)")
 
 
+def _api_address(value: str) -> tuple[str | None, int]:
+    host, colon, port = value.rpartition(":")
+    if not colon:
+        host, port = "", value
+    host = host.strip("[]")
+    return (host or None, _port(port))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingressd", description="HTTPS ingress for Kubernetes Ingress objects.")
     parser.add_argument("--version", action="version", version=f"ingressd {__version__}")
@@ -213,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one line per request (and per closed websocket) on stdout (default: on)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="access log format: ingress-nginx's default upstream format, or JSON")
+    serve.add_argument("--proxy-api", type=_api_address, metavar="[ADDR:]PORT",
+                       help="serve configurable-http-proxy's REST API for JupyterHub here (token: "
+                            "CONFIGPROXY_AUTH_TOKEN); its routes go under the hosts of Ingresses annotated "
+                            "ingressd.io/proxy-api: \"true\"")
     _add_certificate_arguments(serve)
     _add_cluster_arguments(serve)
 
@@ -331,8 +343,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers or default_worker_count(), certificates=_cert_settings(args),
         election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
         publish_status_addresses=tuple(args.publish_status_addresses or ()),
-        max_connections=args.max_worker_connections,
+        max_connections=args.max_worker_connections, proxy_api=args.proxy_api,
+        proxy_api_token=os.environ.get("CONFIGPROXY_AUTH_TOKEN") or None,
     )
+    if options.proxy_api is not None and not options.proxy_api_token:
+        logging.getLogger("ingressd").warning("--proxy-api without a token: set CONFIGPROXY_AUTH_TOKEN")
     try:
         import uvloop
     except ImportError:

@@ -55,6 +55,10 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
             conn.send(("challenges-applied", message[2]))
         elif kind == "counters":
             conn.send(("counters", message[1], plane.counters()))
+        elif kind == "activity":  # JupyterHub proxy-API routes' last_activity (ingressd.chp.hub)
+            from .chp.routes import activity_stamps
+
+            conn.send(("activity", message[1], activity_stamps()))
         elif kind == "stop":
             stop.set()
 

@@ -8,9 +8,10 @@ pipe. A worker that dies is started again with the current
 configuration; its open connections die with it, the others' do not.
 
 Messages are pickled tuples: to a worker ``("config", generation, Config)``, ``("challenges",
-dict, generation)``, ``("counters", request_id)``, ``("stop",)``; from a worker ``("started", pid)``,
-``("listening", pid)``, ``("applied", generation)``, ``("challenges-applied", generation)``,
-``("counters", request_id, Counters)``, ``("failed", reason)``.
+dict, generation)``, ``("counters", request_id)``, ``("activity", request_id)``, ``("stop",)``; from a
+worker ``("started", pid)``, ``("listening", pid)``, ``("applied", generation)``,
+``("challenges-applied", generation)``, ``("counters", request_id, Counters)``,
+``("activity", request_id, {path: monotonic time})``, ``("failed", reason)``.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class WorkerPool:
             worker.applied = message[1]
             if time.monotonic() - worker.started_at > 10:
                 worker.failures = 0  # it has been up a while: forget earlier crashes
-        elif kind == "counters":
+        elif kind in ("counters", "activity"):
             pending = self._pending.get(message[1])
             if pending is not None:
                 future, results = pending
@@ -230,12 +231,28 @@ class WorkerPool:
 
     async def gather_counters(self) -> Counters:
         """Every live worker's counters, added up (workers that do not answer in time are skipped)."""
+        total = Counters()
+        for counters in await self._ask("counters"):
+            total.add(counters)
+        return total
+
+    async def gather_activity(self) -> dict[str, float]:
+        """The proxy-API routes' last activity (monotonic time) by path, the latest of all workers."""
+        stamps: dict[str, float] = {}
+        for reported in await self._ask("activity"):
+            for key, last in reported.items():
+                if last > stamps.get(key, 0.0):
+                    stamps[key] = last
+        return stamps
+
+    async def _ask(self, kind: str) -> list:
+        """Every live worker's answer to ``kind`` (those that do not answer in time are skipped)."""
         loop = asyncio.get_running_loop()
         request = next(self._requests)
         future = loop.create_future()
-        results: list[Counters] = []
+        results: list = []
         self._pending[request] = (future, results)
-        payload = pickle.dumps(("counters", request))
+        payload = pickle.dumps((kind, request))
         asked = 0
         for worker in self.workers:
             if worker.pid and worker.applied >= 0:
@@ -245,13 +262,10 @@ class WorkerPool:
             if asked:
                 await asyncio.wait_for(future, COUNTERS_TIMEOUT)
         except asyncio.TimeoutError:
-            log.warning("only %d of %d workers reported counters in time", len(results), asked)
+            log.warning("only %d of %d workers reported %s in time", len(results), asked, kind)
         finally:
             del self._pending[request]
-        total = Counters()
-        for counters in results:
-            total.add(counters)
-        return total
+        return results
 
 
 def default_worker_count() -> int:

@@ -15,6 +15,7 @@ stamps (see ``ingressd.dataplane.stats.Recorder.record``) and ``last_activity`` 
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from time import monotonic
@@ -67,16 +68,24 @@ class Activity:
     """When a route last served: stamped by the data plane, read by the API.
 
     ``last`` is a ``time.monotonic()`` value (the recorder's clock, so the request path makes no
-    extra clock call). Open websockets are kept in ``tunnels`` (connection -> bytes seen) and
-    sampled by ``sample_tunnels``: traffic in either direction counts, at the sampler's granularity,
-    with no per-chunk work in the data plane.
+    extra clock call; the same clock in every process of the machine). Open websockets are kept in
+    ``tunnels`` (connection -> bytes seen) and sampled by ``sample_tunnels``: traffic in either
+    direction counts, at the sampler's granularity, with no per-chunk work in the data plane.
+
+    Pickled (to ``--workers`` processes) as its ``key``, the route's path: each worker keeps one
+    object per key across configurations (``_ACTIVITIES``), so a websocket opened under one
+    configuration still counts under the next, and ``activity_stamps`` reports them back.
     """
 
-    __slots__ = ("last", "tunnels")
+    __slots__ = ("last", "tunnels", "key", "__weakref__")
 
-    def __init__(self, last: float):
+    def __init__(self, last: float, key: str = ""):
         self.last = last
         self.tunnels: dict = {}
+        self.key = key
+
+    def __reduce__(self):
+        return _activity_for, (self.key, self.last)
 
     def seen(self, exchange, now: float) -> None:
         """A finished exchange on this route (called by the recorder)."""
@@ -95,6 +104,31 @@ class Activity:
                 self.last = now
             if conn.tunnel is None:  # closed: its last bytes are counted above
                 del tunnels[conn]
+
+
+_ACTIVITIES: "weakref.WeakValueDictionary[str, Activity]" = weakref.WeakValueDictionary()
+
+
+def _activity_for(key: str, last: float) -> Activity:
+    """The process's Activity for ``key`` (see ``Activity``), created on first use."""
+    activity = _ACTIVITIES.get(key)
+    if activity is None:
+        activity = _ACTIVITIES[key] = Activity(last, key)
+    elif last > activity.last:
+        activity.last = last
+    return activity
+
+
+def activity_stamps() -> dict[str, float]:
+    """This process's activity by route path, open websockets' traffic folded in (for the workers'
+    report to the control plane)."""
+    now = monotonic()
+    stamps = {}
+    for key, activity in list(_ACTIVITIES.items()):
+        if activity.tunnels:
+            activity.sample_tunnels(now)
+        stamps[key] = activity.last
+    return stamps
 
 
 @dataclass(eq=False)
@@ -136,7 +170,7 @@ class ProxyRoutes:
         if self.host_routing and path != "/":
             data["host"] = path.split("/")[1]
         old = self.routes.get(path)
-        route = ProxyRoute(path, data, old.activity if old else Activity(monotonic()))
+        route = ProxyRoute(path, data, old.activity if old else Activity(monotonic(), path))
         if old is not None:  # CHP stamps last_activity on every add
             route.activity.last = route.created_mono
         self.routes[path] = route
@@ -151,6 +185,13 @@ class ProxyRoutes:
         if route is not None:
             self.version += 1
         return route
+
+    def observe(self, stamps: dict[str, float]) -> None:
+        """Activity seen elsewhere (worker processes), by route path: the latest counts."""
+        for path, last in stamps.items():
+            route = self.routes.get(path)
+            if route is not None and last > route.activity.last:
+                route.activity.last = last
 
     def sample(self) -> None:
         """Fold websocket traffic since the last call into ``last_activity``."""

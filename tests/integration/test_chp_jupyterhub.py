@@ -1,7 +1,9 @@
 """Real JupyterHub as the client of ``ingressd chp``: the Hub starts ingressd as its
 configurable-http-proxy (``c.ConfigurableHTTPProxy.command``), adds its routes, a user logs in
 through the proxy, a single-user jupyter_server is spawned and reached under /user/NAME/ (HTTP and
-a websocket), the proxy's last_activity reaches the Hub, and stopping the server removes its route.
+websockets: the server's event stream and a kernel's channels, idle for over 60 s and still working),
+the proxy's last_activity reaches the Hub, stopping the server removes its route, and the Hub's
+periodic route check (every ``last_activity_interval``) never finds anything to repair.
 
 Nothing is mocked: JupyterHub's DummyAuthenticator and SimpleLocalProcessSpawner are real
 JupyterHub classes, the single-user server is ``jupyterhub-singleuser`` (jupyter_server).
@@ -19,6 +21,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import uuid
 
 import pytest
 
@@ -28,6 +31,7 @@ from support.wait import wait_until
 
 pytest.importorskip("jupyterhub")
 pytest.importorskip("jupyter_server")
+pytest.importorskip("ipykernel")
 
 PROXY_TOKEN = "proxy-token-for-tests"
 SERVICE_TOKEN = "service-token-for-tests"
@@ -165,6 +169,20 @@ def test_jupyterhub_through_ingressd_chp(hub):
                  additional_headers={"Authorization": f"token {SERVICE_TOKEN}"}, ping_interval=None) as ws:
         ws.ping().wait(10)
 
+    # A kernel's websocket through the proxy stays open past 60 s of silence and still executes.
+    kernel = _api(hub, "POST", "/user/alice/api/kernels", {"name": "python3"})
+    with connect(f"ws://127.0.0.1:{hub.port}/user/alice/api/kernels/{kernel['id']}/channels", proxy=None,
+                 open_timeout=30, additional_headers={"Authorization": f"token {SERVICE_TOKEN}"},
+                 ping_interval=None) as ws:
+        assert _execute(ws, "1 + 1") == "2"
+        _drain(ws)  # the kernel's trailing status messages
+        idle_since = time.monotonic()
+        with pytest.raises(TimeoutError):  # nothing at all on the socket for 61 s: no pings either side
+            ws.recv(timeout=61)
+        assert time.monotonic() - idle_since >= 61
+        assert _execute(ws, "6 * 7") == "42"
+    assert hub.proxy_routes()["/user/alice"]["last_activity"] >= routes["/user/alice"]["last_activity"]
+
     # Stopping the server removes its route.
     status, _ = hub.hub_api("DELETE", "/users/alice/server")
     assert status in (202, 204)
@@ -173,3 +191,39 @@ def test_jupyterhub_through_ingressd_chp(hub):
     log = hub.text()
     for repair in ("Adding missing route", "Updating route", "Deleting stale route"):
         assert repair not in log, repair
+
+
+def _api(hub: Hub, method: str, path: str, body=None):
+    request = urllib.request.Request(hub.url(path), method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"token {SERVICE_TOKEN}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _execute(ws, code: str) -> str:
+    """Run ``code`` in the kernel over its websocket (Jupyter's JSON message protocol): the result's text."""
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "username": "alice", "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                   "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False},
+    }))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        message = json.loads(ws.recv(timeout=60))
+        if message.get("parent_header", {}).get("msg_id") == msg_id and message["msg_type"] == "execute_result":
+            return message["content"]["data"]["text/plain"]
+    raise AssertionError(f"no result for {code!r}")
+
+
+def _drain(ws, quiet: float = 3.0) -> None:
+    """Read until nothing has arrived for ``quiet`` seconds."""
+    while True:
+        try:
+            ws.recv(timeout=quiet)
+        except TimeoutError:
+            return

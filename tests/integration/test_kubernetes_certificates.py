@@ -90,9 +90,11 @@ def test_certificate_issued_by_pebble_is_written_as_a_secret_and_foreign_secrets
         status, listed = kubeapi.request("GET", "/api/v1/secrets?labelSelector=ingressd.io%2Fmanaged-by%3Dingressd")
         names = {s["metadata"]["name"] for s in listed["items"]}
         assert "pebble-account" in names and "site-tls" in names
-        # per-certificate state is kept in the API
-        status, state = kubeapi.request("GET", "/api/v1/namespaces/default/configmaps/ingressd-certificates")
-        assert status == 200 and json.loads(state["data"]["certificates.json"])
+        # per-certificate state is kept in the API (written after the Secret: wait for it)
+        state = wait_until(lambda: (r := kubeapi.request("GET", "/api/v1/namespaces/default/configmaps/"
+                                                         "ingressd-certificates"))[0] == 200 and r[1],
+                           timeout=30, interval=0.2, message="ConfigMap ingressd-certificates")
+        assert json.loads(state["data"]["certificates.json"])
         # the Secret someone else owns was never overwritten (nor was it written at all)
         now = secret(kubeapi, "foreign-tls")
         assert now["data"] == foreign["data"] and now["metadata"]["resourceVersion"] == foreign_rv
