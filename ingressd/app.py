@@ -52,6 +52,7 @@ class ServeOptions:
     # --proxy-api ADDR:PORT: configurable-http-proxy's REST API for JupyterHub (ingressd.chp.hub)
     proxy_api: tuple[str | None, int] | None = None
     proxy_api_token: str | None = None  # CONFIGPROXY_AUTH_TOKEN
+    proxy_api_host_routing: bool = False  # the first segment of a Hub route is its host
 
 
 class Controller:
@@ -185,7 +186,7 @@ async def serve(options: ServeOptions) -> None:
     if options.proxy_api is not None:
         from .chp.hub import HubRoutes
 
-        hub = HubRoutes(plane, options.proxy_api_token)
+        hub = HubRoutes(plane, options.proxy_api_token, options.proxy_api_host_routing)
     controller = Controller(options, plane, hub=hub)
     latest = Counters()
 

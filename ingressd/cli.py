@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve configurable-http-proxy's REST API for JupyterHub here (token: "
                             "CONFIGPROXY_AUTH_TOKEN); its routes go under the hosts of Ingresses annotated "
                             "ingressd.io/proxy-api: \"true\"")
+    serve.add_argument("--proxy-api-host-routing", action="store_true",
+                       help="with --proxy-api: the first path segment of a Hub route is its host "
+                            "(JupyterHub's subdomain_host; CHP's --host-routing)")
     _add_certificate_arguments(serve)
     _add_cluster_arguments(serve)
 
@@ -344,6 +347,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
         publish_status_addresses=tuple(args.publish_status_addresses or ()),
         max_connections=args.max_worker_connections, proxy_api=args.proxy_api,
+        proxy_api_host_routing=args.proxy_api_host_routing,
         proxy_api_token=os.environ.get("CONFIGPROXY_AUTH_TOKEN") or None,
     )
     if options.proxy_api is not None and not options.proxy_api_token:

@@ -6,7 +6,8 @@ As CHP (lib/configproxy.js ``handleProxyError``):
   built-in answer is sent.
 - ``--error-path DIR``: ``DIR/CODE.html``, else ``DIR/error.html``, as ``text/html`` (read once at
   start: a page edited later needs a restart; a missing file falls back as in CHP).
-- neither: the status phrase as the body (``Not Found``, ``Service Unavailable``), as CHP.
+- neither: ingressd's own short HTML page per status (CHP has its own, in its lib/error); the
+  status phrase for any other status and when a page cannot be had, as CHP.
 Every failure of a target (refused, reset, timed out, an unusable response) is a 503, as in CHP; a
 websocket upgrade gets the bare status line.
 """
@@ -28,6 +29,19 @@ log = logging.getLogger("ingressd.chp")
 ERROR_FETCH_TIMEOUT = 10.0  # seconds for the whole error page from --error-target
 MAX_ERROR_PAGE = 1 << 20  # bytes; a larger page is cut off at this size
 _KEPT_HEADERS = (b"content-type", b"content-encoding")
+_BUILT_IN = {
+    404: "No route is registered for this URL.",
+    503: "The server this URL is routed to did not answer.",
+}
+
+
+def built_in_page(status: int) -> bytes | None:
+    text = _BUILT_IN.get(status)
+    if text is None:
+        return None
+    title = f"{status}: {responses.reason(status).decode()}"
+    return (f'<!doctype html>\n<html>\n<head><meta charset="utf-8"><title>{title}</title></head>\n'
+            f"<body>\n<h1>{title}</h1>\n<p>{text}</p>\n<hr>\n<p>ingressd chp</p>\n</body>\n</html>\n").encode()
 
 
 class ErrorPages:
@@ -60,7 +74,10 @@ class ErrorPages:
         if self.target is not None:
             asyncio.get_running_loop().create_task(self._fetch_and_answer(exchange, status))
             return
-        page = self.pages.get(str(status), self.pages.get("error"))
+        if self.pages:
+            page = self.pages.get(str(status), self.pages.get("error"))
+        else:
+            page = built_in_page(status)
         if page is not None:
             exchange.answer(status, page, content_type=b"text/html")
         else:

@@ -5,7 +5,9 @@ Hub adds through CHP's REST API (``/user/alice`` -> the user's server) are serve
 those hosts, with the host's certificate and the Ingress's options (HTTPS redirect, timeouts,
 allowed ranges ...). The longest path prefix wins across both; at equal length the Hub's route
 wins, so the Hub's ``/`` replaces the Ingress's ``/`` while an Ingress path such as
-``/services/grafana`` stays the Ingress's. Hosts no such Ingress names never see Hub routes; a
+``/services/grafana`` stays the Ingress's. With host routing (``--proxy-api-host-routing``, JupyterHub's
+``subdomain_host``) a route ``/alice.hub.example.org/user/alice`` is served under that host only, if a
+handing Ingress serves it (a wildcard ``*.hub.example.org`` rule hands every such host). Hosts no such Ingress names never see Hub routes; a
 handing Ingress's rule without a host hands every host that has no rules of its own.
 
 The overlay is pure (``overlay``): each new configuration from the translator, and each change of
@@ -47,24 +49,32 @@ def _template(routes: HostRoutes, handing: frozenset) -> Route | None:
 
 
 def overlay(config: Config, handing: frozenset, store: ProxyRoutes) -> Config:
-    """``config`` with the Hub's routes under every host a handing Ingress serves."""
+    """``config`` with the Hub's routes under every host a handing Ingress serves (with the store's
+    host routing, a ``/HOST/path`` route under HOST only, if a handing Ingress serves HOST)."""
     if not handing:
         return config
     base = config.table
+    shared, by_host = _split(store)
     hosts = type(base.hosts)()
     hosts.exact, hosts.wildcard = dict(base.hosts.exact), dict(base.hosts.wildcard)
-    hub_paths = sorted(store.routes.values(), key=lambda r: r.path)
     changed = False
     for pattern, routes in base.hosts.items():
         template = _template(routes, handing)
-        if template is None:
-            continue
-        hosts[pattern] = _merged(pattern, routes, template, hub_paths, store)
-        changed = True
+        if template is not None and shared:
+            hosts[pattern] = _merged(pattern, routes, template, shared, store)
+            changed = True
     any_host = base.any_host
     template = _template(any_host, handing) if any_host is not None else None
-    if template is not None:  # rules without a host: the Hub's routes for every other host too
-        any_host = _merged("", any_host, template, hub_paths, store)
+    if template is not None and shared:  # rules without a host: the Hub's routes for every other host too
+        any_host = _merged("", any_host, template, shared, store)
+        changed = True
+    for host, entries in by_host.items():
+        original = base.hosts.get(host) or base.any_host  # what serves the host: its name, a wildcard, no host
+        template = _template(original, handing) if original is not None else None
+        if template is None:
+            continue  # a host no handing Ingress serves: not the Hub's to route
+        current = hosts.get(host) or any_host  # with the shared routes merged in above
+        hosts[host] = _merged(host, current, template, entries, store)
         changed = True
     if not changed:
         return config
@@ -72,21 +82,36 @@ def overlay(config: Config, handing: frozenset, store: ProxyRoutes) -> Config:
     return replace(config, table=table)
 
 
-def _merged(host: str, routes: HostRoutes, template: Route, hub_paths, store: ProxyRoutes) -> HostRoutes:
+def _split(store: ProxyRoutes) -> tuple[list, dict[str, list]]:
+    """The Hub's routes as (path, route) entries: those for every handed host, and by host
+    (``/HOST/path`` routes under host routing)."""
+    shared: list = []
+    by_host: dict[str, list] = {}
+    for proxy_route in sorted(store.routes.values(), key=lambda r: r.path):
+        path = proxy_route.path
+        if store.host_routing and path != "/":
+            host, _, rest = path[1:].partition("/")
+            by_host.setdefault(host.lower(), []).append(("/" + rest, proxy_route))
+        else:
+            shared.append((path, proxy_route))
+    return shared, by_host
+
+
+def _merged(host: str, routes: HostRoutes, template: Route, entries: list, store: ProxyRoutes) -> HostRoutes:
     options = replace(template.options, rewrite=None, rewrite_target=None, redirect=None, app_root=None,
                       use_regex=False, static=None)
     cache: dict = {}
     prefix = dict(routes.prefix)
-    for index, proxy_route in enumerate(hub_paths):
-        path = proxy_route.path
+    for index, (path, proxy_route) in enumerate(entries):
         target = Target.parse(proxy_route.data["target"])
         labelled = index < MAX_ROUTE_LABELS
-        prefix["" if path == "/" else path] = Route(
+        key = path.rstrip("/")
+        prefix[key] = Route(
             host, path, "Prefix", namespace=template.namespace, ingress=template.ingress,
             backend=Backend(CHP_NAMESPACE, target.host, str(target.port), ((target.host, target.port),)),
             options=_options_for(store, options, target, path, cache), https_redirect=template.https_redirect,
             labels=(template.namespace, template.ingress, target.host if labelled else "_", host or UNDEFINED_HOST,
-                    path if labelled else "_"),
+                    proxy_route.path if labelled else "_"),
             activity=proxy_route.activity)
     return HostRoutes(exact=routes.exact, prefix=prefix, fallback=routes.fallback, tls=routes.tls,
                       regex=routes.regex)
@@ -96,11 +121,11 @@ class HubRoutes:
     """The Hub's route store and REST API inside ``ingressd serve``; ``apply`` stands between the
     translator and the data plane."""
 
-    def __init__(self, plane, token: str | None):
+    def __init__(self, plane, token: str | None, host_routing: bool = False):
         from .server import ProxyAPI
 
         self.plane = plane
-        self.store = ProxyRoutes()
+        self.store = ProxyRoutes(host_routing=host_routing)
         self.api = ProxyAPI(self.store, token, self._changed)
         self.base: Config | None = None
         self.handing: frozenset = frozenset()

@@ -14,6 +14,8 @@ stamps (see ``ingressd.dataplane.stats.Recorder.record``) and ``last_activity`` 
 
 from __future__ import annotations
 
+import email.utils
+import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -34,13 +36,13 @@ MAX_ROUTE_LABELS = 1000  # routes with their own metric labels; further routes s
 
 
 def clean_path(path: str | None) -> str:
-    """CHP's ``trimPrefix``: a leading ``/``, no trailing ``/`` (except the root itself)."""
+    """A leading ``/``, no trailing ``/`` (except the root itself): what CHP's API does to a route's
+    path (its ``cleanPath``, applied twice on the way in, so ``/a//`` is ``/a`` too)."""
     path = path or "/"
     if not path.startswith("/"):
         path = "/" + path
-    if len(path) > 1 and path.endswith("/"):
-        path = path[:-1]
-    return path
+    path = path.rstrip("/")
+    return path or "/"
 
 
 def format_time(wall: float) -> str:
@@ -49,10 +51,26 @@ def format_time(wall: float) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
+_YEAR_MONTH = re.compile(r"^([+-]\d{6}|\d{4})(?:-(\d{2}))?$")
+
+
 def parse_time(value: str) -> float | None:
-    """An ISO 8601 time (``Z`` or an offset; naive means UTC, as JavaScript's Date.parse) as a Unix
-    time, or None when it does not parse."""
+    """A time as JavaScript's ``Date.parse`` (CHP's ``inactive_since``) reads it, as a Unix time, or
+    None when it does not parse: ISO 8601 (``Z`` or an offset; naive means UTC), a year or
+    year-month alone (``2100``, ``2100-01``), and RFC 2822 dates (``Fri, 01 Jan 2100 00:00:00 GMT``)."""
     text = value.strip()
+    short = _YEAR_MONTH.match(text)
+    if short is not None:
+        try:
+            return datetime(int(short.group(1)), int(short.group(2) or 1), 1, tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            return None
+    if "," in text or text[:3].isalpha():
+        try:
+            stamp = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:

@@ -1,12 +1,15 @@
-"""Real JupyterHub as the client of ``ingressd chp``: the Hub starts ingressd as its
-configurable-http-proxy (``c.ConfigurableHTTPProxy.command``), adds its routes, a user logs in
-through the proxy, a single-user jupyter_server is spawned and reached under /user/NAME/ (HTTP and
-websockets: the server's event stream and a kernel's channels, idle for over 60 s and still working),
-the proxy's last_activity reaches the Hub, stopping the server removes its route, and the Hub's
-periodic route check (every ``last_activity_interval``) never finds anything to repair.
+"""Real JupyterHub as the client of ingressd's proxy API, in both modes: the Hub starts ``ingressd chp``
+as its configurable-http-proxy (``c.ConfigurableHTTPProxy.command``), or talks to an ``ingressd serve
+--proxy-api`` with two workers that an Ingress hands its host to (``should_start = False``). The Hub
+adds its routes, a user logs in through the proxy, a single-user jupyter_server is spawned and
+reached under /user/NAME/ (HTTP and websockets: the server's event stream and a kernel's channels,
+idle for over 60 s and still working), the proxy's last_activity reaches the Hub, stopping the
+server removes its route, and the Hub's periodic route check (every ``last_activity_interval``)
+never finds anything to repair.
 
 Nothing is mocked: JupyterHub's DummyAuthenticator and SimpleLocalProcessSpawner are real
-JupyterHub classes, the single-user server is ``jupyterhub-singleuser`` (jupyter_server).
+JupyterHub classes, the single-user server is ``jupyterhub-singleuser`` (jupyter_server) with a
+real ipykernel.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import uuid
 import pytest
 
 from support import procs
-from support.ingressd import REPO, free_port, subprocess_env
+from support import manifests as m
+from support.ingressd import REPO, free_port, launch, subprocess_env
 from support.wait import wait_until
 
 pytest.importorskip("jupyterhub")
@@ -43,9 +47,24 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class Hub:
-    def __init__(self, workdir):
+    """JupyterHub with ingressd as its proxy: ``mode`` "chp" (the Hub starts ``ingressd chp`` as its
+    configurable-http-proxy) or "serve" (``ingressd serve --proxy-api`` started beforehand with an
+    Ingress handing its routes to the Hub; ``c.ConfigurableHTTPProxy.should_start = False``)."""
+
+    def __init__(self, workdir, mode: str = "chp"):
         self.dir = workdir
+        self.mode = mode
         self.port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
+        self.ingressd = None
+        proxy_config = f"""c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "ingressd", "chp", "--access-log"]"""
+        if mode == "serve":
+            self.ingressd = launch(workdir / "ingressd", {"hub.yaml": [
+                *m.service_with_endpoints("hub", self.hub_port),
+                m.ingress("jupyterhub", [m.rule(None, m.path("/", "hub"))],
+                          annotations={"ingressd.io/proxy-api": "true"}),
+            ]}, args=["--proxy-api", f"127.0.0.1:{self.api_port}", "--workers", "2"])
+            self.port = self.ingressd.http_port
+            proxy_config = "c.ConfigurableHTTPProxy.should_start = False"
         config = workdir / "jupyterhub_config.py"
         config.write_text(f"""
 import sys
@@ -65,7 +84,7 @@ c.Spawner.args = ["--allow-root"]  # test machines run as root
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
 c.SimpleLocalProcessSpawner.home_dir_template = "{workdir}/home/{{username}}"
-c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "ingressd", "chp", "--access-log"]
+{proxy_config}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
 c.ConfigurableHTTPProxy.auth_token = "{PROXY_TOKEN}"
 c.JupyterHub.services = [{{"name": "tester", "api_token": "{SERVICE_TOKEN}"}}]
@@ -110,11 +129,14 @@ c.JupyterHub.load_roles = [{{"name": "tester", "services": ["tester"],
                 os.kill(proxy_pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        if self.ingressd is not None:
+            self.ingressd.stop()
 
 
-@pytest.fixture
-def hub(tmp_path):
-    started = Hub(tmp_path)
+@pytest.fixture(params=["chp", "serve"])
+def hub(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", PROXY_TOKEN)  # for ingressd serve --proxy-api
+    started = Hub(tmp_path, request.param)
     yield started
     started.stop()
 
@@ -134,8 +156,8 @@ def login(hub: Hub, name: str) -> urllib.request.OpenerDirector:
     return opener
 
 
-def test_jupyterhub_through_ingressd_chp(hub):
-    # The Hub started ingressd as its proxy and added its own route; the login page comes through it.
+def test_jupyterhub_through_ingressd(hub):
+    # The Hub added its own route to ingressd (which it started, in chp mode); the login page comes through it.
     wait_until(lambda: urllib.request.urlopen(hub.url("/hub/login"), timeout=5).status == 200, timeout=90,
                interval=0.5, message="the Hub's login page through ingressd chp")
     assert "/" in hub.proxy_routes()

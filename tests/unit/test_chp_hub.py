@@ -72,3 +72,19 @@ def test_activity_is_one_object_per_route_in_each_process():
     assert chp_routes.activity_stamps()["/user/alice"] == first.last
     store.observe({"/user/alice": first.last, "/gone": 1.0})
     assert activity.last == first.last
+
+
+def test_host_routing_routes_go_to_their_host_when_handed():
+    hosts = HostMap()
+    hosts["*.hub.example.org"] = HostRoutes(prefix={"": ingress_route("*.hub.example.org", "/", "hub", "site")})
+    hosts["other.org"] = HostRoutes(prefix={"": ingress_route("other.org", "/", "other", "site")})
+    config = Config(RouteTable(hosts=hosts))
+    store = ProxyRoutes(host_routing=True)
+    store.add("/", {"target": "http://10.1.0.1:8081"})
+    store.add("/alice.hub.example.org/user/alice", {"target": "http://10.1.0.2:8888"})
+    store.add("/other.org/user/bob", {"target": "http://10.1.0.3:8888"})
+    lookup = overlay(config, frozenset({("default", "hub")}), store).table.lookup
+    assert lookup("alice.hub.example.org", "/user/alice/x").backend.endpoints == (("10.1.0.2", 8888),)
+    assert lookup("alice.hub.example.org", "/").backend.endpoints == (("10.1.0.1", 8081),)  # shared: the Hub's /
+    assert lookup("bob.hub.example.org", "/user/alice").backend.endpoints == (("10.1.0.1", 8081),)
+    assert lookup("other.org", "/user/bob").service == "site"  # not handed: the Hub cannot take it

@@ -30,6 +30,7 @@ def test_clean_path_as_chp_trims():
     assert clean_path("/") == "/"
     assert clean_path("user/a/") == "/user/a"
     assert clean_path("/user/a") == "/user/a"
+    assert clean_path("/user/dd//") == "/user/dd"  # CHP cleans twice
 
 
 def test_time_format_is_javascript_iso_with_milliseconds():
@@ -38,6 +39,9 @@ def test_time_format_is_javascript_iso_with_milliseconds():
     assert parse_time("1970-01-01T01:00:00+01:00") == 0
     assert parse_time("1970-01-01T00:00:01") == 1  # naive is UTC
     assert parse_time("yesterday") is None
+    # what JavaScript's Date.parse also reads (CHP's inactive_since)
+    assert parse_time("2100") == parse_time("2100-01") == parse_time("Fri, 01 Jan 2100 00:00:00 GMT") == 4102444800
+    assert parse_time("2100-13") is None
 
 
 def test_trie_longest_segment_prefix():
