@@ -45,7 +45,7 @@ def _require_chp() -> None:
         return
     if "npm is not installed" in why or "node is not installed" in why:
         pytest.skip(why)
-    pytest.fail(f"{why}: npm install --prefix {NPM_PREFIX} configurable-http-proxy", pytrace=False)
+    pytest.fail(f"{why}: npm install --prefix {NPM_PREFIX} configurable-http-proxy@5.3.0", pytrace=False)
 
 
 def start_pair(workdir, *args: str) -> dict[str, Proxy]:

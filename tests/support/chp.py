@@ -19,7 +19,8 @@ from . import procs
 from .ingressd import REPO, free_port, subprocess_env
 from .wait import wait_until
 
-NPM_PREFIX = Path(os.environ.get("INGRESSD_BENCH_NPM", Path.home() / ".cache" / "ingressd-bench" / "npm"))
+# scripts/test.sh and bench/run.sh install it there (INGRESSD_BENCH_CACHE as in bench/run.sh).
+NPM_PREFIX = Path(os.environ.get("INGRESSD_BENCH_CACHE", Path.home() / ".cache" / "ingressd-bench")) / "npm"
 CHP_SCRIPT = NPM_PREFIX / "node_modules" / "configurable-http-proxy" / "bin" / "configurable-http-proxy"
 TOKEN = "t0ken"
 
