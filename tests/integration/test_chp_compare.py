@@ -17,6 +17,7 @@ Where the two differ the test says so explicitly:
 
 from __future__ import annotations
 
+import calendar
 import re
 import select
 import socket
@@ -83,7 +84,10 @@ class IdleConnection:
     def _watch(self) -> None:
         deadline = self.idle_since + 20
         while self.closed_at is None and time.monotonic() < deadline:
-            self.closed()
+            try:
+                self.closed()
+            except (OSError, ValueError):  # closed by the fixture's teardown
+                return
 
     def closed(self, wait: float = 0.05) -> bool:
         """Whether the proxy has closed the connection (waits up to ``wait`` seconds to see it)."""
@@ -104,23 +108,22 @@ class IdleConnection:
 def pair(tmp_path_factory):
     """Real CHP and ``ingressd chp`` with the same flags; ``pair.initial``: their first route lists;
     ``pair.idle``: one idle client connection to each proxy port, opened right after start."""
-    for kind in KINDS:
-        (tmp_path_factory.getbasetemp() / "chpcmp" / kind).mkdir(parents=True, exist_ok=True)
-    proxies = start_pair(tmp_path_factory.getbasetemp() / "chpcmp")
+    proxies = start_pair(tmp_path_factory.mktemp("chpcmp"))
+    idle: dict[str, IdleConnection] = {}
     try:
         initial = {kind: proxy.api("GET", "/api/routes") for kind, proxy in proxies.items()}
-        idle = {kind: IdleConnection(proxy.port, watch=kind == "chp") for kind, proxy in proxies.items()}
+        for kind, proxy in proxies.items():
+            idle[kind] = IdleConnection(proxy.port, watch=kind == "chp")
         yield Pair(proxies, initial, idle)
     finally:
         stop_pair(proxies)
+        for connection in idle.values():
+            connection.conn.close()
 
 
 @pytest.fixture(scope="module")
 def host_pair(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("chpcmp-host")
-    for kind in KINDS:
-        (workdir / kind).mkdir()
-    proxies = start_pair(workdir, "--host-routing")
+    proxies = start_pair(tmp_path_factory.mktemp("chpcmp-host"), "--host-routing")
     try:
         yield Pair(proxies, {}, {})
     finally:
@@ -162,13 +165,24 @@ def scrub(value):
         for key, item in value.items():
             if key == "last_activity":
                 assert isinstance(item, str) and STAMP.match(item), f"last_activity {item!r}"
-                stamp = time.mktime(time.strptime(item[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+                stamp = calendar.timegm(time.strptime(item[:19], "%Y-%m-%dT%H:%M:%S"))
                 assert abs(stamp - time.time()) < 300, f"last_activity {item!r} is not now"
                 out[key] = "<stamp>"
             else:
                 out[key] = scrub(item)
         return out
     return value
+
+
+def now_stamp() -> str:
+    """The current time as CHP writes last_activity."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def wait_past(*stamps: str) -> None:
+    """Until the clock is past these last_activity stamps (they have millisecond resolution)."""
+    wait_until(lambda: now_stamp() > max(stamps), timeout=2, interval=0.001, message=f"the clock past {stamps}")
 
 
 def api_view(response: Response):
@@ -224,9 +238,14 @@ def test_post_then_get_route_and_list(pair, targets):
     assert same_api(pair.api("GET", "/api/routes/user/a")) == (200, "application/json", route)
     assert same_api(pair.api("GET", "/api/routes")) == (200, "application/json", {"/user/a": route})
     # Posting again replaces the data (no merge) and stamps last_activity anew.
+    before = {kind: r.json()["last_activity"] for kind, r in pair.api("GET", "/api/routes/user/a").items()}
+    wait_past(*before.values())
     same_api(pair.api("POST", "/api/routes/user/a", {"target": targets["b"], "user": "a"}))
     replaced = {"target": targets["b"], "user": "a", "last_activity": "<stamp>"}
-    assert same_api(pair.api("GET", "/api/routes/user/a")) == (200, "application/json", replaced)
+    results = pair.api("GET", "/api/routes/user/a")
+    assert same_api(results) == (200, "application/json", replaced)
+    for kind, response in results.items():
+        assert response.json()["last_activity"] > before[kind], kind
     # A last_activity in the body is not kept: the route is stamped now.
     same_api(pair.api("POST", "/api/routes/old", {"target": targets["a"], "last_activity": "2000-01-01T00:00:00.000Z"}))
     for response in pair.api("GET", "/api/routes/old").values():
@@ -703,13 +722,8 @@ def test_last_activity_follows_successful_requests(prefix_routes):
         return {kind: proxy.api("GET", "/api/routes/user/a").json()["last_activity"]
                 for kind, proxy in prefix_routes.proxies.items()}
 
-    def a_millisecond_after(stamp_by_kind):  # last_activity has millisecond resolution
-        latest = max(stamp_by_kind.values())
-        wait_until(lambda: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
-                   > latest, timeout=2, interval=0.001)
-
     before = stamps()
-    a_millisecond_after(before)
+    wait_past(*before.values())
     for code in (302, 404, 500):
         assert {r.status for r in prefix_routes.get(f"/user/a/status?code={code}").values()} == {code}
     assert stamps() == before
@@ -728,8 +742,8 @@ def test_keep_alive_timeout(pair):
     chp, ours = pair.idle["chp"], pair.idle["ingressd"]
     assert chp.keep_alive_header == "timeout=5"
     assert ours.keep_alive_header is None
-    wait_until(chp.closed, timeout=max(0.5, chp.idle_since + 8 - time.monotonic()), interval=0.02,
-               message="CHP closing its idle client connection")
+    wait_until(lambda: chp.closed_at is not None, timeout=max(0.5, chp.idle_since + 8 - time.monotonic()),
+               interval=0.02, message="CHP closing its idle client connection")
     assert 4.5 <= chp.closed_at - chp.idle_since <= 6.5, chp.closed_at - chp.idle_since
     assert not ours.closed(wait=0)
     ours.conn.request("GET", "/idle-check")  # the same connection still serves

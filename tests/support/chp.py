@@ -93,6 +93,7 @@ class Proxy:
         env.pop("CONFIGPROXY_AUTH_TOKEN", None)
         if token:
             env["CONFIGPROXY_AUTH_TOKEN"] = token
+        Path(workdir).mkdir(parents=True, exist_ok=True)
         self.log_path = Path(workdir) / f"{kind}.log"
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
