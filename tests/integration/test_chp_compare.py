@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import pytest
 
+from support.client import ws_connect
 from support.chp import CHP_SCRIPT, NPM_PREFIX, Proxy, Response, chp_version, real_chp_missing, request
 from support.wait import wait_until
 
@@ -372,7 +373,8 @@ def test_inactive_since_empty_is_no_filter(pair, targets):
     assert set(same_api(pair.api("GET", "/api/routes?inactive_since="))[2]) == {"/user/a"}
 
 
-@pytest.mark.xfail(strict=True, reason="CHP takes any time JavaScript's Date.parse reads (year only, "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP takes any time JavaScript's Date.parse reads (year only, "
                    "year-month, RFC 1123, a bare number as a year): 200 and the filtered routes; "
                    "ingressd: 400 Invalid datestamp")
 @pytest.mark.parametrize("value", ["2100", "2100-01", "Fri, 01 Jan 2100 00:00:00 GMT", "5000"])
@@ -410,7 +412,8 @@ def test_trailing_slash_and_escaped_route_paths(pair, targets, post, key, gets):
     assert same_api(pair.api("GET", "/api/routes")) == (200, "application/json", {})
 
 
-@pytest.mark.xfail(strict=True, reason="CHP cleans a POSTed path twice (ConfigurableProxy.addRoute, then "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP cleans a POSTed path twice (ConfigurableProxy.addRoute, then "
                    "MemoryStore.add): POST /api/routes/user/dd// is listed as '/user/dd'; ingressd strips one "
                    "slash and lists '/user/dd/' (which its own DELETE /api/routes/user/dd/ cannot remove)")
 def test_double_trailing_slash(pair, targets):
@@ -443,7 +446,8 @@ def test_target_that_is_not_an_http_url(pair, target):
     pair.reset()
 
 
-@pytest.mark.xfail(strict=True, reason="CHP: a target with a path is 201 and prepends the path "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP: a target with a path is 201 and prepends the path "
                    "(/pt/x reaches the upstream as /base/pt/x); ingressd: 400 'targets with a path are not "
                    "supported by ingressd yet'")
 def test_target_with_path(pair, targets):
@@ -454,7 +458,8 @@ def test_target_with_path(pair, targets):
     assert ours == chp == (200, "b", "/base/pt/x")
 
 
-@pytest.mark.xfail(strict=True, reason="CHP: an https target is 201 (and proxied over TLS); ingressd: 400 "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP: an https target is 201 (and proxied over TLS); ingressd: 400 "
                    "'https targets are not supported by ingressd yet'")
 def test_https_target_accepted(pair):
     pair.reset()
@@ -596,7 +601,8 @@ def test_no_route_is_404(pair, path):
     assert ours.header("Content-Type") == "text/plain; charset=utf-8" and ours.body == INGRESSD_404
 
 
-@pytest.mark.xfail(strict=True, reason="CHP: 503 with lib/error/503.html (text/html, '503: Proxy Target "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP: 503 with lib/error/503.html (text/html, '503: Proxy Target "
                    "Missing') when the target refuses the connection; ingressd: 502 text/plain "
                    "'502 Bad Gateway: cannot connect to upstream ...'")
 def test_target_down_is_503(pair):
@@ -607,7 +613,8 @@ def test_target_down_is_503(pair):
     assert ours.status == 503  # the body may differ (DELIBERATE)
 
 
-@pytest.mark.xfail(strict=True, reason="CHP answers GET /_chp_healthz on the proxy port itself: 200, "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP answers GET /_chp_healthz on the proxy port itself: 200, "
                    "Content-Type application/json, body {\"status\":\"OK\"} (zero-to-jupyterhub's proxy probes "
                    "use it); ingressd: 404 'default backend - 404'")
 def test_chp_healthz(pair):
@@ -698,7 +705,8 @@ def test_upstream_status_and_headers_passed_back(prefix_routes, code):
         assert chp.header(name) == ours.header(name), name
 
 
-@pytest.mark.xfail(strict=True, reason="CHP (Node's http server) adds a Date header to every answer: "
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP (Node's http server) adds a Date header to every answer: "
                    "proxied responses without one, its API and its error pages; ingressd sends none "
                    "(RFC 9110 6.6.1: a proxy with a clock MUST add Date when forwarding a response without one)")
 @pytest.mark.parametrize("where", ["proxied", "api", "404"])
@@ -733,6 +741,90 @@ def test_last_activity_follows_successful_requests(prefix_routes):
         assert STAMP.match(after[kind]) and after[kind] > before[kind], kind
         assert prefix_routes.proxies[kind].api("GET", "/api/routes?inactive_since=" + after[kind]).json().keys() \
             == {"/", "/user/a/deep", "/user/b c", "/user/\u00e9"}, kind
+
+
+def upgrade_status(port: int, path: str) -> tuple[int, bytes]:
+    """Send a websocket upgrade request; the status code and head of the answer (not waiting for close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                     % (path.encode(), port))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = sock.recv(65536)
+            if not data:
+                break
+            head += data
+    head = head.split(b"\r\n\r\n", 1)[0]
+    return int(head.split(b"\r\n", 1)[0].split(b" ")[1]), head
+
+
+@pytest.fixture
+def ws_routes(pair, backend):
+    pair.reset({"/user/ws": {"target": f"http://127.0.0.1:{backend.ports['ws']}"},
+                "/user/down": {"target": "http://127.0.0.1:1"}})
+    return pair
+
+
+def test_websocket_proxied(ws_routes):
+    for kind, proxy in ws_routes.proxies.items():
+        assert upgrade_status(proxy.port, "/user/ws/ws")[0] == 101, kind
+        with ws_connect(proxy.port, "127.0.0.1", "/user/ws/ws") as ws:
+            ws.send("whoami")
+            assert ws.recv(timeout=5) == "ws", kind
+            ws.send("ping")
+            assert ws.recv(timeout=5) == "ping", kind
+
+
+def test_websocket_no_route(ws_routes):
+    """DELIBERATE (the body): CHP writes a bare 'HTTP/1.1 404' with Content-Length: 0 on the socket (and
+    leaves it open); ingressd answers its default backend's 404."""
+    chp = upgrade_status(ws_routes.proxies["chp"].port, "/nope/ws")
+    ours = upgrade_status(ws_routes.proxies["ingressd"].port, "/nope/ws")
+    assert chp == (404, b"HTTP/1.1 404\r\nContent-Length: 0")
+    assert ours[0] == 404
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP: a websocket upgrade to a target that refuses the connection is "
+                   "answered 'HTTP/1.1 503' with Content-Length: 0; ingressd: 502 Bad Gateway")
+def test_websocket_target_down_is_503(ws_routes):
+    chp = upgrade_status(ws_routes.proxies["chp"].port, "/user/down/ws")
+    assert chp == (503, b"HTTP/1.1 503\r\nContent-Length: 0")
+    assert upgrade_status(ws_routes.proxies["ingressd"].port, "/user/down/ws")[0] == 503
+
+
+@pytest.fixture(scope="module")
+def error_target_pair(tmp_path_factory, backend):
+    """Both proxies with --default-target (upstream a) and --error-target (upstream c)."""
+    proxies = start_pair(tmp_path_factory.mktemp("chpcmp-error"),
+                         "--default-target", f"http://127.0.0.1:{backend.ports['a']}",
+                         "--error-target", f"http://127.0.0.1:{backend.ports['c']}/hub/error")
+    try:
+        yield Pair(proxies, {}, {})
+    finally:
+        stop_pair(proxies)
+
+
+def test_default_target_is_the_root_route(error_target_pair, targets):
+    listed = same_api(error_target_pair.api("GET", "/api/routes"))
+    assert listed == (200, "application/json", {"/": {"target": targets["a"], "last_activity": "<stamp>"}})
+    chp, ours = (upstream_view(r) for r in error_target_pair.get("/hub/login?next=%2F").values())
+    assert ours == chp == (200, "a", "/hub/login?next=%2F")
+
+
+@pytest.mark.parametrize("path,code", [("/nope?x=1", 404), ("/user/down/x?y=2", 503)])
+def test_error_target(error_target_pair, path, code):
+    """DELIBERATE (ingressd's --error-target is accepted and ignored, see its --help): CHP answers a
+    missing route (404) or a refused connection (503) with a GET of ERROR_TARGET/CODE?url=ESCAPED_URL,
+    passing on that answer's body and Content-Type with its own status; ingressd answers itself
+    (and 502 for the refused connection, see test_target_down_is_503)."""
+    error_target_pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}})
+    results = error_target_pair.get(path)
+    chp, ours = results["chp"], results["ingressd"]
+    assert (chp.status, chp.header("Content-Type")) == (code, "application/json")
+    assert (chp.json()["name"], chp.json()["target"]) == ("c", f"/hub/error/{code}?url={quote(path, safe='')}")
+    assert ours.status == (404 if code == 404 else 502) and ours.header("X-Backend-Name") is None
 
 
 # Last in the module: by now the idle connections opened at start have waited a while already.
