@@ -39,6 +39,7 @@ STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CHP_404_TITLE = b"<title>404: Not Found</title>"
 CHP_503_TITLE = b"<title>503: Proxy Target Missing</title>"
 INGRESSD_404 = b"default backend - 404\n"
+PROXY_TIMEOUT_MS = 500  # error_target_pair's --proxy-timeout
 
 
 def _require_chp() -> None:
@@ -602,12 +603,14 @@ def test_no_route_is_404(pair, path):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP: 503 with lib/error/503.html (text/html, '503: Proxy Target "
-                   "Missing') when the target refuses the connection; ingressd: 502 text/plain "
-                   "'502 Bad Gateway: cannot connect to upstream ...'")
-def test_target_down_is_503(pair):
-    pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}})
-    results = pair.get("/user/down/x")
+                   reason="CHP answers every failure to reach the target 503 with lib/error/503.html "
+                   "(text/html, '503: Proxy Target Missing'): connection refused, or the upstream closing "
+                   "without an answer; ingressd: 502 text/plain ('cannot connect to upstream ...: Connection "
+                   "refused', 'upstream ... closed the connection')")
+@pytest.mark.parametrize("path", ["/user/down/x", "/user/a/close"])
+def test_target_failure_is_503(pair, targets, path):
+    pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}, "/user/a": {"target": targets["b"]}})
+    results = pair.get(path)
     chp, ours = results["chp"], results["ingressd"]
     assert chp.status == 503 and CHP_503_TITLE in chp.body and chp.header("Content-Type") == "text/html"
     assert ours.status == 503  # the body may differ (DELIBERATE)
@@ -825,10 +828,11 @@ def test_websocket_target_down_is_503(ws_routes):
 
 @pytest.fixture(scope="module")
 def error_target_pair(tmp_path_factory, backend):
-    """Both proxies with --default-target (upstream a) and --error-target (upstream c)."""
+    """Both proxies with --default-target (upstream a), --error-target (upstream c), --proxy-timeout 500."""
     proxies = start_pair(tmp_path_factory.mktemp("chpcmp-error"),
                          "--default-target", f"http://127.0.0.1:{backend.ports['a']}",
-                         "--error-target", f"http://127.0.0.1:{backend.ports['c']}/hub/error")
+                         "--error-target", f"http://127.0.0.1:{backend.ports['c']}/hub/error",
+                         "--proxy-timeout", str(PROXY_TIMEOUT_MS))
     try:
         initial = {kind: proxy.api("GET", "/api/routes") for kind, proxy in proxies.items()}
         yield Pair(proxies, initial, {})
@@ -849,13 +853,38 @@ def test_error_target(error_target_pair, path, code):
     """DELIBERATE (ingressd's --error-target is accepted and ignored, see its --help): CHP answers a
     missing route (404) or a refused connection (503) with a GET of ERROR_TARGET/CODE?url=ESCAPED_URL,
     passing on that answer's body and Content-Type with its own status; ingressd answers itself
-    (and 502 for the refused connection, see test_target_down_is_503)."""
+    (and 502 for the refused connection, see test_target_failure_is_503)."""
     error_target_pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}})
     results = error_target_pair.get(path)
     chp, ours = results["chp"], results["ingressd"]
     assert (chp.status, chp.header("Content-Type")) == (code, "application/json")
     assert (chp.json()["name"], chp.json()["target"]) == ("c", f"/hub/error/{code}?url={quote(path, safe='')}")
     assert ours.status == (404 if code == 404 else 502) and ours.header("X-Backend-Name") is None
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="CHP: an upstream that does not answer within --proxy-timeout is a 503 (here served "
+                   "by the --error-target as /hub/error/503?url=...); ingressd: 504 Gateway Timeout")
+def test_proxy_timeout_is_503(error_target_pair, targets):
+    error_target_pair.reset({"/user/slow": {"target": targets["b"]}})
+    path = f"/user/slow/slow?delay={PROXY_TIMEOUT_MS / 1000 + 1}"
+    results = error_target_pair.both(lambda proxy: (time.monotonic(), proxy.get(path), time.monotonic()))
+    for kind, (start, _, end) in results.items():
+        assert PROXY_TIMEOUT_MS / 1000 - 0.05 <= end - start < PROXY_TIMEOUT_MS / 1000 + 0.9, kind
+    chp, ours = results["chp"][1], results["ingressd"][1]
+    assert chp.status == 503 and chp.json()["target"] == f"/hub/error/503?url={quote(path, safe='')}"
+    assert ours.status == 503
+
+
+def test_header_size_limit(prefix_routes):
+    """DELIBERATE: CHP (Node's 16 KiB max-http-header-size) answers 431 with an empty body to a request
+    head over 16 KiB; ingressd takes it (431 only above its own, larger limit)."""
+    cookie = "a=" + "x" * 17000
+    results = prefix_routes.get("/user/a/x", headers={"Cookie": cookie})
+    assert (results["chp"].status, results["chp"].body) == (431, b"")
+    assert upstream_view(results["ingressd"])[:2] == (200, "b")
+    results = prefix_routes.get("/user/a/x", headers={"Cookie": "a=" + "x" * 15000})
+    assert [upstream_view(r)[:2] for r in results.values()] == [(200, "b"), (200, "b")]
 
 
 # Last in the module: by now the idle connections opened at start have waited a while already.
