@@ -18,6 +18,7 @@ Where the two differ the test says so explicitly:
 from __future__ import annotations
 
 import calendar
+import json
 import re
 import select
 import socket
@@ -51,13 +52,13 @@ def _require_chp() -> None:
     pytest.fail(f"{why}: npm install --prefix {NPM_PREFIX} configurable-http-proxy@5.3.0", pytrace=False)
 
 
-def start_pair(workdir, *args: str) -> dict[str, Proxy]:
+def start_pair(workdir, *args: str, tls=None) -> dict[str, Proxy]:
     _require_chp()
     assert chp_version().startswith("5."), f"compared against CHP 5.x, found {chp_version()} at {CHP_SCRIPT}"
     started: dict[str, Proxy] = {}
     try:
         for kind in KINDS:
-            started[kind] = Proxy(kind, workdir / kind, *args)
+            started[kind] = Proxy(kind, workdir / kind, *args, tls=tls)
     except BaseException:
         stop_pair(started)
         raise
@@ -885,6 +886,87 @@ def test_header_size_limit(prefix_routes):
     assert upstream_view(results["ingressd"])[:2] == (200, "b")
     results = prefix_routes.get("/user/a/x", headers={"Cookie": "a=" + "x" * 15000})
     assert [upstream_view(r)[:2] for r in results.values()] == [(200, "b"), (200, "b")]
+
+
+def test_websocket_upgrade_headers_and_non_101_answers(prefix_routes):
+    """An upgrade request the upstream answers without 101 is passed back as it is, by both.
+
+    DELIBERATE: on an upgrade CHP (http-proxy's ws path) sends X-Forwarded-Proto 'ws', X-Forwarded-Port
+    from the Host header (80 without a port) and no X-Forwarded-Host; ingressd sends the same
+    X-Forwarded-* as for any request (Proto http, the listener's port, X-Forwarded-Host)."""
+    seen = {}
+    for kind, proxy in prefix_routes.proxies.items():
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET /user/a/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            answer = http.client.HTTPResponse(sock)
+            answer.begin()
+            assert (answer.status, answer.getheader("X-Backend-Name")) == (200, "b"), kind
+            echo = json.loads(answer.read())
+        seen[kind] = {k.lower(): v for k, v in echo["headers"]}
+        assert echo["target"] == "/user/a/echo" and seen[kind]["upgrade"] == "websocket", kind
+    forwarded = {kind: {k: v for k, v in h.items() if k.startswith("x-forwarded-")} for kind, h in seen.items()}
+    assert forwarded["chp"] == {"x-forwarded-for": "127.0.0.1", "x-forwarded-port": "80", "x-forwarded-proto": "ws"}
+    port = str(prefix_routes.proxies["ingressd"].port)
+    assert forwarded["ingressd"] == {"x-forwarded-for": "127.0.0.1", "x-forwarded-port": port,
+                                     "x-forwarded-proto": "http", "x-forwarded-scheme": "http",
+                                     "x-forwarded-host": "127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory, ca):
+    from support.certs import client_context, issue
+
+    workdir = tmp_path_factory.mktemp("chpcmp-tls")
+    chain, key = issue(ca, "127.0.0.1", "localhost")
+    (workdir / "cert.pem").write_bytes(chain)
+    (workdir / "key.pem").write_bytes(key)
+    proxies = start_pair(workdir, "--ssl-key", str(workdir / "key.pem"), "--ssl-cert", str(workdir / "cert.pem"),
+                         tls=client_context(ca, alpn=["h2", "http/1.1"]))
+    try:
+        yield Pair(proxies, {}, {})
+    finally:
+        stop_pair(proxies)
+
+
+def test_https_proxy_port(tls_pair, targets):
+    """--ssl-key/--ssl-cert: HTTPS on the proxy port; the upstream sees X-Forwarded-Proto https."""
+    tls_pair.reset({"/user/a": {"target": targets["b"]}})
+    results = tls_pair.get("/user/a/x")
+    for kind, response in results.items():
+        assert upstream_view(response) == (200, "b", "/user/a/x"), kind
+        headers = echo_headers(response)
+        port = str(tls_pair.proxies[kind].port)
+        assert (headers["x-forwarded-proto"], headers["x-forwarded-port"]) == ("https", port), kind
+        assert response.header("Strict-Transport-Security") is None, kind
+    for kind, response in tls_pair.get("/nope").items():
+        assert response.status == 404, kind
+
+
+def test_https_alpn(tls_pair):
+    """Neither offers HTTP/2: offered h2 and http/1.1, both select http/1.1."""
+    from support.certs import handshake
+
+    selected = {}
+    for kind, proxy in tls_pair.proxies.items():
+        with handshake(proxy.port, "localhost", proxy.tls) as sock:
+            selected[kind] = sock.selected_alpn_protocol()
+    assert selected == {"chp": "http/1.1", "ingressd": "http/1.1"}
+
+
+def test_plain_http_to_https_port(tls_pair):
+    """A plain HTTP request to the HTTPS port: both close the connection without an HTTP answer."""
+    for kind, proxy in tls_pair.proxies.items():
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        assert not data.startswith(b"HTTP/"), (kind, data[:100])
 
 
 # Last in the module: by now the idle connections opened at start have waited a while already.

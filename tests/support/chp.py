@@ -58,9 +58,13 @@ class Response:
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 10.0) -> Response:
-    """One HTTP/1.1 request on its own connection; ``path`` is sent exactly as given."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            headers: dict[str, str] | None = None, timeout: float = 10.0, tls=None) -> Response:
+    """One HTTP/1.1 request on its own connection (HTTPS with ``tls``, an ssl.SSLContext); ``path`` is
+    sent exactly as given."""
+    if tls is not None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.putrequest(method, path, skip_host="host" in {k.lower() for k in (headers or {})},
                         skip_accept_encoding=True)
@@ -78,10 +82,12 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
 class Proxy:
     """Real CHP (``kind="chp"``) or ``ingressd chp`` (``kind="ingressd"``) on free loopback ports."""
 
-    def __init__(self, kind: str, workdir: Path, *args: str, token: str | None = TOKEN):
+    def __init__(self, kind: str, workdir: Path, *args: str, token: str | None = TOKEN, tls=None):
+        """``tls``: the client ssl.SSLContext for the proxy port when ``args`` has --ssl-key/--ssl-cert."""
         assert kind in ("chp", "ingressd")
         self.kind = kind
         self.token = token
+        self.tls = tls
         self.port, self.api_port = free_port(), free_port()
         flags = ["--ip", "127.0.0.1", "--port", str(self.port), "--api-ip", "127.0.0.1",
                  "--api-port", str(self.api_port), *args]
@@ -122,7 +128,7 @@ class Proxy:
         """GET through the proxy port (``host``: the Host header; default 127.0.0.1:PORT)."""
         all_headers = {"Host": host} if host else {}
         all_headers.update(headers or {})
-        return request(self.port, "GET", path, headers=all_headers)
+        return request(self.port, "GET", path, headers=all_headers, tls=self.tls)
 
     def stop(self) -> None:
         procs.stop(self.proc)
