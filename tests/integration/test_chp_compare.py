@@ -57,8 +57,10 @@ def start_pair(workdir, *args: str, tls=None) -> dict[str, Proxy]:
     assert chp_version().startswith("5."), f"compared against CHP 5.x, found {chp_version()} at {CHP_SCRIPT}"
     started: dict[str, Proxy] = {}
     try:
-        for kind in KINDS:
-            started[kind] = Proxy(kind, workdir / kind, *args, tls=tls)
+        for kind in KINDS:  # both start at once, then both are waited for
+            started[kind] = Proxy(kind, workdir / kind, *args, tls=tls, wait=False)
+        for proxy in started.values():
+            proxy.wait_ready()
     except BaseException:
         stop_pair(started)
         raise

@@ -82,8 +82,10 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
 class Proxy:
     """Real CHP (``kind="chp"``) or ``ingressd chp`` (``kind="ingressd"``) on free loopback ports."""
 
-    def __init__(self, kind: str, workdir: Path, *args: str, token: str | None = TOKEN, tls=None):
-        """``tls``: the client ssl.SSLContext for the proxy port when ``args`` has --ssl-key/--ssl-cert."""
+    def __init__(self, kind: str, workdir: Path, *args: str, token: str | None = TOKEN, tls=None,
+                 wait: bool = True):
+        """``tls``: the client ssl.SSLContext for the proxy port when ``args`` has --ssl-key/--ssl-cert;
+        ``wait=False``: return once started, call ``wait_ready`` later (to start several at once)."""
         assert kind in ("chp", "ingressd")
         self.kind = kind
         self.token = token
@@ -104,11 +106,17 @@ class Proxy:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> "Proxy":
+        """Until the API answers GET /api/routes with 200 (stops the process if it never does)."""
         try:
-            wait_until(self._ready, timeout=20, message=f"{kind}'s API")
+            wait_until(self._ready, timeout=timeout, interval=0.02, message=f"{self.kind}'s API")
         except BaseException:
             self.stop()
             raise
+        return self
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
