@@ -18,5 +18,15 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
+# Real configurable-http-proxy for tests/integration/test_chp_compare.py (which skips only without npm),
+# in the benchmark's npm prefix; never put on PATH (ingressd installs its own configurable-http-proxy).
+npm_prefix="${INGRESSD_BENCH_CACHE:-$HOME/.cache/ingressd-bench}/npm"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    && [ ! -e "$npm_prefix/node_modules/configurable-http-proxy/bin/configurable-http-proxy" ]; then
+  mkdir -p "$npm_prefix"
+  npm install --silent --no-audit --no-fund --prefix "$npm_prefix" configurable-http-proxy@5.3.0 >/dev/null \
+    || echo "scripts/test.sh: npm could not install configurable-http-proxy into $npm_prefix" >&2
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 exec python3 -m pytest -n 2 -q -p no:cacheprovider "$@"
