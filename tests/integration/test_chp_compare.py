@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 import http.client
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import pytest
 
@@ -50,9 +50,12 @@ KINDS = ("chp", "ingressd")
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 # CHP's error pages (lib/error/*.html, served as text/html) and ingressd's own answers.
-CHP_404_TITLE = b"<title>404: Not Found</title>"
-CHP_503_TITLE = b"<title>503: Proxy Target Missing</title>"
-INGRESSD_404 = b"default backend - 404\n"
+# Both 404 pages have the same title and heading; the 503 pages' differ.
+TITLE_404 = b"<title>404: Not Found</title>"
+HEADING_404 = b"<h1>404: Not Found</h1>"
+CHP_503 = (b"<title>503: Proxy Target Missing</title>", b"<h1>503: Proxy Target Missing</h1>")
+INGRESSD_503 = (b"<title>503: Service Unavailable</title>", b"<h1>503: Service Unavailable</h1>")
+IDLE_CHECK = "/_chp_healthz"  # 200 from both proxies whatever the routes
 PROXY_TIMEOUT_MS = 500  # error_target_pair's --proxy-timeout
 
 
@@ -90,9 +93,10 @@ class IdleConnection:
 
     def __init__(self, port: int, watch: bool):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.conn.request("GET", "/idle-check")
+        self.conn.request("GET", IDLE_CHECK)
         response = self.conn.getresponse()
         response.read()
+        assert response.status == 200, response.status
         self.keep_alive_header = response.getheader("Keep-Alive")
         self.idle_since = time.monotonic()
         self.closed_at: float | None = None
@@ -146,6 +150,25 @@ def host_pair(tmp_path_factory):
         yield Pair(proxies, {}, {})
     finally:
         stop_pair(proxies)
+
+
+FLAGS = ("--no-include-prefix", "--custom-header", "X-Custom: proxy", "--custom-header", " X-Two : 2 ",
+         "--no-x-forward", "--keep-alive-timeout", "5000")
+
+
+@pytest.fixture(scope="module")
+def flags_pair(tmp_path_factory):
+    """Both proxies with FLAGS; ``idle``: one idle client connection to each, both watched."""
+    proxies = start_pair(tmp_path_factory.mktemp("chpcmp-flags"), *FLAGS)
+    idle: dict[str, IdleConnection] = {}
+    try:
+        for kind, proxy in proxies.items():
+            idle[kind] = IdleConnection(proxy.port, watch=True)
+        yield Pair(proxies, {}, idle)
+    finally:
+        stop_pair(proxies)
+        for connection in idle.values():
+            connection.conn.close()
 
 
 class Pair:
@@ -390,12 +413,10 @@ def test_inactive_since_empty_is_no_filter(pair, targets):
     assert set(same_api(pair.api("GET", "/api/routes?inactive_since="))[2]) == {"/user/a"}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP takes any time JavaScript's Date.parse reads (year only, "
-                   "year-month, RFC 1123, a bare number as a year): 200 and the filtered routes; "
-                   "ingressd: 400 Invalid datestamp")
 @pytest.mark.parametrize("value", ["2100", "2100-01", "Fri, 01 Jan 2100 00:00:00 GMT", "5000"])
-def test_inactive_since_non_iso_forms_chp_accepts(pair, targets, value):
+def test_inactive_since_date_parse_forms(pair, targets, value):
+    """Any time JavaScript's Date.parse reads is taken (year only, year-month, RFC 1123, a bare number
+    as a year): 200 and the filtered routes from both."""
     pair.reset({"/user/a": {"target": targets["a"]}})
     listed = same_api(pair.api("GET", f"/api/routes?inactive_since={quote(value)}"))
     assert listed == (200, "application/json", {"/user/a": {"target": targets["a"], "last_activity": "<stamp>"}})
@@ -429,16 +450,23 @@ def test_trailing_slash_and_escaped_route_paths(pair, targets, post, key, gets):
     assert same_api(pair.api("GET", "/api/routes")) == (200, "application/json", {})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP cleans a POSTed path twice (ConfigurableProxy.addRoute, then "
-                   "MemoryStore.add): POST /api/routes/user/dd// is listed as '/user/dd'; ingressd strips one "
-                   "slash and lists '/user/dd/' (which its own DELETE /api/routes/user/dd/ cannot remove)")
 def test_double_trailing_slash(pair, targets):
+    """POST /api/routes/user/dd// is the route '/user/dd' (CHP cleans the path twice, ingressd strips every
+    trailing slash); GET with one or two trailing slashes finds it.
+
+    DELIBERATE (ingressd strips every trailing slash): in CHP GET /api/routes/user/dd/// and DELETE
+    /api/routes/user/dd// are 404; ingressd answers 200 and 204."""
     pair.reset()
-    same_api(pair.api("POST", "/api/routes/user/dd//", {"target": targets["b"]}))
-    listed = same_api(pair.api("GET", "/api/routes"))
+    assert same_api(pair.api("POST", "/api/routes/user/dd//", {"target": targets["b"]})) == (201, None, b"")
+    route = {"target": targets["b"], "last_activity": "<stamp>"}
+    assert same_api(pair.api("GET", "/api/routes")) == (200, "application/json", {"/user/dd": route})
+    for path in ("/user/dd", "/user/dd/", "/user/dd//"):
+        assert same_api(pair.api("GET", "/api/routes" + path)) == (200, "application/json", route), path
+    results = pair.api("GET", "/api/routes/user/dd///")
+    assert (results["chp"].status, results["ingressd"].status) == (404, 200)
+    results = pair.api("DELETE", "/api/routes/user/dd//")
+    assert (results["chp"].status, results["ingressd"].status) == (404, 204)
     pair.reset()
-    assert listed == (200, "application/json", {"/user/dd": {"target": targets["b"], "last_activity": "<stamp>"}})
 
 
 def test_invalid_percent_escape_in_api_path(pair):
@@ -463,26 +491,36 @@ def test_target_that_is_not_an_http_url(pair, target):
     pair.reset()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP: a target with a path is 201 and prepends the path "
-                   "(/pt/x reaches the upstream as /base/pt/x); ingressd: 400 'targets with a path are not "
-                   "supported by ingressd yet'")
-def test_target_with_path(pair, targets):
-    pair.reset()
-    assert same_api(pair.api("POST", "/api/routes/pt", {"target": targets["b"] + "/base"})) == (201, None, b"")
-    chp, ours = (upstream_view(r) for r in pair.get("/pt/x").values())
-    pair.reset()
-    assert ours == chp == (200, "b", "/base/pt/x")
+TARGET_PATH_CASES = [  # (target path, request, what the upstream sees by default, with --no-include-prefix)
+    ("/base", "/pt", "/base/pt", "/base"),
+    ("/base", "/pt/", "/base/pt/", "/base/"),
+    ("/base", "/pt/x?y=2", "/base/pt/x?y=2", "/base/x?y=2"),
+    ("/base/?q=1", "/pt/x?y=2", "/base/pt/x?q=1&y=2", "/base/x?q=1&y=2"),
+    ("/base/?q=1", "/pt", "/base/pt?q=1", "/base/?q=1"),
+    ("", "/pt", "/pt", "/"),
+    ("", "/pt/x?y=1", "/pt/x?y=1", "/x?y=1"),
+    ("", "/pt?y=1", "/pt?y=1", "/?y=1"),
+]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP: an https target is 201 (and proxied over TLS); ingressd: 400 "
-                   "'https targets are not supported by ingressd yet'")
+@pytest.mark.parametrize("target_path,path,seen", [case[:3] for case in TARGET_PATH_CASES])
+def test_target_with_path(pair, targets, target_path, path, seen):
+    """A target's path (and query) goes in front of the request path (http-proxy's urlJoin)."""
+    pair.reset()
+    assert same_api(pair.api("POST", "/api/routes/pt", {"target": targets["b"] + target_path})) == (201, None, b"")
+    chp, ours = (upstream_view(r) for r in pair.get(path).values())
+    pair.reset()
+    assert chp == (200, "b", seen)
+    assert ours == chp
+
+
 def test_https_target_accepted(pair):
+    """An https target (with a path) is 201; when it refuses the connection both answer 503."""
     pair.reset()
-    results = pair.api("POST", "/api/routes/tls", {"target": "https://127.0.0.1:1"})
+    assert same_api(pair.api("POST", "/api/routes/tls", {"target": "https://127.0.0.1:1/x"})) == (201, None, b"")
+    results = pair.get("/tls/y")
     pair.reset()
-    assert same_api(results) == (201, None, b"")
+    assert {kind: r.status for kind, r in results.items()} == {"chp": 503, "ingressd": 503}
 
 
 # --- --host-routing -------------------------------------------------------------------------------
@@ -608,50 +646,98 @@ def test_invalid_percent_escape_in_request_path(prefix_routes):
 
 @pytest.mark.parametrize("path", ["/nothing", "/", "/user/a/x"])
 def test_no_route_is_404(pair, path):
-    """DELIBERATE: the 404 bodies differ. CHP serves lib/error/404.html (text/html, '404: Not Found ... No
-    service is registered at this URL'); ingressd its default backend's text/plain 'default backend - 404'."""
+    """Both answer an HTML page, text/html, titled and headed '404: Not Found'.
+
+    DELIBERATE: the wording differs. CHP's lib/error/404.html says 'No service is registered at this
+    URL' and 'configurable-http-proxy'; ingressd's 'No route is registered for this URL.', 'ingressd chp'."""
     pair.reset()
     results = pair.get(path)
-    chp, ours = results["chp"], results["ingressd"]
-    assert chp.status == ours.status == 404
-    assert chp.header("Content-Type") == "text/html" and CHP_404_TITLE in chp.body
-    assert ours.header("Content-Type") == "text/plain; charset=utf-8" and ours.body == INGRESSD_404
+    for kind, response in results.items():
+        assert (response.status, response.header("Content-Type")) == (404, "text/html"), kind
+        assert TITLE_404 in response.body and HEADING_404 in response.body, kind
+    assert b"No service is registered at this URL" in results["chp"].body
+    assert b"No route is registered for this URL." in results["ingressd"].body
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP answers every failure to reach the target 503 with lib/error/503.html "
-                   "(text/html, '503: Proxy Target Missing'): connection refused, or the upstream closing "
-                   "without an answer; ingressd: 502 text/plain ('cannot connect to upstream ...: Connection "
-                   "refused', 'upstream ... closed the connection')")
+                   reason="CHP keeps the client connection open after its 404 page (Connection: keep-alive, "
+                   "Keep-Alive: timeout=5; the next request on it is served); ingressd answers the 404 with "
+                   "Connection: close and closes the connection (its 503 page keeps it open)")
+def test_connection_kept_after_404(pair):
+    pair.reset()
+    for kind, proxy in pair.proxies.items():
+        conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
+        try:
+            conn.request("GET", "/nothing")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 404, kind
+            assert response.getheader("Connection") != "close" and conn.sock is not None, kind
+            sock = conn.sock
+            conn.request("GET", IDLE_CHECK)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200 and conn.sock is sock, kind
+        finally:
+            conn.close()
+
+
 @pytest.mark.parametrize("path", ["/user/down/x", "/user/a/close"])
 def test_target_failure_is_503(pair, targets, path):
+    """A target that refuses the connection, or closes it without an answer: 503 text/html from both.
+
+    DELIBERATE: the pages differ: CHP's lib/error/503.html is titled '503: Proxy Target Missing',
+    ingressd's '503: Service Unavailable'."""
     pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}, "/user/a": {"target": targets["b"]}})
     results = pair.get(path)
-    chp, ours = results["chp"], results["ingressd"]
-    assert chp.status == 503 and CHP_503_TITLE in chp.body and chp.header("Content-Type") == "text/html"
-    assert ours.status == 503  # the body may differ (DELIBERATE)
+    for kind, response in results.items():
+        assert (response.status, response.header("Content-Type")) == (503, "text/html"), kind
+        assert response.header("X-Backend-Name") is None, kind
+    assert all(part in results["chp"].body for part in CHP_503)
+    assert all(part in results["ingressd"].body for part in INGRESSD_503)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP answers GET /_chp_healthz on the proxy port itself: 200, "
-                   "Content-Type application/json, body {\"status\":\"OK\"} (zero-to-jupyterhub's proxy probes "
-                   "use it); ingressd: 404 'default backend - 404'")
 def test_chp_healthz(pair):
+    """GET /_chp_healthz on the proxy port: 200 application/json {"status": "OK"}, no route needed
+    (zero-to-jupyterhub's proxy probes use it); any method, HEAD without a body."""
     pair.reset()
-    results = pair.get("/_chp_healthz")
-    assert (results["chp"].status, results["chp"].header("Content-Type"), results["chp"].json()) == (
+    assert same_api(pair.get("/_chp_healthz")) == (200, "application/json", {"status": "OK"})
+    assert same_api(pair.both(lambda proxy: request(proxy.port, "POST", "/_chp_healthz"))) == (
         200, "application/json", {"status": "OK"})
-    assert same_api(results) == (200, "application/json", {"status": "OK"})
+    for kind, response in pair.both(lambda proxy: request(proxy.port, "HEAD", "/_chp_healthz")).items():
+        assert (response.status, response.header("Content-Type"), response.body) == (
+            200, "application/json", b""), kind
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="with --default-target (zero-to-jupyterhub's command line) CHP still answers "
-                   "/_chp_healthz itself (200 {\"status\":\"OK\"}); ingressd proxies it to the default target")
+def test_chp_healthz_not_exact(pair):
+    """/_chp_healthz/ is not the health check for either (no route here: 404).
+
+    DELIBERATE (ingressd matches the path, as routing does): CHP answers the health check only when the
+    request target is exactly '/_chp_healthz' (req.url ===), so /_chp_healthz?x=1 goes to routing (here
+    404), and a websocket upgrade of /_chp_healthz too (bare 'HTTP/1.1 404'); ingressd answers both
+    with the health check."""
+    pair.reset()
+    assert {kind: r.status for kind, r in pair.get("/_chp_healthz/").items()} == {"chp": 404, "ingressd": 404}
+    results = pair.get("/_chp_healthz?x=1")
+    assert results["chp"].status == 404
+    assert (results["ingressd"].status, results["ingressd"].json()) == (200, {"status": "OK"})
+    assert upgrade_status(pair.proxies["chp"].port, "/_chp_healthz")[0] == 404
+    assert upgrade_status(pair.proxies["ingressd"].port, "/_chp_healthz")[0] == 200
+
+
 def test_chp_healthz_with_default_target(error_target_pair, targets):
+    """With --default-target (zero-to-jupyterhub's command line) /_chp_healthz is still answered by the
+    proxy, not the default target."""
     error_target_pair.reset({"/": {"target": targets["a"]}})
     results = error_target_pair.get("/_chp_healthz")
-    assert (results["chp"].status, results["chp"].json()) == (200, {"status": "OK"})
-    assert upstream_view(results["ingressd"])[1] is None, "ingressd proxied /_chp_healthz to the default target"
+    assert same_api(results) == (200, "application/json", {"status": "OK"})
+    assert [upstream_view(r)[1] for r in results.values()] == [None, None]
+
+
+@pytest.mark.parametrize("host", ["hub.example.org", "other.org"])
+def test_chp_healthz_with_host_routing(host_routes, host):
+    """Under --host-routing too, on a host with routes or without."""
+    assert same_api(host_routes.get("/_chp_healthz", host=host)) == (200, "application/json", {"status": "OK"})
 
 
 def test_forwarded_headers(prefix_routes):
@@ -696,20 +782,44 @@ def test_forwarded_port_from_host_header(prefix_routes):
 
 
 def test_client_forwarded_headers(prefix_routes):
-    """DELIBERATE (ingressd does not trust a client's X-Forwarded-*, as ingress-nginx by default): CHP
-    appends its values to the client's (For/Proto/Port) and passes a client's X-Forwarded-Host through;
-    ingressd replaces them all and keeps the client's list in X-Original-Forwarded-For."""
+    """A client's (a proxy in front's) X-Forwarded-*: both append the peer to X-Forwarded-For and keep
+    the client's X-Forwarded-Host.
+
+    DELIBERATE: CHP (http-proxy's xfwd) joins with ',' and appends its own values to X-Forwarded-Proto
+    and -Port too ('https,http', '443,PORT'); ingressd joins with ', ' and keeps the client's Proto and
+    Port as they are (so X-Forwarded-Scheme and X-Scheme say https), puts the first X-Forwarded-For
+    entry in X-Real-IP and the client's list in X-Original-Forwarded-For."""
     sent = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443",
             "X-Forwarded-Host": "h.example"}
     seen = {kind: echo_headers(r) for kind, r in prefix_routes.get("/user/a/h", headers=sent).items()}
-    chp_port, our_port = (str(proxy.port) for proxy in prefix_routes.proxies.values())
-    assert {k: v for k, v in seen["chp"].items() if k.startswith("x-forwarded-")} == {
+    chp_port = str(prefix_routes.proxies["chp"].port)
+    assert {k: v for k, v in seen["chp"].items() if k.startswith("x-")} == {
         "x-forwarded-for": "10.0.0.1,127.0.0.1", "x-forwarded-proto": "https,http",
         "x-forwarded-port": f"443,{chp_port}", "x-forwarded-host": "h.example"}
-    assert {k: v for k, v in seen["ingressd"].items() if k.startswith("x-forwarded-")} == {
-        "x-forwarded-for": "127.0.0.1", "x-forwarded-proto": "http", "x-forwarded-port": our_port,
-        "x-forwarded-scheme": "http", "x-forwarded-host": f"127.0.0.1:{our_port}"}
-    assert seen["ingressd"]["x-original-forwarded-for"] == "10.0.0.1"
+    ours = {k: v for k, v in seen["ingressd"].items() if k.startswith("x-") and k != "x-request-id"}
+    assert ours == {
+        "x-forwarded-for": "10.0.0.1, 127.0.0.1", "x-forwarded-proto": "https", "x-forwarded-port": "443",
+        "x-forwarded-scheme": "https", "x-scheme": "https", "x-forwarded-host": "h.example",
+        "x-real-ip": "10.0.0.1", "x-original-forwarded-for": "10.0.0.1"}
+
+
+def tornado_remote_ip(headers: dict[str, str], peer: str) -> str:
+    """The client address Tornado (JupyterHub's server, run with xheaders=True) takes from these
+    headers: X-Forwarded-For's last entry, overridden by X-Real-Ip (tornado.httputil, _apply_xheaders)."""
+    ip = headers.get("x-forwarded-for", peer).split(",")[-1].strip()
+    return headers.get("x-real-ip", ip)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="a client's X-Forwarded-For: 10.0.0.1 makes a Tornado upstream (the Hub, a "
+                   "single-user server; xheaders=True) see the client as 10.0.0.1 behind ingressd: its "
+                   "X-Real-IP is the client-supplied first X-Forwarded-For entry and Tornado prefers "
+                   "X-Real-Ip; behind CHP (X-Forwarded-For '10.0.0.1,127.0.0.1', no X-Real-IP) it is the "
+                   "peer, 127.0.0.1")
+def test_client_address_seen_by_tornado(prefix_routes):
+    results = prefix_routes.get("/user/a/h", headers={"X-Forwarded-For": "10.0.0.1"})
+    seen = {kind: tornado_remote_ip(echo_headers(r), "?") for kind, r in results.items()}
+    assert seen == {"chp": "127.0.0.1", "ingressd": "127.0.0.1"}
 
 
 def test_empty_host_header(prefix_routes):
@@ -825,21 +935,25 @@ def test_websocket_proxied(ws_routes):
 
 
 def test_websocket_no_route(ws_routes):
-    """DELIBERATE (the body): CHP writes a bare 'HTTP/1.1 404' with Content-Length: 0 on the socket (and
-    leaves it open); ingressd answers its default backend's 404."""
+    """A websocket upgrade with no route: 404 with an empty body from both.
+
+    DELIBERATE (the head's details): CHP writes a bare 'HTTP/1.1 404' with Content-Length: 0 on the
+    socket and leaves it open; ingressd adds the reason phrase and closes the connection."""
     chp = upgrade_status(ws_routes.proxies["chp"].port, "/nope/ws")
     ours = upgrade_status(ws_routes.proxies["ingressd"].port, "/nope/ws")
     assert chp == (404, b"HTTP/1.1 404\r\nContent-Length: 0")
-    assert ours[0] == 404
+    assert ours == (404, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP: a websocket upgrade to a target that refuses the connection is "
-                   "answered 'HTTP/1.1 503' with Content-Length: 0; ingressd: 502 Bad Gateway")
 def test_websocket_target_down_is_503(ws_routes):
+    """A websocket upgrade to a target that refuses the connection: 503 with an empty body from both.
+
+    DELIBERATE (the head's details): CHP's is a bare 'HTTP/1.1 503' (then it closes), ingressd's has the
+    reason phrase."""
     chp = upgrade_status(ws_routes.proxies["chp"].port, "/user/down/ws")
+    ours = upgrade_status(ws_routes.proxies["ingressd"].port, "/user/down/ws")
     assert chp == (503, b"HTTP/1.1 503\r\nContent-Length: 0")
-    assert upgrade_status(ws_routes.proxies["ingressd"].port, "/user/down/ws")[0] == 503
+    assert ours == (503, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0")
 
 
 @pytest.fixture(scope="module")
@@ -864,32 +978,42 @@ def test_default_target_is_the_root_route(error_target_pair, targets):
     assert ours == chp == (200, "a", "/hub/login?next=%2F")
 
 
-@pytest.mark.parametrize("path,code", [("/nope?x=1", 404), ("/user/down/x?y=2", 503)])
+def error_page_request(response: Response) -> tuple[str, dict[str, list[str]]]:
+    """The path and the decoded query of the request the --error-target upstream (c) got."""
+    echo = response.json()
+    assert echo["name"] == "c", echo
+    return echo["path"], parse_qs(echo["query"], keep_blank_values=True)
+
+
+@pytest.mark.parametrize("path,code", [("/nope?x=1", 404), ("/nope/a%20b?c=d+e&f=%2F", 404),
+                                       ("/user/down/x?y=2", 503)])
 def test_error_target(error_target_pair, path, code):
-    """DELIBERATE (ingressd's --error-target is accepted and ignored, see its --help): CHP answers a
-    missing route (404) or a refused connection (503) with a GET of ERROR_TARGET/CODE?url=ESCAPED_URL,
-    passing on that answer's body and Content-Type with its own status; ingressd answers itself
-    (and 502 for the refused connection, see test_target_failure_is_503)."""
+    """--error-target: a missing route (404) or a refused connection (503) is answered with a GET of
+    ERROR_TARGET/CODE?url=REQUEST_TARGET, passing on that answer's body and Content-Type with the
+    proxy's own status.
+
+    DELIBERATE (the same value once decoded): CHP writes the url parameter as URLSearchParams does
+    (every '/' as %2F); ingressd leaves '/' unescaped."""
     error_target_pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}})
     results = error_target_pair.get(path)
-    chp, ours = results["chp"], results["ingressd"]
-    assert (chp.status, chp.header("Content-Type")) == (code, "application/json")
-    assert (chp.json()["name"], chp.json()["target"]) == ("c", f"/hub/error/{code}?url={quote(path, safe='')}")
-    assert ours.status == (404 if code == 404 else 502) and ours.header("X-Backend-Name") is None
+    for kind, response in results.items():
+        assert (response.status, response.header("Content-Type")) == (code, "application/json"), kind
+        assert response.header("X-Backend-Name") is None, kind
+        assert error_page_request(response) == (f"/hub/error/{code}", {"url": [path]}), kind
+    assert results["chp"].json()["query"] == "url=" + quote(path, safe="")
+    assert results["ingressd"].json()["query"] == "url=" + quote(path, safe="/")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP: an upstream that does not answer within --proxy-timeout is a 503 (here served "
-                   "by the --error-target as /hub/error/503?url=...); ingressd: 504 Gateway Timeout")
 def test_proxy_timeout_is_503(error_target_pair, targets):
+    """An upstream that does not answer within --proxy-timeout: 503 (here the --error-target's page
+    for /CODE?url=...) from both, after the timeout."""
     error_target_pair.reset({"/user/slow": {"target": targets["b"]}})
     path = f"/user/slow/slow?delay={PROXY_TIMEOUT_MS / 1000 + 1}"
     results = error_target_pair.both(lambda proxy: (time.monotonic(), proxy.get(path), time.monotonic()))
-    for kind, (start, _, end) in results.items():
+    for kind, (start, response, end) in results.items():
         assert PROXY_TIMEOUT_MS / 1000 - 0.05 <= end - start < PROXY_TIMEOUT_MS / 1000 + 0.9, kind
-    chp, ours = results["chp"][1], results["ingressd"][1]
-    assert chp.status == 503 and chp.json()["target"] == f"/hub/error/503?url={quote(path, safe='')}"
-    assert ours.status == 503
+        assert response.status == 503, kind
+        assert error_page_request(response) == ("/hub/error/503", {"url": [path]}), kind
 
 
 def test_header_size_limit(prefix_routes):
@@ -927,6 +1051,59 @@ def test_websocket_upgrade_headers_and_non_101_answers(prefix_routes):
     assert forwarded["ingressd"] == {"x-forwarded-for": "127.0.0.1", "x-forwarded-port": port,
                                      "x-forwarded-proto": "http", "x-forwarded-scheme": "http",
                                      "x-forwarded-host": "127.0.0.1"}
+
+
+# --- --no-include-prefix, --custom-header, --no-x-forward (flags_pair) ----------------------------
+
+
+@pytest.mark.parametrize("target_path,path,seen", [(case[0], case[1], case[3]) for case in TARGET_PATH_CASES])
+def test_no_include_prefix(flags_pair, targets, target_path, path, seen):
+    """--no-include-prefix: the route's prefix is cut off the request path, then the target's path
+    goes in front."""
+    flags_pair.reset({"/pt": {"target": targets["b"] + target_path}})
+    chp, ours = (upstream_view(r) for r in flags_pair.get(path).values())
+    assert chp == (200, "b", seen)
+    assert ours == chp
+
+
+def flags_pair_headers(flags_pair, sent: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The headers the upstream got from each proxy of flags_pair for GET /user/a/h with ``sent``, less
+    CHP's 'Connection: keep-alive' (hop-by-hop; HTTP/1.1's default, which ingressd leaves implicit)."""
+    seen = {kind: echo_headers(r) for kind, r in flags_pair.get("/user/a/h", headers=sent).items()}
+    assert seen["chp"].pop("connection") == "keep-alive"
+    return seen
+
+
+def test_custom_header_and_no_x_forward(flags_pair, targets):
+    """--custom-header NAME:VALUE (trimmed) is added, replacing the client's header of that name;
+    --no-x-forward: no X-Forwarded-* added, nor ingressd's X-Real-IP, X-Scheme, X-Request-ID. The
+    upstream gets the same headers from both; a client's X-Forwarded-For is passed on as it is."""
+    flags_pair.reset({"/user/a": {"target": targets["b"]}})
+    for sent in ({}, {"X-Custom": "client", "X-Forwarded-For": "10.0.0.1"}):
+        seen = flags_pair_headers(flags_pair, sent)
+        for kind, headers in seen.items():
+            expected = {"host": f"127.0.0.1:{flags_pair.proxies[kind].port}", "x-custom": "proxy", "x-two": "2",
+                        **{k.lower(): v for k, v in sent.items() if k != "X-Custom"}}
+            assert headers == expected, (kind, sent)
+
+
+CLIENT_FORWARDING = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443",
+                     "X-Forwarded-Host": "h.example", "X-Forwarded-Scheme": "https", "X-Real-IP": "10.0.0.2",
+                     "X-Scheme": "https", "X-Request-ID": "r1", "X-Original-Forwarded-For": "10.0.0.3"}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="with --no-x-forward CHP passes every client header through untouched "
+                   "(X-Forwarded-For/-Proto/-Port/-Host/-Scheme, X-Real-IP, X-Scheme, X-Request-ID, "
+                   "X-Original-Forwarded-For as sent); ingressd passes X-Forwarded-For only and drops the rest "
+                   "(so a TLS-terminating proxy's X-Forwarded-Proto: https never reaches the Hub)")
+def test_no_x_forward_passes_client_headers(flags_pair, targets):
+    flags_pair.reset({"/user/a": {"target": targets["b"]}})
+    seen = flags_pair_headers(flags_pair, CLIENT_FORWARDING)
+    for kind, headers in seen.items():
+        expected = {"host": f"127.0.0.1:{flags_pair.proxies[kind].port}", "x-custom": "proxy", "x-two": "2",
+                    **{k.lower(): v for k, v in CLIENT_FORWARDING.items()}}
+        assert headers == expected, kind
 
 
 @pytest.fixture(scope="module")
@@ -985,17 +1162,27 @@ def test_plain_http_to_https_port(tls_pair):
 
 
 # Last in the module: by now the idle connections opened at start have waited a while already.
-def test_keep_alive_timeout(pair):
-    """DELIBERATE: idle client keep-alive is 5 s in CHP (Node's keepAliveTimeout, advertised as
-    'Keep-Alive: timeout=5') and 75 s in ingressd (ingress-nginx's keep-alive default, not advertised)."""
+def test_keep_alive_timeout(pair, flags_pair):
+    """With --keep-alive-timeout 5000 (flags_pair) both close an idle client connection after about 5 s.
+
+    DELIBERATE (the default): 5 s in CHP (Node's keepAliveTimeout, advertised as 'Keep-Alive: timeout=5')
+    and 75 s in ingressd (ingress-nginx's keep-alive default); ingressd advertises neither."""
     chp, ours = pair.idle["chp"], pair.idle["ingressd"]
     assert chp.keep_alive_header == "timeout=5"
     assert ours.keep_alive_header is None
-    wait_until(lambda: chp.closed_at is not None, timeout=max(0.5, chp.idle_since + 8 - time.monotonic()),
-               interval=0.02, message="CHP closing its idle client connection")
-    assert 4.5 <= chp.closed_at - chp.idle_since <= 6.5, chp.closed_at - chp.idle_since
+    assert flags_pair.idle["chp"].keep_alive_header == "timeout=5"
+    assert flags_pair.idle["ingressd"].keep_alive_header is None
+    watched = {"chp (default)": chp, "chp (5000)": flags_pair.idle["chp"],
+               "ingressd (5000)": flags_pair.idle["ingressd"]}
+    latest = max(connection.idle_since for connection in watched.values())
+    wait_until(lambda: all(connection.closed_at is not None for connection in watched.values()),
+               timeout=max(0.5, latest + 8 - time.monotonic()), interval=0.02,
+               message="the idle client connections closed")
+    for name, connection in watched.items():
+        assert 4.5 <= connection.closed_at - connection.idle_since <= 6.5, (name, connection.closed_at
+                                                                           - connection.idle_since)
     assert not ours.closed(wait=0)
-    ours.conn.request("GET", "/idle-check")  # the same connection still serves
+    ours.conn.request("GET", IDLE_CHECK)  # the same connection still serves
     response = ours.conn.getresponse()
     response.read()
-    assert response.status in (200, 404)
+    assert response.status == 200
