@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, quote
 import pytest
 
 from support.client import ws_connect
+from support.ingressd import free_port
 from support.chp import CHP_SCRIPT, NPM_PREFIX, Proxy, Response, chp_version, real_chp_missing, request
 from support.wait import wait_until
 
@@ -68,13 +69,16 @@ def _require_chp() -> None:
     pytest.fail(f"{why}: npm install --prefix {NPM_PREFIX} configurable-http-proxy@5.3.0", pytrace=False)
 
 
-def start_pair(workdir, *args: str, tls=None) -> dict[str, Proxy]:
+def start_pair(workdir, *args: str, tls=None, per_kind: dict[str, tuple[str, ...]] | None = None
+               ) -> dict[str, Proxy]:
+    """Both proxies with ``args`` (and ``per_kind[kind]``'s after them)."""
     _require_chp()
     assert chp_version().startswith("5."), f"compared against CHP 5.x, found {chp_version()} at {CHP_SCRIPT}"
     started: dict[str, Proxy] = {}
     try:
         for kind in KINDS:  # both start at once, then both are waited for
-            started[kind] = Proxy(kind, workdir / kind, *args, tls=tls, wait=False)
+            started[kind] = Proxy(kind, workdir / kind, *args, *(per_kind or {}).get(kind, ()), tls=tls,
+                                  wait=False)
         for proxy in started.values():
             proxy.wait_ready()
     except BaseException:
@@ -152,14 +156,20 @@ def host_pair(tmp_path_factory):
         stop_pair(proxies)
 
 
+ERROR_PAGES = {"404.html": b"<p>custom 404</p>\n", "error.html": b"<p>custom error</p>\n"}  # --error-path
 FLAGS = ("--no-include-prefix", "--custom-header", "X-Custom: proxy", "--custom-header", " X-Two : 2 ",
          "--no-x-forward", "--keep-alive-timeout", "5000")
 
 
 @pytest.fixture(scope="module")
 def flags_pair(tmp_path_factory):
-    """Both proxies with FLAGS; ``idle``: one idle client connection to each, both watched."""
-    proxies = start_pair(tmp_path_factory.mktemp("chpcmp-flags"), *FLAGS)
+    """Both proxies with FLAGS and --error-path (ERROR_PAGES); ``idle``: one idle client connection to
+    each, both watched."""
+    workdir = tmp_path_factory.mktemp("chpcmp-flags")
+    (workdir / "pages").mkdir()
+    for name, page in ERROR_PAGES.items():
+        (workdir / "pages" / name).write_bytes(page)
+    proxies = start_pair(workdir, *FLAGS, "--error-path", str(workdir / "pages"))
     idle: dict[str, IdleConnection] = {}
     try:
         for kind, proxy in proxies.items():
@@ -1087,6 +1097,16 @@ def test_custom_header_and_no_x_forward(flags_pair, targets):
             assert headers == expected, (kind, sent)
 
 
+def test_error_path(flags_pair, targets):
+    """--error-path DIR: DIR/404.html for a missing route, DIR/error.html when there is no DIR/503.html
+    (a refused connection), as text/html."""
+    flags_pair.reset({"/user/down": {"target": "http://127.0.0.1:1"}})
+    for path, code, page in (("/nope", 404, "404.html"), ("/user/down/x", 503, "error.html")):
+        for kind, response in flags_pair.get(path).items():
+            assert (response.status, response.header("Content-Type"), response.body) == (
+                code, "text/html", ERROR_PAGES[page]), (kind, path)
+
+
 CLIENT_FORWARDING = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443",
                      "X-Forwarded-Host": "h.example", "X-Forwarded-Scheme": "https", "X-Real-IP": "10.0.0.2",
                      "X-Scheme": "https", "X-Request-ID": "r1", "X-Original-Forwarded-For": "10.0.0.3"}
@@ -1114,12 +1134,44 @@ def tls_pair(tmp_path_factory, ca):
     chain, key = issue(ca, "127.0.0.1", "localhost")
     (workdir / "cert.pem").write_bytes(chain)
     (workdir / "key.pem").write_bytes(key)
+    redirect = {kind: free_port() for kind in KINDS}
     proxies = start_pair(workdir, "--ssl-key", str(workdir / "key.pem"), "--ssl-cert", str(workdir / "cert.pem"),
-                         tls=client_context(ca, alpn=["h2", "http/1.1"]))
+                         tls=client_context(ca, alpn=["h2", "http/1.1"]),
+                         per_kind={kind: ("--redirect-port", str(port)) for kind, port in redirect.items()})
     try:
-        yield Pair(proxies, {}, {})
+        pair = Pair(proxies, {}, {})
+        pair.redirect_ports = redirect
+        yield pair
     finally:
         stop_pair(proxies)
+
+
+@pytest.mark.parametrize("host,path", [("hub.example.org", "/user/x?y=1"), ("hub.example.org:8080", "/"),
+                                       ("127.0.0.1", "/hub/login?next=%2Fhub%2F")])
+def test_redirect_port(tls_pair, host, path):
+    """--redirect-port: plain HTTP there is answered 301 to https://HOST:PORT/URL (the Host header's
+    name, the HTTPS port, the request target as received)."""
+    for kind, port in tls_pair.redirect_ports.items():
+        response = request(port, "GET", path, headers={"Host": host})
+        location = f"https://{host.split(':')[0]}:{tls_pair.proxies[kind].port}{path}"
+        assert (response.status, response.header("Location")) == (301, location), kind
+
+
+def test_redirect_port_without_host(tls_pair):
+    """An HTTP/1.0 request without Host on --redirect-port: 400 with CHP's explanation, from both."""
+    answers = {}
+    for kind, port in tls_pair.redirect_ports.items():
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /x HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        answers[kind] = data
+    for kind, data in answers.items():
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), (kind, data[:300])
+        assert body == (f"This server is HTTPS-only on port {tls_pair.proxies[kind].port}, but an HTTP request "
+                        f"was made and the host could not be determined from the request.").encode(), kind
 
 
 def test_https_proxy_port(tls_pair, targets):
