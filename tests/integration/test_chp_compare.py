@@ -35,6 +35,7 @@ import json
 import re
 import select
 import socket
+import subprocess
 import threading
 import time
 import http.client
@@ -43,6 +44,7 @@ from urllib.parse import parse_qs, quote
 import pytest
 
 from support.client import ws_connect
+from support import procs
 from support.ingressd import free_port
 from support.chp import CHP_SCRIPT, NPM_PREFIX, Proxy, Response, chp_version, real_chp_missing, request
 from support.wait import wait_until
@@ -158,7 +160,7 @@ def host_pair(tmp_path_factory):
 
 ERROR_PAGES = {"404.html": b"<p>custom 404</p>\n", "error.html": b"<p>custom error</p>\n"}  # --error-path
 FLAGS = ("--no-include-prefix", "--custom-header", "X-Custom: proxy", "--custom-header", " X-Two : 2 ",
-         "--no-x-forward", "--keep-alive-timeout", "5000")
+         "--no-x-forward", "--keep-alive-timeout", "5000", "--insecure")
 
 
 @pytest.fixture(scope="module")
@@ -1105,6 +1107,54 @@ def test_error_path(flags_pair, targets):
         for kind, response in flags_pair.get(path).items():
             assert (response.status, response.header("Content-Type"), response.body) == (
                 code, "text/html", ERROR_PAGES[page]), (kind, path)
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory, ca):
+    """A real TLS server (``openssl s_server -www``: any GET gets a 200 status page) on a free port, its
+    certificate for 127.0.0.1 from the test CA, which neither proxy trusts."""
+    from support.certs import issue
+
+    workdir = tmp_path_factory.mktemp("chpcmp-tls-upstream")
+    chain, key = issue(ca, "127.0.0.1")
+    (workdir / "cert.pem").write_bytes(chain)
+    (workdir / "key.pem").write_bytes(key)
+    port = free_port()
+    proc = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", "cert.pem",
+                             "-key", "key.pem", "-www", "-quiet"], cwd=workdir, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, timeout=10, interval=0.02, message="openssl s_server listening")
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        procs.stop(proc)
+
+
+def test_https_target_verified_or_insecure(pair, flags_pair, tls_upstream):
+    """An https target whose certificate does not verify: 503 from both by default (CHP: Node's CAs,
+    ingressd: the system's).
+
+    DELIBERATE (a CHP 5.3.0 bug): with --insecure (flags_pair) ingressd proxies it over TLS without
+    verifying, as documented; CHP still verifies and answers 503 (its log: UNABLE_TO_VERIFY_LEAF_SIGNATURE):
+    proxyOptsForTarget sets secure: true on every https target's per-request options, which override
+    the server's secure: false from --insecure."""
+    pair.reset({"/tls": {"target": tls_upstream}})
+    results = pair.get("/tls/")
+    pair.reset()
+    for kind, response in results.items():
+        assert (response.status, response.header("Content-Type")) == (503, "text/html"), kind
+    flags_pair.reset({"/tls": {"target": tls_upstream}})
+    results = flags_pair.get("/tls/")
+    flags_pair.reset()
+    assert (results["chp"].status, results["chp"].body) == (503, ERROR_PAGES["error.html"])
+    assert results["ingressd"].status == 200 and b"s_server" in results["ingressd"].body
 
 
 CLIENT_FORWARDING = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443",
