@@ -1,31 +1,48 @@
 """Side by side: real configurable-http-proxy (Node.js, npm) and ``ingressd chp`` given the same calls.
 
-Both proxies run once per module on free loopback ports with the same flags and token, in front of the
-same echo upstreams (tests/support/backend.py, which reports the request it got). Every test makes the
-same requests to both and compares what matters: status codes, JSON bodies (``last_activity`` values
-ignored once their format is checked: ISO 8601, milliseconds, ``Z``), Content-Type, and for proxied
-requests which upstream answered, the path it saw and the forwarding headers.
+Both proxies run once per module and flag set (pair: no flags; host_pair: --host-routing;
+error_target_pair: --default-target, --error-target, --proxy-timeout; flags_pair: --no-include-prefix,
+--custom-header, --no-x-forward, --keep-alive-timeout 5000, --insecure, --error-path; tls_pair:
+--ssl-key/--ssl-cert, --redirect-port) on free loopback ports with the same token, in front of the same
+echo upstreams (tests/support/backend.py, which reports the request it got). Every test makes the same
+requests to both and compares what matters: status codes, JSON bodies (``last_activity`` values ignored
+once their format is checked: ISO 8601, milliseconds, ``Z``), Content-Type, and for proxied requests
+which upstream answered, the path it saw and the forwarding headers.
 
 Where the two differ the test says so explicitly:
 
-* ``DELIBERATE``: differences ingressd means to have (asserted as they are, CHP's behaviour recorded);
-  the brief's two are the 404/503 bodies and the keep-alive timeout (ingressd 75 s, CHP 5 s).
+* ``DELIBERATE``: differences ingressd means to have, or CHP's own bugs (asserted as they are, CHP's
+  behaviour recorded).
 * ``pytest.mark.xfail(strict=True)``: differences that are ingressd bugs or gaps for a drop-in CHP; the
   reason gives CHP's exact answer. Such a test passes (XPASS fails the run) once ingressd is fixed:
   then drop the mark.
 
-xfail (ingressd to fix): /_chp_healthz (also with --default-target); 503 for a target that refuses, closes
-or (with --proxy-timeout) does not answer, on plain requests and websocket upgrades (ingressd 502/504);
-no Date header; targets with a path and https targets refused; inactive_since forms only Date.parse
-reads; POST of a path with two trailing slashes.
+The same in both: the REST API (routes, trailing slashes, escapes, inactive_since as Date.parse reads
+it, tokens, errors); longest-prefix routing, --host-routing, --default-target; targets with a path and
+query (urlJoin), with --no-include-prefix too; https targets (503 when the certificate does not
+verify); /_chp_healthz on every host and with --default-target; 503 text/html for every target failure
+(refused, closed, --proxy-timeout), bare 503/404 heads on websocket upgrades; 404 text/html pages with
+the same title; --error-target (GET ERROR_TARGET/CODE?url=..., its body and Content-Type, the proxy's
+status) and --error-path pages; X-Forwarded-For appended to, a client's X-Forwarded-Host kept;
+--custom-header, --no-x-forward (nothing added); --keep-alive-timeout 5000 (closed after ~5 s);
+--ssl-key/--ssl-cert (ALPN http/1.1, no HSTS), --redirect-port (301, 400 without Host).
 
-DELIBERATE: 404/503 bodies and --error-target (ingressd answers itself); keep-alive 75 s against 5 s;
+xfail (ingressd to fix): no Date header; the connection closed after a 404 page; X-Real-IP taken from a
+client's X-Forwarded-For (a Tornado upstream sees a spoofed client address); --no-x-forward drops a
+client's X-Forwarded-Proto/-Port/-Host, X-Real-IP, X-Scheme, X-Request-ID (CHP passes them through).
+
+DELIBERATE: 404/503 page wording (and 503 title: CHP 'Proxy Target Missing', ingressd 'Service
+Unavailable'); reason phrases on websocket error heads; the url parameter's escaping for --error-target
+(same value decoded); keep-alive 75 s by default against 5 s, never advertised by ingressd;
 token checked before the body is parsed; ingressd's extra X-Real-IP/X-Forwarded-Scheme/X-Scheme/
-X-Request-ID; client X-Forwarded-* replaced, not appended to; X-Forwarded-Port from the listener, not the
-Host header (nor 'ws' as the websocket upgrade's X-Forwarded-Proto); hosts matched case-insensitively
+X-Request-ID/X-Original-Forwarded-For; a client's X-Forwarded-Proto/-Port kept, not appended to (CHP:
+'https,http'), X-Forwarded-For joined with ', '; X-Forwarded-Port from the listener, not the Host header
+(nor 'ws' as the websocket upgrade's X-Forwarded-Proto); /_chp_healthz answered whatever the query and
+on websocket upgrades; trailing slashes all stripped in GET/DELETE; hosts matched case-insensitively
 under --host-routing; targets validated at POST; JSON parser wording in 400s; ISO 8601 basic format
 taken; empty Host refused; larger request-head limit than Node's 16 KiB; CHP's own bugs (no answer to a
-bad %-escape in an API path, 500 for one in a request path, //path read as a protocol-relative URL).
+bad %-escape in an API path, 500 for one in a request path, //path read as a protocol-relative URL,
+--insecure ignored by CHP 5.3.0).
 """
 
 from __future__ import annotations
