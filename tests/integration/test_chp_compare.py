@@ -2,7 +2,7 @@
 
 Both proxies run once per module and flag set (pair: no flags; host_pair: --host-routing;
 error_target_pair: --default-target, --error-target, --proxy-timeout; flags_pair: --no-include-prefix,
---custom-header, --no-x-forward, --keep-alive-timeout 5000, --insecure, --error-path; tls_pair:
+--custom-header, --no-x-forward, --keep-alive-timeout 5000, --insecure, --timeout, --error-path; tls_pair:
 --ssl-key/--ssl-cert, --redirect-port) on free loopback ports with the same token, in front of the same
 echo upstreams (tests/support/backend.py, which reports the request it got). Every test makes the same
 requests to both and compares what matters: status codes, JSON bodies (``last_activity`` values ignored
@@ -24,7 +24,8 @@ verify); /_chp_healthz on every host and with --default-target; 503 text/html fo
 (refused, closed, --proxy-timeout), bare 503/404 heads on websocket upgrades; 404 text/html pages with
 the same title; --error-target (GET ERROR_TARGET/CODE?url=..., its body and Content-Type, the proxy's
 status) and --error-path pages; X-Forwarded-For appended to, a client's X-Forwarded-Host kept;
---custom-header, --no-x-forward (nothing added); --keep-alive-timeout 5000 (closed after ~5 s);
+--custom-header, --no-x-forward (nothing added); --keep-alive-timeout 5000 (closed after ~5 s); --timeout
+for a faster upstream;
 --ssl-key/--ssl-cert (ALPN http/1.1, no HSTS), --redirect-port (301, 400 without Host).
 
 xfail (ingressd to fix): no Date header; the connection closed after a 404 page; X-Real-IP taken from a
@@ -42,7 +43,7 @@ on websocket upgrades; trailing slashes all stripped in GET/DELETE; hosts matche
 under --host-routing; targets validated at POST; JSON parser wording in 400s; ISO 8601 basic format
 taken; empty Host refused; larger request-head limit than Node's 16 KiB; CHP's own bugs (no answer to a
 bad %-escape in an API path, 500 for one in a request path, //path read as a protocol-relative URL,
---insecure ignored by CHP 5.3.0).
+--insecure ignored by CHP 5.3.0, no answer at all when --timeout expires: ingressd answers 503).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ CHP_503 = (b"<title>503: Proxy Target Missing</title>", b"<h1>503: Proxy Target 
 INGRESSD_503 = (b"<title>503: Service Unavailable</title>", b"<h1>503: Service Unavailable</h1>")
 IDLE_CHECK = "/_chp_healthz"  # 200 from both proxies whatever the routes
 PROXY_TIMEOUT_MS = 500  # error_target_pair's --proxy-timeout
+TIMEOUT_MS = 700  # flags_pair's --timeout
 
 
 def _require_chp() -> None:
@@ -177,7 +179,7 @@ def host_pair(tmp_path_factory):
 
 ERROR_PAGES = {"404.html": b"<p>custom 404</p>\n", "error.html": b"<p>custom error</p>\n"}  # --error-path
 FLAGS = ("--no-include-prefix", "--custom-header", "X-Custom: proxy", "--custom-header", " X-Two : 2 ",
-         "--no-x-forward", "--keep-alive-timeout", "5000", "--insecure")
+         "--no-x-forward", "--keep-alive-timeout", "5000", "--insecure", "--timeout", str(TIMEOUT_MS))
 
 
 @pytest.fixture(scope="module")
@@ -1172,6 +1174,33 @@ def test_https_target_verified_or_insecure(pair, flags_pair, tls_upstream):
     flags_pair.reset()
     assert (results["chp"].status, results["chp"].body) == (503, ERROR_PAGES["error.html"])
     assert results["ingressd"].status == 200 and b"s_server" in results["ingressd"].body
+
+
+def test_timeout(flags_pair, targets):
+    """--timeout: a request whose upstream is faster than that is served by both.
+
+    DELIBERATE: an upstream slower than --timeout: CHP 5.3.0 closes the client connection after the
+    timeout without any answer (Node's socket timeout, http-proxy's timeout option; nothing logged);
+    ingressd answers 503 (here the --error-path page) after the timeout."""
+    flags_pair.reset({"/user/slow": {"target": targets["b"]}})
+    delay = TIMEOUT_MS / 1000 / 4
+    assert [upstream_view(r) for r in flags_pair.get(f"/user/slow/slow?delay={delay}").values()] == [
+        (200, "b", f"/slow?delay={delay}")] * 2
+    path = f"/user/slow/slow?delay={TIMEOUT_MS / 1000 + 1}"
+
+    def timed(proxy):
+        start = time.monotonic()
+        try:
+            return proxy.get(path), time.monotonic() - start
+        except http.client.RemoteDisconnected as error:
+            return error, time.monotonic() - start
+
+    results = flags_pair.both(timed)
+    for kind, (_, elapsed) in results.items():
+        assert TIMEOUT_MS / 1000 - 0.05 <= elapsed < TIMEOUT_MS / 1000 + 0.9, (kind, elapsed)
+    assert isinstance(results["chp"][0], http.client.RemoteDisconnected)
+    response = results["ingressd"][0]
+    assert (response.status, response.body) == (503, ERROR_PAGES["error.html"])
 
 
 CLIENT_FORWARDING = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https", "X-Forwarded-Port": "443",
