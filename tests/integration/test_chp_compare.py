@@ -836,7 +836,7 @@ def test_client_forwarded_headers(prefix_routes):
 
 def tornado_remote_ip(headers: dict[str, str], peer: str) -> str:
     """The client address Tornado (JupyterHub's server, run with xheaders=True) takes from these
-    headers: X-Forwarded-For's last entry, overridden by X-Real-Ip (tornado.httputil, _apply_xheaders)."""
+    headers: X-Forwarded-For's last entry, overridden by X-Real-Ip (tornado.httpserver, _apply_xheaders)."""
     ip = headers.get("x-forwarded-for", peer).split(",")[-1].strip()
     return headers.get("x-real-ip", ip)
 
