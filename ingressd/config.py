@@ -81,6 +81,9 @@ class ClientTrust:
     enable_real_ip: bool = False
     proxy_real_ip_cidr: tuple[str, ...] = ("0.0.0.0/0",)
     use_proxy_protocol: bool = False
+    # False: the client address is always the peer's, whatever the headers say (ingressd chp: CHP
+    # appends to X-Forwarded-For and keeps -Proto/-Host/-Port, but never believes a client's address).
+    address_from_headers: bool = True
     networks: tuple = field(default=(), compare=False, repr=False)  # proxy_real_ip_cidr, parsed
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from httptools import HttpParserError, HttpRequestParser
 
 from ..admin import metrics_handler, serve_admin
 from ..config import ClientLimits, ClientTrust, Config
-from ..dataplane.responses import reason
+from ..dataplane.responses import date_line, reason
 from ..dataplane.server import DataPlane, bind_listeners
 from ..dataplane.stats import AccessLog
 from .api import handle
@@ -130,7 +130,7 @@ class APIConnection(asyncio.Protocol):
                 keep_alive: bool) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), extra]
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), date_line(), extra]
         if content_type:
             head.append(b"Content-Type: %s\r\n" % content_type.encode())
         head.append(b"Content-Length: %d\r\n" % len(body))
@@ -177,11 +177,12 @@ class ChpOptions:
         return limits
 
     def trust(self) -> ClientTrust:
-        """As CHP's http-proxy (xfwd): the X-Forwarded-* a client sent are kept, ours appended;
-        with --no-x-forward nothing is believed or added."""
+        """As CHP's http-proxy (xfwd): X-Forwarded-For appended to, the client's -Proto/-Host/-Port
+        kept, but the client's address is the peer's (X-Real-IP, logs); with --no-x-forward nothing
+        is believed or added."""
         if not self.x_forward:
             return ClientTrust()
-        return ClientTrust(use_forwarded_headers=True, compute_full_forwarded_for=True)
+        return ClientTrust(use_forwarded_headers=True, compute_full_forwarded_for=True, address_from_headers=False)
 
     def request_headers(self) -> tuple:
         merged = {}

@@ -205,7 +205,8 @@ class Exchange:
             self.conn.cut()
             return
         log.warning("%s %s: %d %s", self.host or "-", self.url.decode("latin-1"), status, detail)
-        self.keep_alive = self.keep_alive and self.request_done
+        # The connection stays usable when nothing of the request is left unread.
+        self.keep_alive = self.keep_alive and (self.request_done or self.body_mode == NO_BODY)
         pages = self.route.options.error_pages
         if pages is not None:  # ingressd chp: CHP's error pages (may answer later, see chp.errors)
             pages.serve(self, status)

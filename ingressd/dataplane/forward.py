@@ -32,6 +32,9 @@ _REQUEST_HEADERS = {
     b"x-forwarded-scheme": _DROP, b"x-scheme": _DROP, b"x-original-forwarded-for": _DROP,
 }
 _CONNECTION_OPTIONS = (b"keep-alive", b"close", b"upgrade")
+# What read_headers takes out of a request that a route without X-Forwarded-* passes as sent.
+_CLIENT_FORWARDING = frozenset(name for name, kind in _REQUEST_HEADERS.items()
+                               if kind in (_DROP, _XFF, _REQUEST_ID) and name.startswith(b"x-"))
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._*")
 _host_cache: dict[bytes, str | None] = {}
@@ -180,8 +183,9 @@ def _edited_head(exchange: Exchange, head: RequestHead, options, forwarded: byte
                       exchange.request_id, b"\r\n")
         if head.xff is not None:
             extra += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
-    else:  # --no-x-forward: the client's own X-Forwarded-For passes unchanged, nothing is added
-        forwarding = (b"X-Forwarded-For: " + head.xff + b"\r\n",) if head.xff is not None else ()
+    else:  # --no-x-forward: the client's own forwarding headers pass unchanged, nothing is added
+        forwarding = tuple(b"%s: %s\r\n" % (name, value) for name, value in exchange.headers
+                           if name.lower() in _CLIENT_FORWARDING)
     return b"".join((exchange.method, b" ", url, b" HTTP/1.1\r\nHost: ", host, b"\r\n", *lines, *forwarding,
                      extra, framing, b"\r\n"))
 

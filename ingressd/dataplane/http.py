@@ -306,7 +306,10 @@ class ClientConnection(asyncio.Protocol):
 
     def send_head(self, exchange: Exchange, status: int, status_line: bytes, fields: bytes, body: int) -> None:
         lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
-        if self.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
+        lowered = b"\n" + fields.lower()
+        if b"\ndate:" not in lowered:  # RFC 9110 §6.6.1, as nginx (which always sends its own)
+            lines.append(responses.date_line())
+        if self.hsts and b"\nstrict-transport-security:" not in lowered:
             lines.append(self.hsts)
         if exchange.response_fields:
             lines.append(exchange.response_fields)

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 
 HSTS = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
 DEFAULT_BACKEND_BODY = b"default backend - 404\n"
+
+
+_date = (0, b"")
+
+
+def date_line() -> bytes:
+    """``Date: ...`` for now (RFC 9110 §6.6.1: a proxy with a clock adds it), formatted once a second."""
+    global _date
+    second = int(time.time())
+    if second != _date[0]:
+        _date = (second, b"Date: " + formatdate(second, usegmt=True).encode() + b"\r\n")
+    return _date[1]
 
 
 def reason(status: int) -> bytes:
@@ -19,7 +33,7 @@ def response(status: int, body: bytes = b"", *, keep_alive: bool = True, headers
              head_only: bool = False, content_type: bytes | None = None) -> bytes:
     """A complete response, by default with a plain-text body. ``headers`` are extra CRLF-terminated
     lines; ``content_type`` another type for the body (b"": none, ``headers`` has it)."""
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), headers]
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason(status)), date_line(), headers]
     if content_type:
         lines.append(b"Content-Type: " + content_type + b"\r\n")
     elif body and content_type is None:

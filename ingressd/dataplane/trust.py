@@ -89,7 +89,7 @@ def for_request(trust: ClientTrust, exchange: Exchange, peer: str, scheme: str, 
             host = value.strip()
         elif lower == b"x-forwarded-port":
             forwarded_port = value.strip()
-    client_ip = proxied_ip or (real_ip(trust, peer, addresses) if addresses else peer)
+    client_ip = proxied_ip or (real_ip(trust, peer, addresses) if addresses and trust.address_from_headers else peer)
     if trust.use_forwarded_headers:
         if proto in (b"http", b"https"):
             scheme = proto.decode()

@@ -197,11 +197,13 @@ def test_custom_headers_and_forwarded_headers(chp, backend):
     got = seen(echo(proxy, "/", "X-Hub: client", "X-Forwarded-For: 10.0.0.1", "X-Forwarded-Proto: https"))
     assert got["x-hub"] == "one" and got["x-extra"] == "two"  # replaces the client's value
     assert got["x-forwarded-for"] == "10.0.0.1, 127.0.0.1"  # CHP appends (xfwd)
+    assert got["x-real-ip"] == "127.0.0.1"  # but the client's claim about its address is not believed
     assert got["x-forwarded-proto"] == "https"  # from the proxy in front of CHP, as z2jh's ingress sends it
     plain = chp("--no-x-forward", "--default-target", f"http://127.0.0.1:{backend.ports['a']}")
     got = seen(echo(plain, "/"))
     assert not any(name.startswith("x-forwarded") or name in ("x-real-ip", "x-request-id") for name in got), got
-    assert seen(echo(plain, "/", "X-Forwarded-For: 10.0.0.1"))["x-forwarded-for"] == "10.0.0.1"  # passed as sent
+    got = seen(echo(plain, "/", "X-Forwarded-For: 10.0.0.1", "X-Forwarded-Proto: https", "X-Real-IP: 10.0.0.2"))
+    assert (got["x-forwarded-for"], got["x-forwarded-proto"], got["x-real-ip"]) == ("10.0.0.1", "https", "10.0.0.2")
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ Where the two differ the test says so explicitly:
 
 * ``DELIBERATE``: differences ingressd means to have, or CHP's own bugs (asserted as they are, CHP's
   behaviour recorded).
-* ``pytest.mark.xfail(strict=True)``: differences that are ingressd bugs or gaps for a drop-in CHP; the
-  reason gives CHP's exact answer. Such a test passes (XPASS fails the run) once ingressd is fixed:
-  then drop the mark.
+* ``pytest.mark.xfail(strict=True)``: differences that are ingressd bugs or gaps for a drop-in CHP (none
+  left: the last four, fixed, are plain comparisons now); the reason would give CHP's exact answer.
 
 The same in both: the REST API (routes, trailing slashes, escapes, inactive_since as Date.parse reads
 it, tokens, errors); longest-prefix routing, --host-routing, --default-target; targets with a path and
@@ -28,9 +27,9 @@ status) and --error-path pages; X-Forwarded-For appended to, a client's X-Forwar
 for a faster upstream;
 --ssl-key/--ssl-cert (ALPN http/1.1, no HSTS), --redirect-port (301, 400 without Host).
 
-xfail (ingressd to fix): no Date header; the connection closed after a 404 page; X-Real-IP taken from a
-client's X-Forwarded-For (a Tornado upstream sees a spoofed client address); --no-x-forward drops a
-client's X-Forwarded-Proto/-Port/-Host, X-Real-IP, X-Scheme, X-Request-ID (CHP passes them through).
+Fixed after this comparison found them: a Date header on every answer; the connection kept after a
+404 page; X-Real-IP is the peer, never a client's X-Forwarded-For entry (a Tornado upstream would
+see a spoofed address); --no-x-forward passes a client's forwarding headers through as CHP does.
 
 DELIBERATE: 404/503 page wording (and 503 title: CHP 'Proxy Target Missing', ingressd 'Service
 Unavailable'); reason phrases on websocket error heads; the url parameter's escaping for --error-target
@@ -690,10 +689,6 @@ def test_no_route_is_404(pair, path):
     assert b"No route is registered for this URL." in results["ingressd"].body
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP keeps the client connection open after its 404 page (Connection: keep-alive, "
-                   "Keep-Alive: timeout=5; the next request on it is served); ingressd answers the 404 with "
-                   "Connection: close and closes the connection (its 503 page keeps it open)")
 def test_connection_kept_after_404(pair):
     pair.reset()
     for kind, proxy in pair.proxies.items():
@@ -831,7 +826,7 @@ def test_client_forwarded_headers(prefix_routes):
     assert ours == {
         "x-forwarded-for": "10.0.0.1, 127.0.0.1", "x-forwarded-proto": "https", "x-forwarded-port": "443",
         "x-forwarded-scheme": "https", "x-scheme": "https", "x-forwarded-host": "h.example",
-        "x-real-ip": "10.0.0.1", "x-original-forwarded-for": "10.0.0.1"}
+        "x-real-ip": "127.0.0.1", "x-original-forwarded-for": "10.0.0.1"}
 
 
 def tornado_remote_ip(headers: dict[str, str], peer: str) -> str:
@@ -841,12 +836,6 @@ def tornado_remote_ip(headers: dict[str, str], peer: str) -> str:
     return headers.get("x-real-ip", ip)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a client's X-Forwarded-For: 10.0.0.1 makes a Tornado upstream (the Hub, a "
-                   "single-user server; xheaders=True) see the client as 10.0.0.1 behind ingressd: its "
-                   "X-Real-IP is the client-supplied first X-Forwarded-For entry and Tornado prefers "
-                   "X-Real-Ip; behind CHP (X-Forwarded-For '10.0.0.1,127.0.0.1', no X-Real-IP) it is the "
-                   "peer, 127.0.0.1")
 def test_client_address_seen_by_tornado(prefix_routes):
     results = prefix_routes.get("/user/a/h", headers={"X-Forwarded-For": "10.0.0.1"})
     seen = {kind: tornado_remote_ip(echo_headers(r), "?") for kind, r in results.items()}
@@ -894,10 +883,6 @@ def test_request_body_passed_on(prefix_routes):
     assert echoes["chp"]["sha256"] == echoes["ingressd"]["sha256"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="CHP (Node's http server) adds a Date header to every answer: "
-                   "proxied responses without one, its API and its error pages; ingressd sends none "
-                   "(RFC 9110 6.6.1: a proxy with a clock MUST add Date when forwarding a response without one)")
 @pytest.mark.parametrize("where", ["proxied", "api", "404"])
 def test_date_header(prefix_routes, where):
     if where == "proxied":
@@ -969,22 +954,22 @@ def test_websocket_no_route(ws_routes):
     """A websocket upgrade with no route: 404 with an empty body from both.
 
     DELIBERATE (the head's details): CHP writes a bare 'HTTP/1.1 404' with Content-Length: 0 on the
-    socket and leaves it open; ingressd adds the reason phrase and closes the connection."""
+    socket and leaves it open; ingressd adds the reason phrase and a Date, and leaves it open too."""
     chp = upgrade_status(ws_routes.proxies["chp"].port, "/nope/ws")
     ours = upgrade_status(ws_routes.proxies["ingressd"].port, "/nope/ws")
     assert chp == (404, b"HTTP/1.1 404\r\nContent-Length: 0")
-    assert ours == (404, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close")
+    assert re.fullmatch(rb"HTTP/1.1 404 Not Found\r\nDate: [^\r]+ GMT\r\nContent-Length: 0", ours[1]), ours
 
 
 def test_websocket_target_down_is_503(ws_routes):
     """A websocket upgrade to a target that refuses the connection: 503 with an empty body from both.
 
     DELIBERATE (the head's details): CHP's is a bare 'HTTP/1.1 503' (then it closes), ingressd's has the
-    reason phrase."""
+    reason phrase and a Date."""
     chp = upgrade_status(ws_routes.proxies["chp"].port, "/user/down/ws")
     ours = upgrade_status(ws_routes.proxies["ingressd"].port, "/user/down/ws")
     assert chp == (503, b"HTTP/1.1 503\r\nContent-Length: 0")
-    assert ours == (503, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0")
+    assert re.fullmatch(rb"HTTP/1.1 503 Service Unavailable\r\nDate: [^\r]+ GMT\r\nContent-Length: 0", ours[1]), ours
 
 
 @pytest.fixture(scope="module")
@@ -1208,11 +1193,6 @@ CLIENT_FORWARDING = {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https"
                      "X-Scheme": "https", "X-Request-ID": "r1", "X-Original-Forwarded-For": "10.0.0.3"}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="with --no-x-forward CHP passes every client header through untouched "
-                   "(X-Forwarded-For/-Proto/-Port/-Host/-Scheme, X-Real-IP, X-Scheme, X-Request-ID, "
-                   "X-Original-Forwarded-For as sent); ingressd passes X-Forwarded-For only and drops the rest "
-                   "(so a TLS-terminating proxy's X-Forwarded-Proto: https never reaches the Hub)")
 def test_no_x_forward_passes_client_headers(flags_pair, targets):
     flags_pair.reset({"/user/a": {"target": targets["b"]}})
     seen = flags_pair_headers(flags_pair, CLIENT_FORWARDING)
