@@ -82,6 +82,7 @@ class RouteOptions:
     # rather than served unauthenticated.
     refused: str | None = None
     service_upstream: bool = False  # proxy to the Service's cluster IP, not its endpoints
+    ssl_passthrough: bool = False  # TLS for the host goes to this ("/") route's backend undecrypted
     next_upstream_tries: int = 3  # proxy-next-upstream-tries: endpoints tried when connecting fails
     access_log: bool = True  # enable-access-log (the default backend: enable-access-log-for-default-backend)
     skip_log_urls: frozenset = frozenset()  # skip-access-log-urls: request targets never logged
@@ -269,6 +270,7 @@ def parse_route_options(annotations: dict[str, str],
     take("from-to-www-redirect", parse_bool, "from_to_www")
     take("enable-access-log", parse_bool, "access_log")
     take("service-upstream", parse_bool, "service_upstream")
+    take("ssl-passthrough", parse_bool, "ssl_passthrough")
     take("proxy-next-upstream", _parse_next_upstream)
     tries = take("proxy-next-upstream-tries", _parse_count)
     if tries is not None:

@@ -49,6 +49,7 @@ class ServeOptions:
     publish_service: str | None = None
     publish_status_addresses: tuple[str, ...] = ()
     max_connections: int = 16384  # client connections per worker (ingress-nginx max-worker-connections)
+    ssl_passthrough: bool = False  # --enable-ssl-passthrough (ingress-nginx's flag): honour ssl-passthrough
     # --proxy-api ADDR:PORT: configurable-http-proxy's REST API for JupyterHub (ingressd.chp.hub)
     proxy_api: tuple[str | None, int] | None = None
     proxy_api_token: str | None = None  # CONFIGPROXY_AUTH_TOKEN

@@ -174,7 +174,7 @@ session-cookie-samesite | no | {LATER}
 session-cookie-conditional-samesite-none | no | {LATER}
 session-cookie-change-on-failure | no | {LATER}
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
-ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
+ssl-passthrough | yes | with `--enable-ssl-passthrough`, as ingress-nginx (without it the annotation is ignored, as there): TLS connections whose SNI is the host go undecrypted to the backend of its `/` path; the Ingress's other annotations do not apply to them (layer 4)
 ssl-ciphers | no | ciphers are set for the whole listener
 ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
 upstream-hash-by | no | {LATER}: balanced round robin

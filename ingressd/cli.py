@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one line per request (and per closed websocket) on stdout (default: on)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text",
                        help="access log format: ingress-nginx's default upstream format, or JSON")
+    serve.add_argument("--enable-ssl-passthrough", action="store_true",
+                       help="honour the ssl-passthrough annotation (as ingress-nginx's flag): every HTTPS "
+                            "connection is read up to its SNI first, those for passthrough hosts go to the "
+                            "backend undecrypted")
     serve.add_argument("--proxy-api", type=_api_address, metavar="[ADDR:]PORT",
                        help="serve configurable-http-proxy's REST API for JupyterHub here (token: "
                             "CONFIGPROXY_AUTH_TOKEN); its routes go under the hosts of Ingresses annotated "
@@ -347,7 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
         publish_status_addresses=tuple(args.publish_status_addresses or ()),
         max_connections=args.max_worker_connections, proxy_api=args.proxy_api,
-        proxy_api_host_routing=args.proxy_api_host_routing,
+        proxy_api_host_routing=args.proxy_api_host_routing, ssl_passthrough=args.enable_ssl_passthrough,
         proxy_api_token=os.environ.get("CONFIGPROXY_AUTH_TOKEN") or None,
     )
     if options.proxy_api is not None and not options.proxy_api_token:

@@ -19,7 +19,7 @@ import ssl
 
 from ..config import Config
 from ..routing import RouteTable
-from . import proxyproto
+from . import passthrough, proxyproto
 from .http import HEADER_TIMEOUT, ClientConnection, ClientContext, Listener
 from .stats import AccessLog, Counters, Recorder, rss_bytes
 from .timers import Timers
@@ -64,10 +64,11 @@ def bind_listeners(host: str | None, http_port: int, https_port: int) -> dict[st
 class DataPlane:
     def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
                  per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False,
-                 max_connections: int = 16384):
+                 max_connections: int = 16384, ssl_passthrough: bool = False):
         self.ready = False
         self.hsts = hsts
         self.proxy_protocol = proxy_protocol  # use-proxy-protocol: a listener property, fixed at start
+        self.ssl_passthrough = ssl_passthrough  # --enable-ssl-passthrough: HTTPS connections peeked for SNI first
         self.timers = timers or Timers()
         self.pool = UpstreamPool(self.timers)
         self.recorder = Recorder(access_log, per_undefined_host)
@@ -77,6 +78,7 @@ class DataPlane:
         self.accepted = 0
         self.max_connections = max_connections
         self.refused = 0  # connections closed at once: the limit was reached
+        self.passed_through = 0  # TLS connections handed to their backend undecrypted (ssl-passthrough)
         self._refused_logged = -60.0
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
@@ -89,7 +91,7 @@ class DataPlane:
                    access_log=AccessLog(options.log_format) if options.access_log else None,
                    per_undefined_host=options.metrics_per_undefined_host,
                    proxy_protocol=options.settings.trust.use_proxy_protocol,
-                   max_connections=options.max_connections)
+                   max_connections=options.max_connections, ssl_passthrough=options.ssl_passthrough)
 
     @property
     def config(self) -> Config:
@@ -120,8 +122,9 @@ class DataPlane:
         for scheme in ("http", "https"):
             for sock in sockets[scheme]:
                 listener = Listener(scheme, sock.getsockname()[1], self.hsts, proxy_protocol=self.proxy_protocol)
-                if self.proxy_protocol and listener.tls:
-                    # The PROXY header precedes the TLS handshake: read it off the socket first.
+                if listener.tls and (self.proxy_protocol or self.ssl_passthrough):
+                    # The PROXY header and the ClientHello's SNI precede the TLS handshake: read the
+                    # one, peek at the other, before deciding who answers the connection.
                     self._tasks.append(loop.create_task(self._accept_proxied(sock, listener)))
                     continue
                 server = await loop.create_server(
@@ -146,14 +149,29 @@ class DataPlane:
 
     async def _serve_proxied(self, conn: socket.socket, listener: Listener) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            header = await asyncio.wait_for(_read_proxy_header(loop, conn), HEADER_TIMEOUT)
-        except (OSError, proxyproto.ProxyProtocolError, asyncio.TimeoutError) as error:
-            log.info("closing connection on port %d: %s", listener.port, error or "no PROXY header in time")
-            conn.close()
-            return
+        header = None
+        if self.proxy_protocol:
+            try:
+                header = await asyncio.wait_for(_read_proxy_header(loop, conn), HEADER_TIMEOUT)
+            except (OSError, proxyproto.ProxyProtocolError, asyncio.TimeoutError) as error:
+                log.info("closing connection on port %d: %s", listener.port, error or "no PROXY header in time")
+                conn.close()
+                return
+        if self.ssl_passthrough:
+            try:
+                conn.setblocking(False)
+                name = await asyncio.wait_for(passthrough.peek_server_name(loop, conn), passthrough.HELLO_TIMEOUT)
+            except (OSError, asyncio.TimeoutError):
+                conn.close()
+                return
+            if name is not None:
+                route = self.ctx.config.table.lookup(name, "/")
+                if route.options.ssl_passthrough and route.backend is not None:
+                    self.passed_through += 1
+                    await passthrough.pass_through(loop, conn, route.backend, name)
+                    return
         protocol = self._accept(listener)
-        if isinstance(protocol, ClientConnection):
+        if header is not None and isinstance(protocol, ClientConnection):
             protocol.proxied = header
         try:
             await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.tls.listener_context,
