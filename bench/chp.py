@@ -188,6 +188,18 @@ def parse_wrk(out: str) -> bench.WrkResult:
     return result
 
 
+def proxy_core_times() -> tuple[float, float] | None:
+    return bench.cpu_times(int(PROXY_CORE)) if bench.PIN else None
+
+
+def other_load(start: tuple[float, float] | None, used: float) -> float | None:
+    """Share of the proxy's core that something other than the proxy (``used`` CPU seconds) took since ``start``."""
+    if start is None:
+        return None
+    busy, total = bench.cpu_times(int(PROXY_CORE))
+    return max(0.0, (busy - start[0]) - used) / max(1e-9, total - start[1])
+
+
 # --- a) throughput --------------------------------------------------------------------------------------
 
 def throughput(ctx, proxies: list[Proxy]) -> dict:
@@ -201,9 +213,12 @@ def throughput(ctx, proxies: list[Proxy]) -> dict:
         for p in proxies:
             bench.focus(p)
             cpu0 = p.cpu()
+            core0 = proxy_core_times()
             res = bench.wrk(f"http://127.0.0.1:{p.http_port}/", ctx.seconds, CONNS, script=ctx.spread_lua)
+            used = p.cpu() - cpu0
             if res.requests:
-                res.cpu_us = (p.cpu() - cpu0) / res.requests * 1e6
+                res.cpu_us = used / res.requests * 1e6
+            res.other = other_load(core0, used)
             runs[p.name].append(res)
             if res.error_count:
                 ctx.anomalies.append(f"{p.label}, throughput round {r + 1}: wrk errors {res.errors}")
@@ -217,9 +232,12 @@ def throughput(ctx, proxies: list[Proxy]) -> dict:
                      f"{statistics.median(r.cpu_us for r in rs if r.cpu_us):.1f}",
                      bench.fmt_ms(statistics.median(r.latency.get('50', 0) for r in rs)) + "/"
                      + bench.fmt_ms(statistics.median(r.latency.get('99', 0) for r in rs)),
-                     str(sum(r.error_count for r in rs))])
+                     str(sum(r.error_count for r in rs)),
+                     "-" if rs[0].other is None else f"{100 * max(r.other for r in rs):.0f}%"])
+    say("(CPU us/req = the proxy's user+system time per request; other load = the most CPU other programs took "
+        "on the proxy's core in a round)")
     say("")
-    table(rows, ["proxy", "median req/s", "rounds", "CPU us/req", "p50/p99 ms", "errors"])
+    table(rows, ["proxy", "median req/s", "rounds", "CPU us/req", "p50/p99 ms", "errors", "other load"])
     ratio = medians["ingressd"] / medians["chp"] if medians.get("chp") else None
     say("")
     say(f"ingressd/CHP throughput ratio: {bench.fmt_ratio(ratio)}x  (goal >= {THROUGHPUT_GOAL:g}x: "
@@ -282,6 +300,7 @@ def leak(ctx, proxy: Proxy) -> dict:
     if bench.PIN:
         cmd = ["taskset", "-c", LOAD_CORE] + cmd
     churn = Churn(ctx, proxy)
+    cpu0, core0 = proxy.cpu(), proxy_core_times()
     churn.start()
     wrk_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -330,6 +349,7 @@ def leak(ctx, proxy: Proxy) -> dict:
             wrk_proc.kill()
             wrk_proc.wait(5)
         churn.stop()
+    other_share = other_load(core0, proxy.cpu() - cpu0)
     elapsed = time.monotonic() - measured_from[0]
     while True:
         line = lines.get(timeout=10)
@@ -351,14 +371,15 @@ def leak(ctx, proxy: Proxy) -> dict:
             "churn_p50_ms": 1000 * statistics.median(churn.latencies) if churn.latencies else None,
             "churn_max_ms": 1000 * max(churn.latencies) if churn.latencies else None,
             "churn_rate": churn.changes / (time.monotonic() - started), "routes_after": len(routes),
-            "churn_left": churn_left, "seconds": elapsed}
+            "churn_left": churn_left, "seconds": elapsed, "other": other_share}
 
 
 def print_leak(ctx, proxy: Proxy, r: dict) -> None:
     say("")
     say(f"{proxy.label}: {r['samples'][-1][0]:,} requests after a {ctx.leak_warmup:,}-request warm-up, "
         f"{r['seconds']:.0f} s at {r['rate']:,.0f} req/s; wrk counted {r['requests']:,} requests in all, "
-        f"errors {r['errors'] or 'none'}, non-200 {r['bad_status']}")
+        f"errors {r['errors'] or 'none'}, non-200 {r['bad_status']}"
+        + ("" if r["other"] is None else f"; other programs took {r['other']:.0%} of the proxy's core"))
     say(f"  route changes: {r['changes']} ({r['churn_rate']:.1f}/s; each a POST and a DELETE; API time per change "
         f"p50 {bench.fmt_ms(r['churn_p50_ms'])} ms, max {bench.fmt_ms(r['churn_max_ms'])} ms; late ticks {r['late']}; "
         f"failures {len(r['churn_failures'])}{': ' + '; '.join(r['churn_failures'][:3]) if r['churn_failures'] else ''})")
@@ -383,6 +404,8 @@ def main() -> int:
                         help="requests per proxy in the leak run (default 1,000,000; 200,000 with --quick)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,leak")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
+    parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                        help="first wait up to SECONDS for other programs to use under 10%% of a core")
     args = parser.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
@@ -439,15 +462,21 @@ def main() -> int:
     section("ingressd chp against configurable-http-proxy" + (" (--quick)" if args.quick else ""))
     say(f"{datetime.datetime.now().isoformat(timespec='seconds')}; {cpus} CPUs; "
         + " ".join(f"{k} {v}" for k, v in versions.items()))
-    say(f"CHP: {ctx.chp}")
+    say(f"CHP: {ctx.chp}; ingressd: `python -m ingressd chp` from {REPO}")
     say(f"layout: each proxy one process pinned to core {PROXY_CORE}; upstream nginx, wrk and the API client pinned "
         f"to core {LOAD_CORE}; the proxy not under test is paused (SIGSTOP)" if bench.PIN
         else "layout: only one CPU, nothing pinned")
     say(f"work directory: {ctx.workdir}")
-    busy0, total0 = bench.cpu_times()
-    time.sleep(1.0)
-    busy1, total1 = bench.cpu_times()
-    background = max(0.0, busy1 - busy0) / max(1e-9, total1 - total0) * cpus
+    deadline = time.monotonic() + args.wait_quiet
+    while True:  # what other programs use, measured over one second (this script's own CPU excluded)
+        busy0, total0 = bench.cpu_times()
+        own0 = sum(os.times()[:4])
+        time.sleep(1.0)
+        busy1, total1 = bench.cpu_times()
+        own = sum(os.times()[:4]) - own0
+        background = max(0.0, busy1 - busy0 - own) / max(1e-9, total1 - total0) * cpus
+        if background <= 0.1 or time.monotonic() >= deadline:
+            break
     say(f"other programs used {background:.0%} of one core in the second before the start"
         + ("  <-- WARNING: this machine is busy, results will be noisy" if background > 0.1 else ""))
     status = 0
