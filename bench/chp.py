@@ -239,10 +239,14 @@ def throughput(ctx, proxies: list[Proxy]) -> dict:
     say("")
     table(rows, ["proxy", "median req/s", "rounds", "CPU us/req", "p50/p99 ms", "errors", "other load"])
     ratio = medians["ingressd"] / medians["chp"] if medians.get("chp") else None
+    cpu = {name: statistics.median(r.cpu_us for r in rs if r.cpu_us) for name, rs in runs.items()}
+    cpu_ratio = cpu["chp"] / cpu["ingressd"] if cpu.get("ingressd") else None
     say("")
     say(f"ingressd/CHP throughput ratio: {bench.fmt_ratio(ratio)}x  (goal >= {THROUGHPUT_GOAL:g}x: "
         f"{'PASS' if ratio is not None and ratio >= THROUGHPUT_GOAL else 'MISS'})")
-    return {"medians": medians, "ratio": ratio}
+    say(f"CPU per request, CHP/ingressd: {bench.fmt_ratio(cpu_ratio)}x  (the throughput ratio if each had its core "
+        f"to itself: less sensitive to other programs than req/s)")
+    return {"medians": medians, "ratio": ratio, "cpu_us": cpu, "cpu_ratio": cpu_ratio}
 
 
 # --- b) leak under route churn -----------------------------------------------------------------------------
@@ -402,6 +406,7 @@ def main() -> int:
                         help="short throughput rounds and 200,000 requests per leak run (about 3 minutes)")
     parser.add_argument("--requests", type=int, metavar="N",
                         help="requests per proxy in the leak run (default 1,000,000; 200,000 with --quick)")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per proxy (default 3)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,leak")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
@@ -411,7 +416,7 @@ def main() -> int:
 
     ctx = bench.Context()
     ctx.anomalies = []
-    ctx.rounds = 3
+    ctx.rounds = max(1, args.rounds)
     ctx.seconds = 2 if args.quick else 5
     ctx.leak_requests = args.requests or (200_000 if args.quick else 1_000_000)
     if ctx.leak_requests < 1000:
@@ -511,7 +516,9 @@ def main() -> int:
             t = results["throughput"]
             say(f"throughput: ingressd {bench.fmt_rate(t['medians']['ingressd'])} req/s, CHP "
                 f"{bench.fmt_rate(t['medians']['chp'])} req/s, ratio {bench.fmt_ratio(t['ratio'])}x "
-                f"(goal >= {THROUGHPUT_GOAL:g}x: {'PASS' if t['ratio'] and t['ratio'] >= THROUGHPUT_GOAL else 'MISS'})")
+                f"(goal >= {THROUGHPUT_GOAL:g}x: {'PASS' if t['ratio'] and t['ratio'] >= THROUGHPUT_GOAL else 'MISS'}); "
+                f"CPU per request {t['cpu_us']['ingressd']:.1f} vs {t['cpu_us']['chp']:.1f} us "
+                f"({bench.fmt_ratio(t['cpu_ratio'])}x)")
         if "leak" in results:
             for name, r in results["leak"].items():
                 verdict = ""
