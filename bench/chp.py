@@ -244,8 +244,7 @@ def throughput(ctx, proxies: list[Proxy]) -> dict:
     say("")
     say(f"ingressd/CHP throughput ratio: {bench.fmt_ratio(ratio)}x  (goal >= {THROUGHPUT_GOAL:g}x: "
         f"{'PASS' if ratio is not None and ratio >= THROUGHPUT_GOAL else 'MISS'})")
-    say(f"CPU per request, CHP/ingressd: {bench.fmt_ratio(cpu_ratio)}x  (the throughput ratio if each had its core "
-        f"to itself: less sensitive to other programs than req/s)")
+    say(f"CPU time per request, CHP/ingressd: {bench.fmt_ratio(cpu_ratio)}x")
     return {"medians": medians, "ratio": ratio, "cpu_us": cpu, "cpu_ratio": cpu_ratio}
 
 
