@@ -367,6 +367,12 @@ def leak(ctx, proxy: Proxy) -> dict:
     for key in churn_left:
         proxy.api.delete(key)
     start_kb, end_kb = samples[0][1], samples[-1][1]
+    slope = None  # least-squares MB per 100,000 requests over the samples: a leak grows linearly, GC saw-teeth do not
+    if len(samples) > 2:
+        xs, ys = [n / 1e5 for n, _ in samples], [kb / 1024 for _, kb in samples]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else None
     return {"samples": samples, "growth_mb": (end_kb - start_kb) / 1024, "max_mb": max(kb for _, kb in samples) / 1024,
             "start_mb": start_kb / 1024, "end_mb": end_kb / 1024, "requests": result.requests, "errors": result.errors,
             "bad_status": bad, "rate": (samples[-1][0] - samples[0][0]) / elapsed if elapsed > 0 else 0.0,
@@ -374,7 +380,7 @@ def leak(ctx, proxy: Proxy) -> dict:
             "churn_p50_ms": 1000 * statistics.median(churn.latencies) if churn.latencies else None,
             "churn_max_ms": 1000 * max(churn.latencies) if churn.latencies else None,
             "churn_rate": churn.changes / (time.monotonic() - started), "routes_after": len(routes),
-            "churn_left": churn_left, "seconds": elapsed, "other": other_share}
+            "churn_left": churn_left, "seconds": elapsed, "other": other_share, "slope": slope}
 
 
 def print_leak(ctx, proxy: Proxy, r: dict) -> None:
@@ -393,8 +399,8 @@ def print_leak(ctx, proxy: Proxy, r: dict) -> None:
     if proxy.name == "ingressd":
         verdict = (f"  (goal flat = growth < {GROWTH_GOAL_MB:g} MB after warm-up: "
                    f"{'PASS' if r['growth_mb'] < GROWTH_GOAL_MB else 'MISS'})")
-    say(f"  growth: {r['growth_mb']:+.1f} MB ({r['start_mb']:.1f} -> {r['end_mb']:.1f} MB; max {r['max_mb']:.1f} MB)"
-        + verdict)
+    say(f"  growth: {r['growth_mb']:+.1f} MB ({r['start_mb']:.1f} -> {r['end_mb']:.1f} MB; max {r['max_mb']:.1f} MB; "
+        f"trend {'-' if r['slope'] is None else format(r['slope'], '+.2f')} MB per 100k requests)" + verdict)
 
 
 # --- main -----------------------------------------------------------------------------------------------
@@ -525,7 +531,8 @@ def main() -> int:
                     verdict = (f" (goal < {GROWTH_GOAL_MB:g} MB: "
                                f"{'PASS' if r['growth_mb'] < GROWTH_GOAL_MB else 'MISS'})")
                 say(f"RSS growth over {r['samples'][-1][0]:,} requests with route churn: "
-                    f"{'ingressd' if name == 'ingressd' else 'CHP'} {r['growth_mb']:+.1f} MB{verdict}")
+                    f"{'ingressd' if name == 'ingressd' else 'CHP'} {r['growth_mb']:+.1f} MB "
+                    f"(trend {'-' if r['slope'] is None else format(r['slope'], '+.2f')} MB per 100k){verdict}")
         for a in ctx.anomalies:
             say(f"  anomaly: {a}")
     except KeyboardInterrupt:
