@@ -175,7 +175,7 @@ session-cookie-conditional-samesite-none | no | {LATER}
 session-cookie-change-on-failure | no | {LATER}
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
-ssl-ciphers | no | ciphers are set for the whole listener
+ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites) for the Ingress's hosts, chosen by SNI; the oldest Ingress naming a host sets it
 ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
 upstream-hash-by | no | {LATER}: balanced round robin
 upstream-hash-by-subset | no | {LATER}
@@ -243,10 +243,10 @@ proxy-headers-hash-bucket-size | accepted | nginx tuning without an equivalent
 plugins | no | no Lua plugins
 reuse-port | accepted | workers share the listening sockets
 server-tokens | accepted | ingressd sends no Server header of its own
-ssl-ciphers | no | {LATER}: Python's secure defaults
+ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites; TLS 1.3's are OpenSSL's); default ingress-nginx's without the DHE suites (no DH parameters)
 ssl-ecdh-curve | accepted | OpenSSL's default curves
 ssl-dh-param | no | no DHE ciphers
-ssl-protocols | no | {LATER}: TLSv1.2 and TLSv1.3
+ssl-protocols | partial | TLSv1.2 and/or TLSv1.3 (default both); SSLv2, SSLv3, TLSv1 and TLSv1.1 are never offered (reported)
 ssl-session-cache | accepted | OpenSSL's session cache
 ssl-session-cache-size | accepted | OpenSSL's session cache
 ssl-session-tickets | accepted | OpenSSL's defaults

@@ -17,8 +17,9 @@ import re
 from dataclasses import dataclass
 
 from . import catalog
-from .annotations import DEFAULTS, Defaults, RouteOptions, parse_bool, parse_seconds, parse_size
-from .config import ClientLimits, ClientTrust, UpstreamLimits, parse_cidrs
+from .annotations import (DEFAULTS, Defaults, RouteOptions, parse_bool, parse_listener_ciphers, parse_seconds,
+                          parse_size)
+from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
 from .options.ranges import parse_ranges
 
 DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
@@ -50,6 +51,22 @@ class ControllerSettings:
     trust: ClientTrust | None = None  # None: the command line's
     client: ClientLimits = ClientLimits()
     upstream: UpstreamLimits = UpstreamLimits()
+    tls: TLSSettings = TLSSettings()
+
+
+_TLS_VERSIONS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def _ssl_protocols(value: str) -> tuple[tuple[str, ...], list[str]]:
+    """ssl-protocols "TLSv1.2 TLSv1.3": the versions ingressd offers (TLS 1.2 and 1.3), and those dropped."""
+    names = value.split()
+    for name in names:
+        if name not in _TLS_VERSIONS:
+            raise ValueError(f"{name!r} is not a TLS protocol (TLSv1.2 TLSv1.3 ...)")
+    usable = tuple(n for n in ("TLSv1.2", "TLSv1.3") if n in names)
+    if not usable:
+        raise ValueError("only TLSv1.2 and TLSv1.3 are offered by ingressd")
+    return usable, [n for n in names if n not in usable]
 
 
 def _max_age(value: str) -> int:
@@ -155,6 +172,7 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             return None, False
 
     limit_status = 503
+    tls: dict[str, object] = {}
     default_backend_log = False
     client: dict[str, object] = {}
     upstream: dict[str, object] = {}
@@ -164,6 +182,17 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, parser, raw)
             if ok:
                 (client if key in _CLIENT_KEYS else upstream)[name] = value
+        elif key == "ssl-protocols":
+            value, ok = parse(key, _ssl_protocols, raw)
+            if ok:
+                tls["protocols"], dropped = value
+                if dropped:
+                    warnings.append(f"ConfigMap key ssl-protocols: {' '.join(dropped)} not offered (ingressd speaks "
+                                    f"TLSv1.2 and TLSv1.3 only); using {' '.join(value[0])}")
+        elif key == "ssl-ciphers":
+            value, ok = parse(key, parse_listener_ciphers, raw)
+            if ok:
+                tls["ciphers"] = value
         elif key == "http-redirect-code":
             value, ok = parse(key, _redirect_code, raw)
             if ok:
@@ -216,4 +245,4 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
         defaults = dataclasses.replace(defaults, options=base)
     return (ControllerSettings(defaults, hsts_header(**hsts), new_trust, ClientLimits(**client),
-                               UpstreamLimits(**upstream)), warnings)
+                               UpstreamLimits(**upstream), TLSSettings(**tls)), warnings)
