@@ -269,7 +269,7 @@ use-geoip2 | no | no GeoIP
 use-http2 | no | HTTP/2 is not served yet (issue 13)
 worker-processes | no | use --workers
 worker-cpu-affinity | accepted | the kernel schedules workers
-worker-shutdown-timeout | no | {LATER}
+worker-shutdown-timeout | yes | on SIGTERM (default 240s): new connections refused, idle keep-alive connections closed, requests in flight finish (Connection: close), websockets kept until the timeout; also with --workers; a second SIGTERM/SIGINT to the control plane ends the wait
 load-balance | partial | round_robin only so far
 variables-hash-bucket-size | accepted | nginx tuning without an equivalent
 variables-hash-max-size | accepted | nginx tuning without an equivalent

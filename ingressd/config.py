@@ -180,6 +180,8 @@ class Config:
     # The Strict-Transport-Security line of HTTPS responses (the ConfigMap's hsts* keys); b"": none.
     hsts: bytes = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
     tls: TLSSettings = TLSSettings()  # the ConfigMap's ssl-protocols and ssl-ciphers
+    # worker-shutdown-timeout: on SIGTERM, how long requests in flight and tunnels may run on.
+    shutdown_timeout: float = 240.0
 
     def certificate_for(self, host: str) -> Certificate | None:
         return self.certificates.get(host)

@@ -52,6 +52,7 @@ class ControllerSettings:
     client: ClientLimits = ClientLimits()
     upstream: UpstreamLimits = UpstreamLimits()
     tls: TLSSettings = TLSSettings()
+    shutdown_timeout: float = 240.0  # worker-shutdown-timeout
 
 
 _TLS_VERSIONS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -173,6 +174,7 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
 
     limit_status = 503
     tls: dict[str, object] = {}
+    shutdown_timeout = 240.0
     default_backend_log = False
     client: dict[str, object] = {}
     upstream: dict[str, object] = {}
@@ -189,6 +191,10 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
                 if dropped:
                     warnings.append(f"ConfigMap key ssl-protocols: {' '.join(dropped)} not offered (ingressd speaks "
                                     f"TLSv1.2 and TLSv1.3 only); using {' '.join(value[0])}")
+        elif key == "worker-shutdown-timeout":
+            value, ok = parse(key, _nginx_seconds, raw)
+            if ok:
+                shutdown_timeout = value
         elif key == "ssl-ciphers":
             value, ok = parse(key, parse_listener_ciphers, raw)
             if ok:
@@ -245,4 +251,4 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
         defaults = dataclasses.replace(defaults, options=base)
     return (ControllerSettings(defaults, hsts_header(**hsts), new_trust, ClientLimits(**client),
-                               UpstreamLimits(**upstream), TLSSettings(**tls)), warnings)
+                               UpstreamLimits(**upstream), TLSSettings(**tls), shutdown_timeout), warnings)

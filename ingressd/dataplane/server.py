@@ -173,6 +173,31 @@ class DataPlane:
             return _Refused()
         return ClientConnection(self.ctx, listener)
 
+    async def drain(self, timeout: float) -> None:
+        """worker-shutdown-timeout: stop accepting, close idle keep-alive connections, let requests
+        in flight finish (their responses end the connection) and tunnels (websockets) run, for
+        at most ``timeout`` seconds; ``close`` ends what is left."""
+        self.ready = False
+        draining = self.ctx.draining = asyncio.Event()
+        for server in self._servers:
+            server.close()
+        for task in self._tasks:
+            task.cancel()
+        for conn in list(self.ctx.connections):
+            if conn.tunnel is None and conn.active is None and not conn.queue and conn.cur is None:
+                conn.close()  # idle between requests
+            else:
+                for exchange in (conn.active, *conn.queue):
+                    if exchange is not None and not exchange.response_started:
+                        exchange.keep_alive = False  # its response says Connection: close
+        if self.ctx.connections:
+            log.info("shutting down: %d connection(s) open, waiting up to %gs (worker-shutdown-timeout)",
+                     len(self.ctx.connections), timeout)
+            try:
+                await asyncio.wait_for(draining.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.info("worker-shutdown-timeout: closing %d connection(s) still open", len(self.ctx.connections))
+
     async def close(self) -> None:
         for server in self._servers:
             server.close()

@@ -179,3 +179,11 @@ def test_ssl_ciphers_annotation_sets_the_host_oldest_wins():
     assert options.ssl_ciphers == "ECDHE-RSA-AES256-GCM-SHA384" and warnings == []
     options, warnings = parse_route_options({NGINX + "ssl-ciphers": "bogus"})
     assert options.ssl_ciphers is None and "is invalid" in warnings[0]
+
+
+def test_worker_shutdown_timeout():
+    assert parse()[0].shutdown_timeout == 240.0
+    assert parse(worker_shutdown_timeout="600s")[0].shutdown_timeout == 600.0
+    assert parse(worker_shutdown_timeout="5m")[0].shutdown_timeout == 300.0
+    settings, warnings = parse(worker_shutdown_timeout="soon")
+    assert settings.shutdown_timeout == 240.0 and "using the default" in warnings[0]
