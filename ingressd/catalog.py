@@ -224,9 +224,9 @@ hsts-preload | yes |
 keep-alive | yes | seconds idle between requests (0: no keep-alive)
 keep-alive-requests | yes | default 1000
 large-client-header-buffers | partial | NUMBER x SIZE bounds the whole request head (431 past it; nginx answers 414/400 per line)
-log-format-escape-none | no | {LATER}
-log-format-escape-json | no | {LATER}: use --log-format json
-log-format-upstream | no | {LATER}: ingress-nginx's default format (or --log-format json)
+log-format-escape-none | yes | variables logged unescaped (wins over log-format-escape-json)
+log-format-escape-json | yes | variables escaped as JSON strings (with ingress-nginx's default format when log-format-upstream is unset)
+log-format-upstream | partial | compiled once per configuration; the variables ingressd fills: $remote_addr $remote_user $time_local $time_iso8601 $msec $request $request_method $request_uri $uri $args $query_string $is_args $server_protocol $status $body_bytes_sent and $bytes_sent (both with the response head) $http_referer $http_user_agent $http_NAME (request headers) $request_length $request_time $proxy_upstream_name $proxy_alternative_upstream_name (empty) $upstream_addr $upstream_response_length $upstream_response_time $upstream_connect_time $upstream_header_time $upstream_status $req_id $request_id $host $server_name $namespace $ingress_name $service_name $service_port $scheme $server_port $the_real_ip $proxy_protocol_addr $pid $hostname; any other is reported and logged as "-"; a websocket is logged once, when it closes (as nginx)
 log-format-stream | no | no stream proxying
 enable-multi-accept | accepted | the event loop accepts in batches
 max-worker-connections | accepted | no fixed connection table

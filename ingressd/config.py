@@ -182,6 +182,8 @@ class Config:
     tls: TLSSettings = TLSSettings()  # the ConfigMap's ssl-protocols and ssl-ciphers
     # worker-shutdown-timeout: on SIGTERM, how long requests in flight and tunnels may run on.
     shutdown_timeout: float = 240.0
+    # log-format-upstream / log-format-escape-*: a dataplane.logformat.LogFormat; None: --log-format's lines
+    log_format: object = None
 
     def certificate_for(self, host: str) -> Certificate | None:
         return self.certificates.get(host)

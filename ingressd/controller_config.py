@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from . import catalog
 from .annotations import (DEFAULTS, Defaults, RouteOptions, parse_bool, parse_listener_ciphers, parse_seconds,
                           parse_size)
+from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
 from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
 from .options.ranges import parse_ranges
 
@@ -53,6 +54,7 @@ class ControllerSettings:
     upstream: UpstreamLimits = UpstreamLimits()
     tls: TLSSettings = TLSSettings()
     shutdown_timeout: float = 240.0  # worker-shutdown-timeout
+    log_format: LogFormat | None = None  # log-format-upstream, log-format-escape-*; None: --log-format's lines
 
 
 _TLS_VERSIONS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -175,6 +177,7 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
     limit_status = 503
     tls: dict[str, object] = {}
     shutdown_timeout = 240.0
+    log: dict[str, object] = {}
     default_backend_log = False
     client: dict[str, object] = {}
     upstream: dict[str, object] = {}
@@ -195,6 +198,20 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, _nginx_seconds, raw)
             if ok:
                 shutdown_timeout = value
+        elif key == "log-format-upstream":
+            if not raw.strip() or any(ord(c) < 0x20 for c in raw):
+                warnings.append(f"ConfigMap key {key}: {raw!r} is invalid (expected one line of text and nginx "
+                                "variables); using the default")
+                continue
+            log["template"] = raw.strip()
+            unknown = unknown_variables(raw)
+            if unknown:
+                warnings.append(f"ConfigMap key {key}: {', '.join('$' + n for n in unknown)} cannot be filled by "
+                                'ingressd; logged as "-"')
+        elif key in ("log-format-escape-json", "log-format-escape-none"):
+            value, ok = parse(key, parse_bool, raw)
+            if ok:
+                log[key] = value
         elif key == "ssl-ciphers":
             value, ok = parse(key, parse_listener_ciphers, raw)
             if ok:
@@ -237,6 +254,12 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             if catalog.reported(entry):
                 warnings.append(catalog.describe("ConfigMap key", key, entry))
 
+    log_format = None
+    if log:  # escape-none wins over escape-json, as in ingress-nginx's template
+        escape = ("none" if log.get("log-format-escape-none") else "json" if log.get("log-format-escape-json")
+                  else "default")
+        if "template" in log or escape != "default":
+            log_format = LogFormat(log.get("template", DEFAULT_TEMPLATE), escape)
     new_trust = None
     if trust_changes:
         try:
@@ -251,4 +274,4 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
         defaults = dataclasses.replace(defaults, options=base)
     return (ControllerSettings(defaults, hsts_header(**hsts), new_trust, ClientLimits(**client),
-                               UpstreamLimits(**upstream), TLSSettings(**tls), shutdown_timeout), warnings)
+                               UpstreamLimits(**upstream), TLSSettings(**tls), shutdown_timeout, log_format), warnings)

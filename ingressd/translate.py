@@ -274,7 +274,7 @@ class _Translation:
                       ingress_count=len(ingresses), orphans=tuple(orphans),
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts,
                       client=controller.client, upstream=controller.upstream, tls=controller.tls,
-                      shutdown_timeout=controller.shutdown_timeout,
+                      shutdown_timeout=controller.shutdown_timeout, log_format=controller.log_format,
                       required=frozenset(self.required))
 
     def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:

@@ -278,7 +278,8 @@ class ClientConnection(asyncio.Protocol):
             draining.set()
         if self.tunnel is not None:
             self.tunnel.close()
-            self.ctx.recorder.tunnel_closed(self.client_ip, self.tunnel_at, self.tunnel_out, self.tunnel_in)
+            self.ctx.recorder.tunnel_closed(self.client_ip, self.tunnel_at, self.tunnel_out, self.tunnel_in,
+                                            self.upgraded)
             self.tunnel = None
         if self.active is not None:
             self.active.abort()

@@ -101,6 +101,7 @@ class DataPlane:
         self.tls.apply(config)
         self.pool.reset_balancing()
         self.pool.configure(config.upstream)
+        self.recorder.configure(config.log_format)
         self.ctx.config = config
         self.ready = True
         # A configuration is long-lived and acyclic (reference counting frees the old one): keep

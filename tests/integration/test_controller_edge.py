@@ -82,3 +82,68 @@ def test_ssl_ciphers_openssl_s_client(tls):
     assert s_client("a.example.com", HOST_CIPHER).returncode != 0
     ok = s_client("b.example.com", HOST_CIPHER)
     assert ok.returncode == 0 and f"Cipher is {HOST_CIPHER}".encode() in ok.stdout, ok.stdout + ok.stderr
+
+
+# --- log-format-upstream ----------------------------------------------------------------------
+
+LOG_TEMPLATE = ('{"addr":"$remote_addr","req":"$request","status":$status,"ua":"$http_user_agent",'
+                '"x":"$http_x_custom","ns":"$namespace","ing":"$ingress_name","svc":"$service_name",'
+                '"port":"$service_port","up":"$upstream_addr","ups":"$upstream_status","host":"$host",'
+                '"uri":"$uri","args":"$args","scheme":"$scheme","nope":"$no_such_variable"}')
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory, backend):
+    inst = launch(tmp_path_factory.mktemp("edge-log"), {
+        "cm.yaml": [configmap("ingress-nginx-controller", {"log-format-upstream": LOG_TEMPLATE,
+                                                           "log-format-escape-json": "true"})],
+        "svc.yaml": backend.services("a"),
+        "ing.yaml": [m.ingress("ing-log", [m.rule("log.example.com", m.path("/", "svc-a"))])],
+    })
+    yield inst
+    inst.stop()
+
+
+def _log_lines(inst) -> list[dict]:
+    import json
+    lines = []
+    for line in inst.stdout_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                pass
+    return lines
+
+
+def test_log_format_upstream_json(logged):
+    from support import client as h
+    from support.wait import wait_until
+    resp = h.request(logged.http_port, "/echo?q=1", host="log.example.com",
+                     headers={"User-Agent": 'agent "quoted"', "X-Custom": "back\\slash"})
+    assert resp.status == 200
+    found = wait_until(lambda: [e for e in _log_lines(logged) if e.get("uri") == "/echo"], timeout=10,
+                       message="the access log line")
+    entry = found[0]
+    assert entry["req"] == "GET /echo?q=1 HTTP/1.1" and entry["status"] == 200 and entry["args"] == "q=1"
+    assert entry["ua"] == 'agent "quoted"' and entry["x"] == "back\\slash"
+    assert (entry["ns"], entry["ing"], entry["svc"], entry["port"]) == ("default", "ing-log", "svc-a", "80")
+    assert entry["ups"] == "200" and entry["up"].startswith("127.0.0.1:") and entry["host"] == "log.example.com"
+    assert entry["scheme"] == "http" and entry["nope"] == "-" and entry["addr"] == "127.0.0.1"
+
+
+def test_log_format_websocket_logged_when_closed(logged):
+    from support import client as h
+    from support.wait import wait_until
+    ws = h.ws_connect(logged.http_port, "log.example.com", path="/ws")
+    ws.send("hello")
+    assert ws.recv() == "hello"
+    assert not [e for e in _log_lines(logged) if e.get("uri") == "/ws" and e.get("status") == 101]
+    ws.close()
+    found = wait_until(lambda: [e for e in _log_lines(logged) if e.get("uri") == "/ws"], timeout=10,
+                       message="the websocket's line")
+    assert found[0]["status"] == 101 and len(found) == 1
+
+
+def test_log_format_unknown_variable_reported(logged):
+    assert "$no_such_variable cannot be filled by ingressd" in logged.logs()
