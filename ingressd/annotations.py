@@ -8,6 +8,7 @@ a typo never breaks a route (ingress-nginx's own behaviour, made visible).
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field
 
 from . import catalog
@@ -72,6 +73,7 @@ class RouteOptions:
     use_regex: bool = False
     rewrite: object = None  # options.rewrite.Rewrite of one path, set by the translator
     server_aliases: tuple[str, ...] = ()
+    ssl_ciphers: str | None = None  # ssl-ciphers: the TLS 1.2 ciphers of the Ingress's hosts
     from_to_www: bool = False
     upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
@@ -267,6 +269,7 @@ def parse_route_options(annotations: dict[str, str],
     take("use-regex", parse_bool, "use_regex")
     take("rewrite-target", parse_target, "rewrite_target")
     take("server-alias", parse_aliases, "server_aliases")
+    take("ssl-ciphers", parse_listener_ciphers, "ssl_ciphers")
     take("from-to-www-redirect", parse_bool, "from_to_www")
     take("enable-access-log", parse_bool, "access_log")
     take("service-upstream", parse_bool, "service_upstream")
@@ -457,6 +460,19 @@ def _parse_ciphers(value: str) -> str:
     if not _CIPHERS_RE.match(value.strip()):
         raise ValueError("expected an OpenSSL cipher list")
     return value.strip()
+
+
+def parse_listener_ciphers(value: str) -> str:
+    """ssl-ciphers (ConfigMap key or annotation): an OpenSSL cipher list selecting at least one
+    TLS 1.2 suite (TLS 1.3's suites are OpenSSL's)."""
+    value = value.strip()
+    if not value or any(ord(c) < 0x20 or ord(c) > 0x7e for c in value):
+        raise ValueError("expected an OpenSSL cipher list")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(value)
+    except ssl.SSLError:
+        raise ValueError("OpenSSL selects no cipher from it") from None
+    return value
 
 
 def _parse_http_version(value: str) -> str:

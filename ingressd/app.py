@@ -228,6 +228,17 @@ async def serve(options: ServeOptions) -> None:
     watcher.cancel()
     stopping.cancel()
     await asyncio.gather(watcher, return_exceptions=True)  # its cleanup (Lease release) before the exit
+    # worker-shutdown-timeout: requests in flight finish, websockets run on until the timeout.
+    # A second SIGTERM or SIGINT ends the wait.
+    config = plane.config
+    drain = loop.create_task(plane.drain(config.shutdown_timeout if config is not None else 0.0))
+    interrupted = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, interrupted.set)
+    interrupt = loop.create_task(interrupted.wait())
+    await asyncio.wait({drain, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+    drain.cancel()
+    interrupt.cancel()
     admin.close()
     if hub is not None:
         await hub.close()

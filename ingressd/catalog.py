@@ -175,7 +175,7 @@ session-cookie-conditional-samesite-none | no | {LATER}
 session-cookie-change-on-failure | no | {LATER}
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | yes | with `--enable-ssl-passthrough`, as ingress-nginx (without it the annotation is ignored, as there): TLS connections whose SNI is the host go undecrypted to the backend of its `/` path; the Ingress's other annotations do not apply to them (layer 4)
-ssl-ciphers | no | ciphers are set for the whole listener
+ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites) for the Ingress's hosts, chosen by SNI; the oldest Ingress naming a host sets it
 ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
 upstream-hash-by | no | {LATER}: balanced round robin
 upstream-hash-by-subset | no | {LATER}
@@ -224,9 +224,9 @@ hsts-preload | yes |
 keep-alive | yes | seconds idle between requests (0: no keep-alive)
 keep-alive-requests | yes | default 1000
 large-client-header-buffers | partial | NUMBER x SIZE bounds the whole request head (431 past it; nginx answers 414/400 per line)
-log-format-escape-none | no | {LATER}
-log-format-escape-json | no | {LATER}: use --log-format json
-log-format-upstream | no | {LATER}: ingress-nginx's default format (or --log-format json)
+log-format-escape-none | yes | variables logged unescaped (wins over log-format-escape-json)
+log-format-escape-json | yes | variables escaped as JSON strings (with ingress-nginx's default format when log-format-upstream is unset)
+log-format-upstream | partial | compiled once per configuration; the variables ingressd fills: $remote_addr $remote_user $time_local $time_iso8601 $msec $request $request_method $request_uri $uri $args $query_string $is_args $server_protocol $status $body_bytes_sent and $bytes_sent (both with the response head) $http_referer $http_user_agent $http_NAME (request headers) $request_length $request_time $proxy_upstream_name $proxy_alternative_upstream_name (empty) $upstream_addr $upstream_response_length $upstream_response_time $upstream_connect_time $upstream_header_time $upstream_status $req_id $request_id $host $server_name $namespace $ingress_name $service_name $service_port $scheme $server_port $the_real_ip $proxy_protocol_addr $pid $hostname; any other is reported and logged as "-"; a websocket is logged once, when it closes (as nginx)
 log-format-stream | no | no stream proxying
 enable-multi-accept | accepted | the event loop accepts in batches
 max-worker-connections | accepted | no fixed connection table
@@ -243,10 +243,10 @@ proxy-headers-hash-bucket-size | accepted | nginx tuning without an equivalent
 plugins | no | no Lua plugins
 reuse-port | accepted | workers share the listening sockets
 server-tokens | accepted | ingressd sends no Server header of its own
-ssl-ciphers | no | {LATER}: Python's secure defaults
+ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites; TLS 1.3's are OpenSSL's); default ingress-nginx's without the DHE suites (no DH parameters)
 ssl-ecdh-curve | accepted | OpenSSL's default curves
 ssl-dh-param | no | no DHE ciphers
-ssl-protocols | no | {LATER}: TLSv1.2 and TLSv1.3
+ssl-protocols | partial | TLSv1.2 and/or TLSv1.3 (default both); SSLv2, SSLv3, TLSv1 and TLSv1.1 are never offered (reported)
 ssl-session-cache | accepted | OpenSSL's session cache
 ssl-session-cache-size | accepted | OpenSSL's session cache
 ssl-session-tickets | accepted | OpenSSL's defaults
@@ -269,7 +269,7 @@ use-geoip2 | no | no GeoIP
 use-http2 | no | HTTP/2 is not served yet (issue 13)
 worker-processes | no | use --workers
 worker-cpu-affinity | accepted | the kernel schedules workers
-worker-shutdown-timeout | no | {LATER}
+worker-shutdown-timeout | yes | on SIGTERM (default 240s): new connections refused, idle keep-alive connections closed, requests in flight finish (Connection: close), websockets kept until the timeout; also with --workers; a second SIGTERM/SIGINT to the control plane ends the wait
 load-balance | partial | round_robin only so far
 variables-hash-bucket-size | accepted | nginx tuning without an equivalent
 variables-hash-max-size | accepted | nginx tuning without an equivalent

@@ -124,6 +124,21 @@ class ClientLimits:
     max_head_bytes: int = 32 * 1024  # large-client-header-buffers (number x size): larger heads get 431
 
 
+# ingress-nginx's default ssl-ciphers, without its DHE suites (ingressd has no DH parameters);
+# TLS 1.3's suites are fixed by OpenSSL.
+DEFAULT_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                   "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """The HTTPS listener's protocols and TLS 1.2 ciphers: the ConfigMap's ssl-protocols and
+    ssl-ciphers (a host's ssl-ciphers annotation replaces the ciphers for that host)."""
+
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")  # of TLSv1.2, TLSv1.3: offered from the lowest to the highest
+    ciphers: str = DEFAULT_CIPHERS  # an OpenSSL cipher list
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamLimits:
     """Keep-alive to upstreams: ingress-nginx's upstream-keepalive-* keys and defaults."""
@@ -164,6 +179,11 @@ class Config:
     upstream: UpstreamLimits = UpstreamLimits()  # the ConfigMap's upstream keep-alive
     # The Strict-Transport-Security line of HTTPS responses (the ConfigMap's hsts* keys); b"": none.
     hsts: bytes = b"Strict-Transport-Security: max-age=31536000; includeSubDomains\r\n"
+    tls: TLSSettings = TLSSettings()  # the ConfigMap's ssl-protocols and ssl-ciphers
+    # worker-shutdown-timeout: on SIGTERM, how long requests in flight and tunnels may run on.
+    shutdown_timeout: float = 240.0
+    # log-format-upstream / log-format-escape-*: a dataplane.logformat.LogFormat; None: --log-format's lines
+    log_format: object = None
 
     def certificate_for(self, host: str) -> Certificate | None:
         return self.certificates.get(host)

@@ -17,8 +17,10 @@ import re
 from dataclasses import dataclass
 
 from . import catalog
-from .annotations import DEFAULTS, Defaults, RouteOptions, parse_bool, parse_seconds, parse_size
-from .config import ClientLimits, ClientTrust, UpstreamLimits, parse_cidrs
+from .annotations import (DEFAULTS, Defaults, RouteOptions, parse_bool, parse_listener_ciphers, parse_seconds,
+                          parse_size)
+from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
+from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
 from .options.ranges import parse_ranges
 
 DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
@@ -50,6 +52,24 @@ class ControllerSettings:
     trust: ClientTrust | None = None  # None: the command line's
     client: ClientLimits = ClientLimits()
     upstream: UpstreamLimits = UpstreamLimits()
+    tls: TLSSettings = TLSSettings()
+    shutdown_timeout: float = 240.0  # worker-shutdown-timeout
+    log_format: LogFormat | None = None  # log-format-upstream, log-format-escape-*; None: --log-format's lines
+
+
+_TLS_VERSIONS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def _ssl_protocols(value: str) -> tuple[tuple[str, ...], list[str]]:
+    """ssl-protocols "TLSv1.2 TLSv1.3": the versions ingressd offers (TLS 1.2 and 1.3), and those dropped."""
+    names = value.split()
+    for name in names:
+        if name not in _TLS_VERSIONS:
+            raise ValueError(f"{name!r} is not a TLS protocol (TLSv1.2 TLSv1.3 ...)")
+    usable = tuple(n for n in ("TLSv1.2", "TLSv1.3") if n in names)
+    if not usable:
+        raise ValueError("only TLSv1.2 and TLSv1.3 are offered by ingressd")
+    return usable, [n for n in names if n not in usable]
 
 
 def _max_age(value: str) -> int:
@@ -155,6 +175,9 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             return None, False
 
     limit_status = 503
+    tls: dict[str, object] = {}
+    shutdown_timeout = 240.0
+    log: dict[str, object] = {}
     default_backend_log = False
     client: dict[str, object] = {}
     upstream: dict[str, object] = {}
@@ -164,6 +187,35 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, parser, raw)
             if ok:
                 (client if key in _CLIENT_KEYS else upstream)[name] = value
+        elif key == "ssl-protocols":
+            value, ok = parse(key, _ssl_protocols, raw)
+            if ok:
+                tls["protocols"], dropped = value
+                if dropped:
+                    warnings.append(f"ConfigMap key ssl-protocols: {' '.join(dropped)} not offered (ingressd speaks "
+                                    f"TLSv1.2 and TLSv1.3 only); using {' '.join(value[0])}")
+        elif key == "worker-shutdown-timeout":
+            value, ok = parse(key, _nginx_seconds, raw)
+            if ok:
+                shutdown_timeout = value
+        elif key == "log-format-upstream":
+            if not raw.strip() or any(ord(c) < 0x20 for c in raw):
+                warnings.append(f"ConfigMap key {key}: {raw!r} is invalid (expected one line of text and nginx "
+                                "variables); using the default")
+                continue
+            log["template"] = raw.strip()
+            unknown = unknown_variables(raw)
+            if unknown:
+                warnings.append(f"ConfigMap key {key}: {', '.join('$' + n for n in unknown)} cannot be filled by "
+                                'ingressd; logged as "-"')
+        elif key in ("log-format-escape-json", "log-format-escape-none"):
+            value, ok = parse(key, parse_bool, raw)
+            if ok:
+                log[key] = value
+        elif key == "ssl-ciphers":
+            value, ok = parse(key, parse_listener_ciphers, raw)
+            if ok:
+                tls["ciphers"] = value
         elif key == "http-redirect-code":
             value, ok = parse(key, _redirect_code, raw)
             if ok:
@@ -202,6 +254,12 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             if catalog.reported(entry):
                 warnings.append(catalog.describe("ConfigMap key", key, entry))
 
+    log_format = None
+    if log:  # escape-none wins over escape-json, as in ingress-nginx's template
+        escape = ("none" if log.get("log-format-escape-none") else "json" if log.get("log-format-escape-json")
+                  else "default")
+        if "template" in log or escape != "default":
+            log_format = LogFormat(log.get("template", DEFAULT_TEMPLATE), escape)
     new_trust = None
     if trust_changes:
         try:
@@ -216,4 +274,4 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
         defaults = dataclasses.replace(defaults, options=base)
     return (ControllerSettings(defaults, hsts_header(**hsts), new_trust, ClientLimits(**client),
-                               UpstreamLimits(**upstream)), warnings)
+                               UpstreamLimits(**upstream), TLSSettings(**tls), shutdown_timeout, log_format), warnings)

@@ -62,6 +62,7 @@ class HostRoutes:
     tls: bool = False
     # use-regex / rewrite-target hosts: (RE2 regex anchored at the start, route), longest path first.
     regex: tuple = ()
+    ssl_ciphers: str | None = None  # the oldest Ingress's ssl-ciphers annotation for this host
 
     def match(self, path: str) -> Route | None:
         route = self.exact.get(path)

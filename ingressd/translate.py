@@ -273,7 +273,8 @@ class _Translation:
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
                       ingress_count=len(ingresses), orphans=tuple(orphans),
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts,
-                      client=controller.client, upstream=controller.upstream,
+                      client=controller.client, upstream=controller.upstream, tls=controller.tls,
+                      shutdown_timeout=controller.shutdown_timeout, log_format=controller.log_format,
                       required=frozenset(self.required))
 
     def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:
@@ -374,6 +375,8 @@ class _Translation:
             fallback = Route(host, default.path, default.path_type, default.namespace, default.ingress,
                              default.backend, default.options, redirect, (*default.labels[:3], host, ""))
             routes = table.hosts[host] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
+        if opts.ssl_ciphers is not None and routes.ssl_ciphers is None:
+            routes.ssl_ciphers = opts.ssl_ciphers  # the oldest Ingress with the annotation sets it, as ingress-nginx
         return routes
 
     def global_default(self, ingresses: list[Ingress]) -> Route:

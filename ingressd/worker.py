@@ -70,4 +70,6 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
     conn.send(("listening", os.getpid()))
     await stop.wait()
     loop.remove_reader(conn.fileno())
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)  # a second SIGTERM does not cut the drain
+    await plane.drain(plane.config.shutdown_timeout)
     await plane.close()

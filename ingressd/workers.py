@@ -180,6 +180,23 @@ class WorkerPool:
         if not self._closing:
             self._spawn(worker)
 
+    async def drain(self, timeout: float) -> None:
+        """worker-shutdown-timeout: every worker drains its connections (SIGTERM) within
+        ``timeout``; no worker is started again, and the listening sockets close here (the
+        workers close their copies)."""
+        self._closing = True
+        for socks in self.sockets.values():
+            for sock in socks:
+                sock.close()
+        for worker in self.workers:
+            if worker.process is not None and worker.process.is_alive():
+                worker.process.terminate()
+        deadline = time.monotonic() + timeout + 5
+        for worker in self.workers:
+            if worker.process is not None:
+                while worker.process.is_alive() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+
     async def close(self) -> None:
         self._closing = True
         for worker in self.workers:
@@ -197,7 +214,7 @@ class WorkerPool:
 
     @property
     def ready(self) -> bool:
-        return self.generation > 0 and all(w.applied >= 1 for w in self.workers if w.pid)
+        return not self._closing and self.generation > 0 and all(w.applied >= 1 for w in self.workers if w.pid)
 
     def apply(self, config: Config) -> None:
         self.generation += 1

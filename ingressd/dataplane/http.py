@@ -90,7 +90,7 @@ class ClientContext:
     ones; a request reads ``config`` once, when its head is complete.
     """
 
-    __slots__ = ("config", "challenges", "https_port", "timers", "pool", "recorder", "connections")
+    __slots__ = ("config", "challenges", "https_port", "timers", "pool", "recorder", "connections", "draining")
 
     def __init__(self, config: Config, timers: Timers, pool: UpstreamPool, recorder: Recorder,
                  https_port: int = 443):
@@ -101,6 +101,9 @@ class ClientContext:
         self.pool = pool
         self.recorder = recorder
         self.connections: set[ClientConnection] = set()
+        # Set on SIGTERM (worker-shutdown-timeout, DataPlane.drain): no more keep-alive; the event
+        # is set when the last connection closed.
+        self.draining: asyncio.Event | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -270,9 +273,13 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.timers.discard(self)
         self.ctx.connections.discard(self)
+        draining = self.ctx.draining
+        if draining is not None and not self.ctx.connections:
+            draining.set()
         if self.tunnel is not None:
             self.tunnel.close()
-            self.ctx.recorder.tunnel_closed(self.client_ip, self.tunnel_at, self.tunnel_out, self.tunnel_in)
+            self.ctx.recorder.tunnel_closed(self.client_ip, self.tunnel_at, self.tunnel_out, self.tunnel_in,
+                                            self.upgraded)
             self.tunnel = None
         if self.active is not None:
             self.active.abort()
@@ -456,7 +463,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.ctx.recorder.record(exchange)
         self.active = None
-        if not exchange.keep_alive or self.closed or (self.eof and not self.queue):
+        if not exchange.keep_alive or self.closed or ((self.eof or self.ctx.draining is not None) and not self.queue):
             self.close()
             return
         if exchange.upgrade and exchange.status == 101:
@@ -523,8 +530,8 @@ class ClientConnection(asyncio.Protocol):
         exchange.keep_alive = parser.should_keep_alive()
         limits = self.limits = self.ctx.config.client
         self.served += 1
-        if self.served >= limits.keepalive_requests or not limits.keepalive_timeout:
-            exchange.keep_alive = False  # keep-alive-requests / keep-alive 0
+        if self.served >= limits.keepalive_requests or not limits.keepalive_timeout or self.ctx.draining is not None:
+            exchange.keep_alive = False  # keep-alive-requests / keep-alive 0 / shutting down
         exchange.is_head = method == b"HEAD"
         version = parser.get_http_version()
         exchange.http10 = version == "1.0"

@@ -103,6 +103,7 @@ class DataPlane:
         self.tls.apply(config)
         self.pool.reset_balancing()
         self.pool.configure(config.upstream)
+        self.recorder.configure(config.log_format)
         self.ctx.config = config
         self.ready = True
         # A configuration is long-lived and acyclic (reference counting frees the old one): keep
@@ -190,6 +191,31 @@ class DataPlane:
                             "(%d so far)", len(self.ctx.connections), self.refused)
             return _Refused()
         return ClientConnection(self.ctx, listener)
+
+    async def drain(self, timeout: float) -> None:
+        """worker-shutdown-timeout: stop accepting, close idle keep-alive connections, let requests
+        in flight finish (their responses end the connection) and tunnels (websockets) run, for
+        at most ``timeout`` seconds; ``close`` ends what is left."""
+        self.ready = False
+        draining = self.ctx.draining = asyncio.Event()
+        for server in self._servers:
+            server.close()
+        for task in self._tasks:
+            task.cancel()
+        for conn in list(self.ctx.connections):
+            if conn.tunnel is None and conn.active is None and not conn.queue and conn.cur is None:
+                conn.close()  # idle between requests
+            else:
+                for exchange in (conn.active, *conn.queue):
+                    if exchange is not None and not exchange.response_started:
+                        exchange.keep_alive = False  # its response says Connection: close
+        if self.ctx.connections:
+            log.info("shutting down: %d connection(s) open, waiting up to %gs (worker-shutdown-timeout)",
+                     len(self.ctx.connections), timeout)
+            try:
+                await asyncio.wait_for(draining.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.info("worker-shutdown-timeout: closing %d connection(s) still open", len(self.ctx.connections))
 
     async def close(self) -> None:
         for server in self._servers:

@@ -16,6 +16,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..routing import UNDEFINED_HOST
+from .logformat import LogFormat, compile_format
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -127,6 +128,12 @@ class AccessLog:
         if self.size > 64 * 1024:
             self.flush()
 
+    def write_line(self, line: str) -> None:
+        self.lines.append(line)
+        self.size += len(line)
+        if self.size > 64 * 1024:
+            self.flush()
+
     def flush(self) -> None:
         if not self.lines:
             return
@@ -204,6 +211,11 @@ class Recorder:
         self.upgraded = 0  # open tunnels
         self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
         self._undefined_labels: dict[tuple, tuple] = {}
+        self.line = None  # the ConfigMap's log-format-upstream, compiled (None: --log-format's lines)
+
+    def configure(self, log_format: LogFormat | None) -> None:
+        """A configuration's log-format-upstream (and escaping), compiled once per distinct format."""
+        self.line = compile_format(log_format) if log_format is not None else None
 
     def record(self, exchange: Exchange) -> None:
         """Count a finished exchange (and log it): the only per-request bookkeeping."""
@@ -242,6 +254,12 @@ class Recorder:
         return cached
 
     def log_exchange(self, exchange: Exchange, now: float) -> None:
+        line = self.line
+        if line is not None:
+            if exchange.upgrade and exchange.status == 101:
+                return  # logged when the tunnel closes, as nginx does
+            self.access_log.write_line(line(exchange, now, self.access_log))
+            return
         route = exchange.route
         proxied = bool(exchange.upstream_header)
         address = exchange.upstream_addr
@@ -270,11 +288,19 @@ class Recorder:
     def tunnel_opened(self) -> None:
         self.upgraded += 1
 
-    def tunnel_closed(self, client_ip: str, opened: float, sent: int, received: int) -> None:
+    def tunnel_closed(self, client_ip: str, opened: float, sent: int, received: int, exchange=None) -> None:
         self.upgraded -= 1
-        lifetime = monotonic() - opened
+        now = monotonic()
+        lifetime = now - opened
         self.upgraded_lifetimes.observe(lifetime)
-        if self.access_log is not None:
+        if self.access_log is not None and self.line is not None:
+            # log-format-upstream: one line for the websocket when it ends (nginx's), its bytes included
+            route = exchange.route if exchange is not None else None
+            if route is not None and route.options.access_log:
+                exchange.sent += sent
+                exchange.received += received
+                self.access_log.write_line(self.line(exchange, now, self.access_log))
+        elif self.access_log is not None:
             self.access_log.write({
                 "remote_addr": client_ip, "time_local": self.access_log.time_local(),
                 "request": "websocket closed", "status": 101, "body_bytes_sent": sent, "http_referer": "-",

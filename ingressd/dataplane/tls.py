@@ -1,4 +1,9 @@
-"""TLS for the HTTPS listener: one context per certificate, chosen by SNI at handshake time."""
+"""TLS for the HTTPS listener: one context per (certificate, cipher list), chosen by SNI at handshake time.
+
+The protocols (the ConfigMap's ssl-protocols) are the listener's: OpenSSL fixes the version range
+of a connection before the SNI callback runs. The cipher list is the context's: the ConfigMap's
+ssl-ciphers, or the host's ssl-ciphers annotation, which takes effect in the SNI callback.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,24 @@ import ssl
 import tempfile
 
 from ..certs import Certificate, fake_certificate
-from ..config import Config
+from ..config import DEFAULT_CIPHERS, Config, TLSSettings
 
 log = logging.getLogger("ingressd.tls")
 
-# ingress-nginx's default TLS 1.2 cipher list, without the DHE suites (TLS 1.3 suites are fixed).
-CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-           "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+CIPHERS = DEFAULT_CIPHERS
+_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def new_context(cert: Certificate) -> ssl.SSLContext:
+def configure(ctx: ssl.SSLContext, settings: TLSSettings, ciphers: str | None = None) -> None:
+    """Set ``settings``' protocol range and cipher list (``ciphers`` instead, when given) on ``ctx``."""
+    versions = sorted(_VERSIONS[name] for name in settings.protocols if name in _VERSIONS) or list(_VERSIONS.values())
+    ctx.minimum_version, ctx.maximum_version = versions[0], versions[-1]
+    ctx.set_ciphers(ciphers or settings.ciphers)
+
+
+def new_context(cert: Certificate, settings: TLSSettings = TLSSettings(), ciphers: str | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(CIPHERS)
+    configure(ctx, settings, ciphers)
     ctx.set_alpn_protocols(["http/1.1"])
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     load_certificate(ctx, cert)
@@ -41,8 +51,9 @@ class TLSContexts:
     """The contexts for the current configuration; switched by the SNI callback per handshake."""
 
     def __init__(self) -> None:
-        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._contexts: dict[tuple[str, str | None], ssl.SSLContext] = {}  # by (fingerprint, host ciphers)
         self._config: Config | None = None
+        self.settings = TLSSettings()
         self._fallback_cert = fake_certificate()
         self.fallback_cert = self._fallback_cert
         # Clients without SNI get the listener's own certificate: the current fallback.
@@ -51,10 +62,11 @@ class TLSContexts:
 
     client_ca: tuple | None = None  # (CA file or None for the system's, required): see request_client_certificates
 
-    def _context(self, cert: Certificate) -> ssl.SSLContext:
-        ctx = self._contexts.get(cert.fingerprint)
+    def _context(self, cert: Certificate, ciphers: str | None = None) -> ssl.SSLContext:
+        key = (cert.fingerprint, ciphers)
+        ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = self._contexts[cert.fingerprint] = new_context(cert)
+            ctx = self._contexts[key] = new_context(cert, self.settings, ciphers)
             if self.client_ca is not None:
                 _verify_clients(ctx, *self.client_ca)
         return ctx
@@ -69,6 +81,10 @@ class TLSContexts:
 
     def apply(self, config: Config) -> None:
         self._config = config
+        if config.tls != self.settings:
+            self.settings = config.tls
+            self._contexts.clear()
+            configure(self.listener_context, config.tls)
         fallback = config.default_certificate or self._fallback_cert
         if fallback is not self.fallback_cert:
             load_certificate(self.listener_context, fallback)
@@ -76,9 +92,9 @@ class TLSContexts:
         # Drop contexts of certificates no longer used; the rest are built lazily on first use.
         used = {c.fingerprint for c in config.certificates.values()}
         used |= {self.fallback_cert.fingerprint, self._fallback_cert.fingerprint}
-        for fingerprint in list(self._contexts):
-            if fingerprint not in used:
-                del self._contexts[fingerprint]
+        for key in list(self._contexts):
+            if key[0] not in used:
+                del self._contexts[key]
 
     def certificate_for(self, server_name: str | None) -> Certificate:
         cert = None
@@ -86,9 +102,17 @@ class TLSContexts:
             cert = self._config.certificate_for(server_name.lower().rstrip("."))
         return cert or self.fallback_cert
 
+    def ciphers_for(self, server_name: str | None) -> str | None:
+        """The host's ssl-ciphers annotation (None: the ConfigMap's)."""
+        if server_name and self._config is not None:
+            routes = self._config.table.hosts.get(server_name.lower().rstrip("."))
+            if routes is not None:
+                return routes.ssl_ciphers
+        return None
+
     def _on_sni(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext):
         try:
-            sslobj.context = self._context(self.certificate_for(server_name))
+            sslobj.context = self._context(self.certificate_for(server_name), self.ciphers_for(server_name))
         except Exception:  # a bad certificate must not kill the handshake thread of control
             log.exception("cannot load the certificate for %r; using the default", server_name)
             sslobj.context = self._context(self._fallback_cert)

@@ -155,3 +155,35 @@ def test_service_upstream_uses_the_cluster_ip_and_next_upstream_tries():
     assert a.backend.endpoints == (("10.96.0.10", 80),) and a.options.next_upstream_tries > 100
     assert b.backend.endpoints == (("10.0.0.1", 8080), ("10.0.0.2", 8080)) and b.options.next_upstream_tries == 3
     assert any("proxy-next-upstream is supported in part" in m for m in messages(config))
+
+
+def test_ssl_protocols_and_ciphers():
+    from ingressd.config import DEFAULT_CIPHERS, TLSSettings
+    settings, warnings = parse()
+    assert settings.tls == TLSSettings() and settings.tls.ciphers == DEFAULT_CIPHERS
+    settings, warnings = parse(ssl_protocols="TLSv1.3", ssl_ciphers="ECDHE-RSA-AES128-GCM-SHA256")
+    assert warnings == [] and settings.tls == TLSSettings(("TLSv1.3",), "ECDHE-RSA-AES128-GCM-SHA256")
+    settings, warnings = parse(ssl_protocols="TLSv1 TLSv1.1 TLSv1.2")
+    assert settings.tls.protocols == ("TLSv1.2",)
+    assert warnings == ["ConfigMap key ssl-protocols: TLSv1 TLSv1.1 not offered (ingressd speaks TLSv1.2 and "
+                        "TLSv1.3 only); using TLSv1.2"]
+    for key, bad in (("ssl_protocols", "TLSv9"), ("ssl_protocols", "SSLv3"), ("ssl_ciphers", "NOT-A-CIPHER"),
+                     ("ssl_ciphers", "")):
+        settings, warnings = parse(**{key: bad})
+        assert settings.tls == TLSSettings() and len(warnings) == 1 and "using the default" in warnings[0], warnings
+
+
+def test_ssl_ciphers_annotation_sets_the_host_oldest_wins():
+    from ingressd.annotations import parse_route_options
+    options, warnings = parse_route_options({NGINX + "ssl-ciphers": "ECDHE-RSA-AES256-GCM-SHA384"})
+    assert options.ssl_ciphers == "ECDHE-RSA-AES256-GCM-SHA384" and warnings == []
+    options, warnings = parse_route_options({NGINX + "ssl-ciphers": "bogus"})
+    assert options.ssl_ciphers is None and "is invalid" in warnings[0]
+
+
+def test_worker_shutdown_timeout():
+    assert parse()[0].shutdown_timeout == 240.0
+    assert parse(worker_shutdown_timeout="600s")[0].shutdown_timeout == 600.0
+    assert parse(worker_shutdown_timeout="5m")[0].shutdown_timeout == 300.0
+    settings, warnings = parse(worker_shutdown_timeout="soon")
+    assert settings.shutdown_timeout == 240.0 and "using the default" in warnings[0]
