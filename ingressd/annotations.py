@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import catalog
+from .options import extauth
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
 from .options.ratelimit import RequestRate, parse_multiplier, parse_rate
@@ -78,7 +79,8 @@ class RouteOptions:
     rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
     auth_secret: tuple | None = None  # (secret ref, "auth-file" | "auth-map", realm) for auth-type basic
     basic_auth: object = None  # options.basicauth.BasicAuth, built by the translator
-    # Authentication ingressd cannot do (auth-url, digest, client certificates): refused with 503
+    ext_auth: object = None  # options.extauth.ExtAuth: auth-url (or the ConfigMap's global-auth-url)
+    # Authentication ingressd cannot do (digest, client certificates): refused with 503
     # rather than served unauthenticated.
     refused: str | None = None
     service_upstream: bool = False  # proxy to the Service's cluster IP, not its endpoints
@@ -125,6 +127,8 @@ class RouteOptions:
             parts.append(limit.describe())
         if self.basic_auth is not None:
             parts.append(self.basic_auth.describe())
+        if self.ext_auth is not None:
+            parts.append(self.ext_auth.describe())
         if self.refused:
             parts.append("refused")
         if self.upstream_tls is not None:
@@ -145,6 +149,8 @@ class Defaults:
     block: tuple = ()  # block-cidrs: denied whatever the annotations say
     limit_req_status: int = 503  # limit-req-status-code
     default_backend_log: bool = False  # enable-access-log-for-default-backend
+    global_auth: object = None  # options.extauth.ExtAuth of global-auth-url
+    no_auth_locations: tuple = ("/.well-known/acme-challenge",)  # paths global auth does not apply to
 
 
 DEFAULTS = Defaults()
@@ -312,8 +318,28 @@ def parse_route_options(annotations: dict[str, str],
         values["auth_secret"] = (secret, secret_type, realm)
     elif auth_type == "digest":
         values["refused"] = "digest authentication is not supported"
-    for name, why in (("auth-url", "external authentication (auth-url) is not supported yet"),
-                      ("auth-tls-secret", "client certificate authentication is not supported")):
+    url = take("auth-url", extauth.parse_url)
+    if url is not None:
+        auth: dict[str, object] = {"url": url}
+        for name, parse, key in (("auth-method", extauth.parse_method, "method"),
+                                 ("auth-signin", extauth.parse_signin, "signin"),
+                                 ("auth-signin-redirect-param", extauth.parse_param, "redirect_param"),
+                                 ("auth-response-headers", extauth.parse_header_names, "response_headers"),
+                                 ("auth-request-redirect", extauth.parse_template, "request_redirect"),
+                                 ("auth-proxy-set-headers", _parse_secret_ref, "proxy_headers_ref"),
+                                 ("auth-cache-key", extauth.parse_template, "cache_key"),
+                                 ("auth-cache-duration", extauth.parse_cache_duration, "cache_duration"),
+                                 ("auth-always-set-cookie", parse_bool, "always_set_cookie")):
+            value = take(name, parse)
+            if value is not None:
+                auth[key] = value
+        values["ext_auth"] = extauth.ExtAuth(**auth)
+    elif annotations.get(NGINX + "auth-url") is not None:
+        # an auth-url that does not parse: never served unauthenticated
+        values["refused"] = "the auth-url annotation is invalid"
+    elif defaults.global_auth is not None and take("enable-global-auth", parse_bool) is not False:
+        values["ext_auth"] = defaults.global_auth
+    for name, why in (("auth-tls-secret", "client certificate authentication is not supported"),):
         if annotations.get(NGINX + name) and not values.get("refused"):
             values["refused"] = why
     if values.get("refused"):

@@ -55,21 +55,22 @@ auth-tls-verify-client | no | client certificates are not requested
 auth-tls-error-page | no | client certificates are not requested
 auth-tls-pass-certificate-to-upstream | no | client certificates are not requested
 auth-tls-match-cn | no | client certificates are not requested
-auth-url | no | not implemented yet (planned, issue 12): the Ingress's requests get 503 (never served unauthenticated)
-auth-method | no | {LATER}
-auth-signin | no | {LATER}
-auth-signin-redirect-param | no | {LATER}
-auth-response-headers | no | {LATER}
-auth-request-redirect | no | {LATER}
-auth-cache-key | no | {LATER}
-auth-cache-duration | no | {LATER}
+auth-url | yes | nginx's auth_request: the method and headers (no body) with X-Original-URL, X-Original-Method, X-Forwarded-*, X-Auth-Request-Redirect; 2xx proxied, 401/403 answered, anything else or no answer 500; http and https (certificate not verified, as nginx's proxy_pass); variables such as $host; asynchronous, keep-alive per worker
+auth-method | yes |
+auth-signin | yes | 401 becomes 302 to it, with rd= the original URL unless the URL has that parameter
+auth-signin-redirect-param | yes |
+auth-response-headers | yes | set on the proxied request, replacing the client's headers of those names
+auth-request-redirect | yes | the X-Auth-Request-Redirect value (default: the request URI)
+auth-cache-key | partial | answers cached per configuration and per worker (nginx: one cache zone for all workers)
+auth-cache-duration | yes | default 200 202 401 5m
+auth-always-set-cookie | yes | the auth service's Set-Cookie on refusals too (always: on proxied responses)
 auth-keepalive | accepted | connection reuse to the auth service is ingressd's choice
 auth-keepalive-requests | accepted | connection reuse to the auth service is ingressd's choice
 auth-keepalive-timeout | accepted | connection reuse to the auth service is ingressd's choice
 auth-keepalive-share-vars | no | nginx variables do not exist in ingressd
-auth-proxy-set-headers | no | {LATER}
+auth-proxy-set-headers | yes | NAMESPACE/NAME of a ConfigMap whose keys and values are sent to the auth service
 auth-snippet | no | {SNIPPET}
-enable-global-auth | no | {LATER}
+enable-global-auth | yes | default true: the ConfigMap's global-auth-url applies
 backend-protocol | yes | HTTP and HTTPS; GRPC/GRPCS are reported when used and spoken to over HTTP/1.1 until HTTP/2 upstreams exist (issue 13); AUTO_HTTP and FCGI: reported, HTTP
 canary | no | {LATER}: a canary Ingress's paths conflict with the main Ingress's (oldest wins)
 canary-by-header | no | {LATER}
@@ -331,16 +332,17 @@ enable-syslog | no | logs go to stdout/stderr
 syslog-host | no | logs go to stdout/stderr
 syslog-port | no | logs go to stdout/stderr
 no-tls-redirect-locations | no | {LATER}: only /.well-known/acme-challenge is exempt
-global-auth-url | no | {LATER}
-global-auth-method | no | {LATER}
-global-auth-signin | no | {LATER}
-global-auth-signin-redirect-param | no | {LATER}
-global-auth-response-headers | no | {LATER}
-global-auth-request-redirect | no | {LATER}
+global-auth-url | yes | external auth for every Ingress without its own auth-url, unless enable-global-auth is "false"
+global-auth-method | yes |
+global-auth-signin | yes |
+global-auth-signin-redirect-param | yes |
+global-auth-response-headers | yes |
+global-auth-request-redirect | yes |
+global-auth-always-set-cookie | yes |
 global-auth-snippet | no | {SNIPPET}
-global-auth-cache-key | no | {LATER}
-global-auth-cache-duration | no | {LATER}
-no-auth-locations | no | {LATER}
+global-auth-cache-key | partial | cached per configuration and per worker
+global-auth-cache-duration | yes |
+no-auth-locations | yes | paths (and below) global auth does not apply to; default /.well-known/acme-challenge
 proxy-ssl-location-only | accepted | upstream TLS is per Ingress
 default-type | accepted | ingressd's own answers are text/plain
 global-rate-limit-memcached-host | no | removed from ingress-nginx; not planned

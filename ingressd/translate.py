@@ -9,6 +9,7 @@ problem becomes a diagnostic naming the object; none stops the rest from being s
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import defaultdict
 
 from .annotations import DEFAULT_OPTIONS, Redirect, RouteOptions, parse_route_options
@@ -23,6 +24,9 @@ from .options.rewrite import Rewrite, compile_path
 from .options.upstream_tls import UpstreamTLSSpec
 from .options.upstream_tls import build as build_upstream_tls
 from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
+
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 class _Index:
@@ -240,6 +244,8 @@ class _Translation:
                         route_opts = self.upstream_tls(ingress, route_opts, path.backend.service)
                     if opts.auth_secret is not None:
                         route_opts = self.basic_auth(ingress, route_opts)
+                    if opts.ext_auth is not None:
+                        route_opts = self.ext_auth(ingress, route_opts, path.path, controller.defaults)
                     if opts.rewrite_target is not None and is_prefix:
                         try:
                             route_opts = dataclasses.replace(opts, rewrite=Rewrite(path.path, opts.rewrite_target))
@@ -305,6 +311,36 @@ class _Translation:
                                 "reference")
             auth = self.auths[key] = BasicAuth(users, realm)
         return dataclasses.replace(opts, basic_auth=auth)
+
+    def ext_auth(self, ingress: Ingress, opts: RouteOptions, path: str, defaults) -> RouteOptions:
+        """``auth-url``: the ``auth-proxy-set-headers`` ConfigMap read; global auth left out of
+        ``no-auth-locations``."""
+        auth = opts.ext_auth
+        if auth.source == "global-auth-url" and any(
+                path == exempt or path.startswith(exempt.rstrip("/") + "/") for exempt in defaults.no_auth_locations):
+            return dataclasses.replace(opts, ext_auth=None)
+        if auth.proxy_headers_ref is None:
+            return opts
+        key = ("ext_auth", ingress.meta.key, id(auth))
+        built = self.auths.get(key)
+        if built is None:
+            namespace, _, name = auth.proxy_headers_ref.rpartition("/")
+            namespace = namespace or ingress.meta.namespace
+            self.required.add(("ConfigMap", namespace, name))
+            config_map = self.index.config_maps.get((namespace, name))
+            lines = []
+            if config_map is None:
+                self.report(WARNING, ingress, f"auth-proxy-set-headers: ConfigMap {namespace}/{name} not found; "
+                                              "no extra headers are sent to the auth service", "reference")
+            else:
+                for header, value in sorted(config_map.data.items()):
+                    if not _TOKEN_RE.match(header) or any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+                        self.report(WARNING, ingress, f"auth-proxy-set-headers: {header!r} in ConfigMap "
+                                                      f"{namespace}/{name} is not a valid header; skipped", "invalid")
+                        continue
+                    lines.append(f"{header}: {value.strip()}\r\n".encode("latin-1", "replace"))
+            built = self.auths[key] = dataclasses.replace(auth, proxy_headers=b"".join(lines))
+        return dataclasses.replace(opts, ext_auth=built)
 
     def upstream_tls(self, ingress: Ingress, opts: RouteOptions, service: str) -> RouteOptions:
         """``backend-protocol: HTTPS``: one client context per distinct setting in this configuration."""

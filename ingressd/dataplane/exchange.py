@@ -138,6 +138,7 @@ class Exchange:
     upstream_addr: tuple[str, int] | None = None
     upstream_status = 0
     request_id = referer = user_agent = b""
+    gate = None  # options.extauth.AuthRequest: an auth subrequest to pass before proxying
 
     def __init__(self, conn: ClientSide):
         self.conn = conn

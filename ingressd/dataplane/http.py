@@ -29,9 +29,10 @@ from .exchange import (CHUNKED_BODY, NO_BODY, PAUSE_PENDING, PAUSE_PIPELINE, PAU
                        RESPONSE_CHUNKED,
                        RESPONSE_UNTIL_CLOSE, Exchange, UpstreamSide)
 from . import proxyproto
+from ..options import extauth
 from .framing import TargetError, normalize_target, split_absolute_form
 from .forward import new_request_id, parse_host, read_headers, upstream_head
-from .policy import answer_for
+from .policy import DEFER, answer_for, backend_answer
 from .trust import for_request, is_trusted
 
 if TYPE_CHECKING:
@@ -480,9 +481,59 @@ class ClientConnection(asyncio.Protocol):
             if exchange.request_done or not exchange.keep_alive:
                 self.finish(exchange)
             return
+        if exchange.gate is not None:
+            asyncio.get_running_loop().create_task(self.pass_gate(exchange))
+            return
         if exchange.expect_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.ctx.pool.proxy(exchange)
+
+    # --- checks that wait (auth-url) -------------------------------------------------------------
+
+    def _auth_request(self, exchange: Exchange, host: str, raw_host: bytes, scheme: str,
+                      forwarded: bytes) -> extauth.AuthRequest:
+        start = forwarded.find(b"X-Forwarded-For: ")
+        xff = forwarded[start + 17:forwarded.find(b"\r\n", start)] if start >= 0 else None
+        return extauth.AuthRequest(exchange.method, scheme, host, raw_host, exchange.url, self.client_ip,
+                                   exchange.headers, exchange.request_id, xff)
+
+    async def pass_gate(self, exchange: Exchange) -> None:
+        """The exchange's auth subrequest, then the request is proxied or answered."""
+        request, exchange.gate = exchange.gate, None
+        route = exchange.route
+        options = route.options
+        auth = options.ext_auth
+        try:
+            verdict = await auth.check(request, extauth.client(), options.connect_timeout, options.read_timeout)
+        except Exception:  # noqa: BLE001 - a bug must not leave the client waiting
+            log.exception("auth request for %s %s failed", exchange.host, exchange.url.decode("latin-1"))
+            verdict = extauth.Verdict(500)
+        if exchange.aborted or self.closed:
+            return
+        location = None
+        if verdict.status == 0:
+            answer = backend_answer(route)
+            if answer is None:
+                if auth.response_headers:
+                    exchange.head = extauth.set_headers(exchange.head, auth.response_headers, verdict.headers)
+                if verdict.cookies:  # nginx: add_header Set-Cookie $auth_cookie
+                    exchange.response_fields += verdict.cookies
+                if exchange.expect_continue:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.ctx.pool.proxy(exchange)
+                return
+            status, body, headers = answer.status, answer.body, answer.headers
+        else:
+            status, headers, location = verdict.status, verdict.headers, verdict.location
+            body = responses.error_body(status)
+        # Nothing of the body is left unread, or the connection closes after the answer.
+        exchange.keep_alive = exchange.keep_alive and (exchange.request_done or exchange.body_mode == NO_BODY)
+        if location is not None:
+            encoded = location.encode("ascii", "backslashreplace")
+            headers = b"Location: " + encoded + b"\r\n" + headers
+            body = b"Redirecting to " + encoded + b"\n"
+        exchange.answer(status, body, headers)
+        self.flush()
 
     # --- httptools callbacks ---------------------------------------------------------------------
 
@@ -604,10 +655,13 @@ class ClientConnection(asyncio.Protocol):
                             client_ip=self.client_ip, origin=origin, now=self.timers.now,
                             authorization=authorization)
         if answer is not None:
-            if answer.close:
-                exchange.keep_alive = False
-            return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts, answer.headers,
-                               answer.content_type)
+            if answer is DEFER:  # auth-url: asked once the exchange is served (pass_gate)
+                exchange.gate = self._auth_request(exchange, host, head.raw_host or b"", scheme, forwarded)
+            else:
+                if answer.close:
+                    exchange.keep_alive = False
+                return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts,
+                                   answer.headers, answer.content_type)
         if cors is not None:
             exchange.response_fields = cors.response_headers(origin)
 

@@ -135,3 +135,16 @@ def test_api_cors_and_upstream_vhost():
     assert sent(rig)[1]["host"] == "api.internal"
     rig.upstream().send(OK)
     assert client.response().header("access-control-allow-origin") == "https://shop.example.com"
+
+
+def test_grafana_behind_oauth2_proxy():
+    from ingressd.options.extauth import AuthRequest
+    config = config_of("grafana")
+    route = config.table.lookup("grafana.example.org", "/d/home")
+    auth = route.options.ext_auth
+    assert auth is not None and auth.response_headers[0] == "X-Auth-Request-User"
+    request = AuthRequest(b"GET", "https", "grafana.example.org", b"grafana.example.org", b"/d/home?x=1", "192.0.2.1",
+                          [], b"id")
+    assert auth.url.render(request) == "https://grafana.example.org/oauth2/auth"
+    assert auth.signin_url(request) == "https://grafana.example.org/oauth2/start?rd=%2Fd%2Fhome%3Fx%3D1"
+    assert config.table.lookup("grafana.example.org", "/oauth2/start").options.ext_auth is None
