@@ -488,7 +488,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.ctx.pool.proxy(exchange)
 
-    # --- checks that wait (auth-url) -------------------------------------------------------------
+    # --- checks that wait (auth-url, a password to hash) -------------------------------------------------------------
 
     def _auth_request(self, exchange: Exchange, host: str, raw_host: bytes, scheme: str,
                       forwarded: bytes) -> extauth.AuthRequest:
@@ -503,10 +503,16 @@ class ClientConnection(asyncio.Protocol):
         route = exchange.route
         options = route.options
         auth = options.ext_auth
+        basic = options.basic_auth
         try:
-            verdict = await auth.check(request, extauth.client(), options.connect_timeout, options.read_timeout)
+            if basic is not None and not await basic.verify(request.header(b"authorization")):
+                verdict = extauth.Verdict(401, basic.challenge)
+            elif auth is not None:
+                verdict = await auth.check(request, extauth.client(), options.connect_timeout, options.read_timeout)
+            else:
+                verdict = extauth.Verdict(0)
         except Exception:  # noqa: BLE001 - a bug must not leave the client waiting
-            log.exception("auth request for %s %s failed", exchange.host, exchange.url.decode("latin-1"))
+            log.exception("auth check for %s %s failed", exchange.host, exchange.url.decode("latin-1"))
             verdict = extauth.Verdict(500)
         if exchange.aborted or self.closed:
             return
@@ -514,7 +520,7 @@ class ClientConnection(asyncio.Protocol):
         if verdict.status == 0:
             answer = backend_answer(route)
             if answer is None:
-                if auth.response_headers:
+                if auth is not None and auth.response_headers:
                     exchange.head = extauth.set_headers(exchange.head, auth.response_headers, verdict.headers)
                 if verdict.cookies:  # nginx: add_header Set-Cookie $auth_cookie
                     exchange.response_fields += verdict.cookies

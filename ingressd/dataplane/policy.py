@@ -15,7 +15,7 @@ ingress-nginx's order, for one request (after a route's fixed answer, ``options.
    preaccess phase; the one rule with state: the limiter's buckets, per configuration);
 8. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
    authentication ingressd cannot do (digest, client certificates): 503;
-   ``auth-type: basic``: 401 without valid credentials;
+   ``auth-type: basic``: 401 without valid credentials (``DEFER`` when a password must be hashed);
    ``auth-url`` (or the ConfigMap's ``global-auth-url``): ``DEFER``, the connection asks the auth
    server (asynchronously, ``options.extauth``), then calls ``backend_answer``;
 9. no backend (the built-in default backend): 404 (``ingressd chp``: its error pages);
@@ -82,8 +82,12 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
         return Answer(403, responses.error_body(403, "your address may not use this route"))
     if options.refused is not None:
         return Answer(503, responses.error_body(503, options.refused))
-    if options.basic_auth is not None and not options.basic_auth.admits(authorization):
-        return Answer(401, responses.error_body(401), headers=options.basic_auth.challenge)
+    if options.basic_auth is not None:
+        verdict = options.basic_auth.verdict(authorization)
+        if verdict is False:
+            return Answer(401, responses.error_body(401), headers=options.basic_auth.challenge)
+        if verdict is None:  # a password to hash: off the event loop (options.basicauth.verify)
+            return DEFER
     if options.ext_auth is not None:
         return DEFER
     return backend_answer(route)

@@ -171,3 +171,47 @@ def test_global_auth(global_proxy, auth):
     assert global_proxy.get("/healthz", "g.example.com").status == 200  # no-auth-locations
     assert global_proxy.get("/x", "e.example.com").status == 200  # enable-global-auth: "false"
     assert len(auth.seen) == before
+
+
+@pytest.fixture(scope="module")
+def basic_proxy(tmp_path_factory, backend, auth):
+    import base64
+
+    from passlib.hash import bcrypt
+    htpasswd = f"ann:{bcrypt.using(rounds=8).hash('s3cret')}\n".encode()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "users", "namespace": "default"},
+              "type": "Opaque", "data": {"auth": base64.b64encode(htpasswd).decode()}}
+    inst = launch(tmp_path_factory.mktemp("basicauth"), {
+        "svc.yaml": backend.services("a"),
+        "secret.yaml": [secret],
+        "ing.yaml": [
+            m.ingress("basic", [m.rule("basic.example.com", m.path("/", "svc-a"))], annotations={
+                "auth-type": "basic", "auth-secret": "users", "auth-realm": "Team"}),
+            m.ingress("both", [m.rule("both.example.com", m.path("/", "svc-a"))], annotations={
+                "auth-type": "basic", "auth-secret": "users", "auth-url": auth.url("/status/200")}),
+        ],
+    }, args=["--workers", "1"])
+    yield inst
+    inst.stop()
+
+
+def test_basic_auth_bcrypt_through_the_proxy(basic_proxy, auth):
+    import base64
+
+    def creds(user_pass: bytes) -> dict:
+        return {"Authorization": "Basic " + base64.b64encode(user_pass).decode()}
+
+    r = basic_proxy.get("/", "basic.example.com")
+    assert r.status == 401 and r.header("WWW-Authenticate") == 'Basic realm="Team"'
+    assert basic_proxy.get("/", "basic.example.com", headers=creds(b"ann:wrong")).status == 401
+    conn = h.connection(basic_proxy.http_port)
+    try:
+        for _ in range(2):  # the second from the verdict cache
+            assert h.send(conn, "/", "basic.example.com", headers=creds(b"ann:s3cret")).status == 200
+    finally:
+        conn.close()
+    before = len(auth.seen)
+    assert basic_proxy.get("/", "both.example.com", headers=creds(b"ann:wrong")).status == 401
+    assert len(auth.seen) == before  # basic auth first: the auth server is not asked
+    assert basic_proxy.get("/", "both.example.com", headers=creds(b"ann:s3cret")).status == 200
+    assert len(auth.seen) == before + 1
