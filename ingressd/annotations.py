@@ -14,7 +14,7 @@ from . import catalog
 from .options import extauth
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
-from .options.ratelimit import RequestRate, parse_multiplier, parse_rate
+from .options.ratelimit import ConnectionLimit, RequestRate, parse_multiplier, parse_rate
 from .options.rewrite import parse_target
 from .options.upstream_tls import UpstreamTLSSpec, parse_protocols
 
@@ -77,6 +77,7 @@ class RouteOptions:
     upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
     rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
+    conn_limit: object = None  # options.ratelimit.ConnectionLimit (limit-connections)
     auth_secret: tuple | None = None  # (secret ref, "auth-file" | "auth-map", realm) for auth-type basic
     basic_auth: object = None  # options.basicauth.BasicAuth, built by the translator
     ext_auth: object = None  # options.extauth.ExtAuth: auth-url (or the ConfigMap's global-auth-url)
@@ -125,6 +126,8 @@ class RouteOptions:
             parts.append("aliases=" + " ".join(self.server_aliases))
         for limit in self.rate_limits:
             parts.append(limit.describe())
+        if self.conn_limit is not None:
+            parts.append(self.conn_limit.describe())
         if self.basic_auth is not None:
             parts.append(self.basic_auth.describe())
         if self.ext_auth is not None:
@@ -149,6 +152,7 @@ class Defaults:
     block: tuple = ()  # block-cidrs: denied whatever the annotations say
     limit_req_status: int = 503  # limit-req-status-code
     default_backend_log: bool = False  # enable-access-log-for-default-backend
+    limit_conn_status: int = 503  # limit-conn-status-code
     global_auth: object = None  # options.extauth.ExtAuth of global-auth-url
     no_auth_locations: tuple = ("/.well-known/acme-challenge",)  # paths global auth does not apply to
 
@@ -347,12 +351,16 @@ def parse_route_options(annotations: dict[str, str],
                         "get 503 instead of being served unauthenticated")
 
     rps, rpm = take("limit-rps", parse_rate), take("limit-rpm", parse_rate)
-    if rps or rpm:
-        multiplier = take("limit-burst-multiplier", parse_multiplier) or 5
+    connections = take("limit-connections", parse_rate)
+    if rps or rpm or connections:
         exempt = take("limit-whitelist", parse_ranges)
         if exempt is None:
             exempt = take("limit-allowlist", parse_ranges)
         exempt_ranges = SourceRanges(exempt) if exempt else None
+    if connections:
+        values["conn_limit"] = ConnectionLimit(connections, exempt_ranges, defaults.limit_conn_status)
+    if rps or rpm:
+        multiplier = take("limit-burst-multiplier", parse_multiplier) or 5
         values["rate_limits"] = tuple(
             RequestRate(rate / per, rate * multiplier, exempt_ranges, defaults.limit_req_status)
             for rate, per in ((rps, 1.0), (rpm, 60.0)) if rate)

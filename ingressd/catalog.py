@@ -117,14 +117,14 @@ global-rate-limit-window | no | removed from ingress-nginx; not planned
 global-rate-limit-key | no | removed from ingress-nginx; not planned
 global-rate-limit-ignored-cidrs | no | removed from ingress-nginx; not planned
 http2-push-preload | no | HTTP/2 server push is obsolete (browsers removed it)
-limit-connections | no | {LATER}: connections are not limited per client
+limit-connections | partial | concurrent connections with a request in progress, per client address and Ingress, counted per worker process (nginx: per controller pod): with --workers N up to N times as many
 limit-rps | partial | per client address, burst = rate x limit-burst-multiplier, nodelay, 503 (limit-req-status-code), as ingress-nginx; but counted per worker process (with --workers N an address can get up to N times the rate)
 limit-rpm | partial | as limit-rps (per worker process), per minute
 limit-burst-multiplier | yes | default 5
 limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
-limit-whitelist | yes | addresses never rate limited
-limit-allowlist | yes | addresses never rate limited
+limit-whitelist | yes | addresses never rate or connection limited
+limit-allowlist | yes | addresses never rate or connection limited
 load-balance | partial | round_robin only so far: ewma is balanced round robin
 mirror-request-body | no | request mirroring is not implemented
 mirror-target | no | request mirroring is not implemented
@@ -327,7 +327,7 @@ limit-rate-after | no | response bandwidth is not limited
 lua-shared-dicts | accepted | no Lua
 http-redirect-code | yes | the HTTP-to-HTTPS redirect (301, 302, 307, 308)
 limit-req-status-code | yes | the status of rate-limited requests (default 503)
-limit-conn-status-code | no | {LATER}
+limit-conn-status-code | yes | the status of connection-limited requests (default 503)
 enable-syslog | no | logs go to stdout/stderr
 syslog-host | no | logs go to stdout/stderr
 syslog-port | no | logs go to stdout/stderr

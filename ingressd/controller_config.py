@@ -166,7 +166,7 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             warnings.append(f"ConfigMap key {key}: {raw!r} is invalid ({error}); using the default")
             return None, False
 
-    limit_status = 503
+    limit_status = conn_status = 503
     default_backend_log = False
     global_auth: dict[str, object] = {}
     no_auth_locations = DEFAULTS.no_auth_locations
@@ -192,6 +192,10 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, _status_code, raw)
             if ok:
                 limit_status = value
+        elif key == "limit-conn-status-code":
+            value, ok = parse(key, _status_code, raw)
+            if ok:
+                conn_status = value
         elif key in _GLOBAL_AUTH_KEYS:
             name, parser = _GLOBAL_AUTH_KEYS[key]
             value, ok = parse(key, parser, raw)
@@ -241,7 +245,7 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
     elif global_auth:
         warnings.append("ConfigMap keys global-auth-* without global-auth-url are ignored")
     defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()), limit_status,
-                        default_backend_log, auth, no_auth_locations)
+                        default_backend_log, conn_status, auth, no_auth_locations)
     if defaults.allow or defaults.deny or defaults.block:
         from .options.ranges import SourceRanges
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))

@@ -109,7 +109,7 @@ class ClientConnection(asyncio.Protocol):
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
         "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early", "peer_ip", "trust",
-        "proxy_header", "proxied_ip", "unparsed", "proxied", "limits", "served",
+        "proxy_header", "proxied_ip", "unparsed", "proxied", "limits", "served", "held", "held_ip",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -144,6 +144,7 @@ class ClientConnection(asyncio.Protocol):
         self.proxied_ip: str | None = None  # the client address from the PROXY protocol header
         self.proxied: proxyproto.ProxyHeader | None = None  # a PROXY header read before TLS (HTTPS port)
         self.unparsed = 0  # bytes fed to httptools since its last callback (an unfinished line)
+        self.held = None  # the limit-connections zone counting this connection (while a request is in progress)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -269,6 +270,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.held is not None:
+            self.release_slot()
         self.timers.discard(self)
         self.ctx.connections.discard(self)
         if self.tunnel is not None:
@@ -469,8 +472,29 @@ class ClientConnection(asyncio.Protocol):
             if following.local is None or following.request_done or not following.keep_alive:
                 self.start(following)
         else:
+            if self.held is not None:  # idle between requests: not counted (nginx's limit_conn)
+                self.release_slot()
             self.deadline = self.timers.now + self.limits.keepalive_timeout
             self.resume(PAUSE_PIPELINE)
+
+    def hold(self, limit) -> bool:
+        """Count this connection in ``limit`` (limit-connections), once while it has requests in progress."""
+        held = self.held
+        if held is limit:
+            return True
+        if held is not None:  # a pipelined request of another Ingress: one zone at a time
+            self.release_slot()
+        if limit.exempts(self.client_ip):
+            return True
+        if not limit.acquire(self.client_ip):
+            return False
+        self.held = limit
+        self.held_ip = self.client_ip
+        return True
+
+    def release_slot(self) -> None:
+        held, self.held = self.held, None
+        held.release(self.held_ip)
 
     def start(self, exchange: Exchange) -> None:
         if exchange.local is not None:
@@ -660,6 +684,10 @@ class ClientConnection(asyncio.Protocol):
                             challenges=ctx.challenges, https_port=ctx.https_port, method=method,
                             client_ip=self.client_ip, origin=origin, now=self.timers.now,
                             authorization=authorization)
+        limit = options.conn_limit
+        if limit is not None and (answer is None or answer is DEFER) and not self.hold(limit):
+            return self._local(exchange, limit.status,
+                               responses.error_body(limit.status, "too many connections from your address"))
         if answer is not None:
             if answer is DEFER:  # auth-url: asked once the exchange is served (pass_gate)
                 exchange.gate = self._auth_request(exchange, host, head.raw_host or b"", scheme, forwarded)

@@ -268,3 +268,14 @@ def test_set_headers_replaces_client_headers():
     head = b"GET / HTTP/1.1\r\nHost: a\r\nx-auth-request-user: mallory\r\nX-Other: 1\r\n\r\n"
     out = set_headers(head, ("X-Auth-Request-User",), b"X-Auth-Request-User: alice\r\n")
     assert out == b"GET / HTTP/1.1\r\nHost: a\r\nX-Other: 1\r\nX-Auth-Request-User: alice\r\n\r\n"
+
+
+def test_limit_connections():
+    opts, warnings = parse_route_options({N + "limit-connections": "3", N + "limit-whitelist": "10.0.0.0/8"})
+    limit = opts.conn_limit
+    assert limit.limit == 3 and limit.status == 503 and limit.exempts("10.1.2.3") and not limit.exempts("192.0.2.1")
+    assert [limit.acquire("192.0.2.1") for _ in range(4)] == [True, True, True, False]
+    limit.release("192.0.2.1")
+    assert limit.acquire("192.0.2.1")
+    assert any("counted per worker" in w for w in warnings)
+    assert parse_route_options({N + "limit-connections": "0"})[0].conn_limit is None
