@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from . import catalog
 from .options import extauth
+from .options.errorpages import parse_codes
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
 from .options.ratelimit import ConnectionLimit, RequestRate, parse_multiplier, parse_rate
@@ -78,6 +79,9 @@ class RouteOptions:
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
     rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
     conn_limit: object = None  # options.ratelimit.ConnectionLimit (limit-connections)
+    error_codes: frozenset = frozenset()  # custom-http-errors (the annotation, else the ConfigMap's)
+    error_backend_ref: str | None = None  # default-backend: a Service of the Ingress's namespace
+    custom_errors: object = None  # options.errorpages.CustomErrors, built by the translator
     auth_secret: tuple | None = None  # (secret ref, "auth-file" | "auth-map", realm) for auth-type basic
     basic_auth: object = None  # options.basicauth.BasicAuth, built by the translator
     ext_auth: object = None  # options.extauth.ExtAuth: auth-url (or the ConfigMap's global-auth-url)
@@ -128,6 +132,8 @@ class RouteOptions:
             parts.append(limit.describe())
         if self.conn_limit is not None:
             parts.append(self.conn_limit.describe())
+        if self.custom_errors is not None:
+            parts.append(self.custom_errors.describe())
         if self.basic_auth is not None:
             parts.append(self.basic_auth.describe())
         if self.ext_auth is not None:
@@ -283,6 +289,10 @@ def parse_route_options(annotations: dict[str, str],
     tries = take("proxy-next-upstream-tries", _parse_count)
     if tries is not None:
         values["next_upstream_tries"] = tries or 1_000_000  # nginx: 0 is no limit
+    take("custom-http-errors", parse_codes, "error_codes")
+    take("default-backend", _parse_service_name, "error_backend_ref")
+    if take("disable-proxy-intercept-errors", parse_bool):
+        values["error_codes"] = frozenset()  # upstream error answers reach the client as sent
     take("preserve-trailing-slash", parse_bool)  # ingressd's redirects keep the target as sent
     for name in ("client-body-buffer-size", "proxy-buffer-size", "proxy-max-temp-file-size"):
         take(name, parse_size)
@@ -483,6 +493,13 @@ def _parse_secret_ref(value: str) -> str:
     if not _SECRET_RE.match(value.strip()):
         raise ValueError("expected NAMESPACE/NAME or NAME of a Secret")
     return value.strip()
+
+
+def _parse_service_name(value: str) -> str:
+    name = value.strip()
+    if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) or len(name) > 63:
+        raise ValueError("expected the name of a Service in the Ingress's namespace")
+    return name
 
 
 def _parse_ciphers(value: str) -> str:

@@ -83,10 +83,10 @@ client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
 configuration-snippet | no | {SNIPPET}
 connection-proxy-header | no | ingressd manages Connection to the upstream itself
 custom-headers | no | {LATER}
-custom-http-errors | no | {LATER}: upstream error pages are passed through
-default-backend | no | {LATER}
+custom-http-errors | yes | upstream answers (and ingressd's own 502/504) with those codes replaced by the error backend's answer to METHOD / with X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port, X-Request-ID; not for requests whose body is still arriving
+default-backend | yes | a Service of the Ingress's namespace (its first port): serves when the route's Service has no ready endpoints, and the custom-http-errors answers
 denylist-source-range | yes | those get 403
-disable-proxy-intercept-errors | accepted | ingressd never intercepts upstream errors unless custom-http-errors is implemented
+disable-proxy-intercept-errors | yes | "true": custom-http-errors (also the ConfigMap's) does not apply
 enable-access-log | yes |
 enable-cors | yes | preflight OPTIONS answered with 204; CORS headers added to responses
 cors-allow-origin | yes | `*` or a comma list of origins (wildcard subdomains `https://*.example.com`)
@@ -298,7 +298,7 @@ http-snippet | no | {SNIPPET}
 server-snippet | no | {SNIPPET}
 stream-snippet | no | {SNIPPET}
 location-snippet | no | {SNIPPET}
-custom-http-errors | no | {LATER}
+custom-http-errors | yes | the default of every Ingress without its own annotation; answers from the controller's default backend
 proxy-body-size | yes | the default of every Ingress (its annotation wins)
 proxy-connect-timeout | yes | the default of every Ingress
 proxy-read-timeout | yes | the default of every Ingress

@@ -203,6 +203,11 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
                 global_auth[name] = value
             elif key == "global-auth-url":
                 global_auth["invalid"] = True
+        elif key == "custom-http-errors":
+            from .options.errorpages import parse_codes
+            value, ok = parse(key, parse_codes, raw)
+            if ok:
+                options["error_codes"] = value
         elif key == "no-auth-locations":
             no_auth_locations = tuple(p.strip() for p in raw.split(",") if p.strip())
         elif key in _OPTION_KEYS:

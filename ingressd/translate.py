@@ -207,6 +207,7 @@ class _Translation:
         table = RouteTable()
         global_default = self.global_default(ingresses)
         table.default = global_default
+        self.global_backend = global_default.backend
         owners: dict[tuple[str, str, str], Ingress] = {}
         orphans: dict[tuple[str, str, str], None] = {}
         regex_buckets: dict[int, dict] = {}  # id(HostRoutes) -> {path: Route}, for conflicts
@@ -237,6 +238,11 @@ class _Translation:
                         continue
                     owners[owner_key] = ingress
                     backend = self.backend(ingress.meta.namespace, path.backend, ingress, opts.service_upstream)
+                    error_backend = None
+                    if opts.error_backend_ref is not None:
+                        error_backend = self.error_backend(ingress, opts.error_backend_ref)
+                        if backend.error and error_backend is not None and not error_backend.error:
+                            backend = error_backend  # default-backend: the Service has no endpoints
                     if backend.orphan:
                         orphans[(ingress.meta.namespace, ingress.meta.name, backend.orphan)] = None
                     route_opts = opts
@@ -246,9 +252,12 @@ class _Translation:
                         route_opts = self.basic_auth(ingress, route_opts)
                     if opts.ext_auth is not None:
                         route_opts = self.ext_auth(ingress, route_opts, path.path, controller.defaults)
+                    if opts.error_codes:
+                        route_opts = dataclasses.replace(route_opts, custom_errors=self.custom_errors(
+                            ingress, opts, error_backend, rule.host, path, backend))
                     if opts.rewrite_target is not None and is_prefix:
                         try:
-                            route_opts = dataclasses.replace(opts, rewrite=Rewrite(path.path, opts.rewrite_target))
+                            route_opts = dataclasses.replace(route_opts, rewrite=Rewrite(path.path, opts.rewrite_target))
                         except ValueError as error:
                             self.report(WARNING, ingress, f"{error}; not rewriting", "annotation")
                     route = bucket[key] = Route(
@@ -311,6 +320,31 @@ class _Translation:
                                 "reference")
             auth = self.auths[key] = BasicAuth(users, realm)
         return dataclasses.replace(opts, basic_auth=auth)
+
+    def error_backend(self, ingress: Ingress, name: str) -> Backend | None:
+        """``default-backend``: the Service's first port in the Ingress's namespace (None when missing)."""
+        namespace = ingress.meta.namespace
+        service = self.index.services.get((namespace, name))
+        if service is None or not service.ports:
+            self.report(WARNING, ingress, f"default-backend: service {namespace}/{name} not found (or without "
+                                          "ports); the controller's default backend is used", "reference")
+            return None
+        port = service.ports[0]
+        ref = BackendRef(name, port_number=port.port)
+        return self.backend(namespace, ref, ingress)
+
+    def custom_errors(self, ingress: Ingress, opts: RouteOptions, error_backend: Backend | None, host: str,
+                      path, backend: Backend):
+        """``custom-http-errors``: the route the error answers come from."""
+        from .options.errorpages import CustomErrors
+        target = error_backend if error_backend is not None else self.global_backend
+        route = None
+        if target is not None:
+            route = Route(host, path.path, path.path_type, ingress.meta.namespace, ingress.meta.name, target,
+                          options=self.base_options,
+                          labels=(ingress.meta.namespace, ingress.meta.name, backend.service, host, path.path))
+        return CustomErrors(opts.error_codes, route, ingress.meta.namespace, ingress.meta.name,
+                            path.backend.service, path.backend.port)
 
     def ext_auth(self, ingress: Ingress, opts: RouteOptions, path: str, defaults) -> RouteOptions:
         """``auth-url``: the ``auth-proxy-set-headers`` ConfigMap read; global auth left out of

@@ -698,6 +698,8 @@ class ClientConnection(asyncio.Protocol):
                                    answer.headers, answer.content_type)
         if cors is not None:
             exchange.response_fields = cors.response_headers(origin)
+        if options.custom_errors is not None:
+            exchange.intercept = options.custom_errors
 
         exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
         exchange.replayable = exchange.body_mode == NO_BODY

@@ -169,3 +169,17 @@ def test_grafana_behind_oauth2_proxy():
     assert auth.url.render(request) == "https://grafana.example.org/oauth2/auth"
     assert auth.signin_url(request) == "https://grafana.example.org/oauth2/start?rd=%2Fd%2Fhome%3Fx%3D1"
     assert config.table.lookup("grafana.example.org", "/oauth2/start").options.ext_auth is None
+
+
+def test_storefront_custom_error_pages():
+    rig = Rig(config_of("api-gateway"))
+    client = request(rig, "/missing?x=1", host="www.shop.example.com", headers=b"Accept: text/html\r\n")
+    rig.upstream().send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+    assert rig.dialed[-1] == ("10.7.0.20", 8080)  # the error-pages Service
+    line, headers = sent(rig)
+    assert line == b"GET / HTTP/1.1"
+    assert headers["x-code"] == "404" and headers["x-original-uri"] == "/missing?x=1"
+    assert (headers["x-namespace"], headers["x-ingress-name"], headers["x-service-name"]) == ("shop", "storefront", "api")
+    rig.upstream().send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\npretty 404")
+    answer = client.response()
+    assert answer.status == 404 and answer.body == b"pretty 404"
