@@ -12,9 +12,11 @@ import ssl
 from dataclasses import dataclass, field
 
 from . import catalog
+from .options import extauth
+from .options.errorpages import parse_codes
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
-from .options.ratelimit import RequestRate, parse_multiplier, parse_rate
+from .options.ratelimit import ConnectionLimit, RequestRate, parse_multiplier, parse_rate
 from .options.rewrite import parse_target
 from .options.upstream_tls import UpstreamTLSSpec, parse_protocols
 
@@ -78,9 +80,14 @@ class RouteOptions:
     upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
     rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
+    conn_limit: object = None  # options.ratelimit.ConnectionLimit (limit-connections)
+    error_codes: frozenset = frozenset()  # custom-http-errors (the annotation, else the ConfigMap's)
+    error_backend_ref: str | None = None  # default-backend: a Service of the Ingress's namespace
+    custom_errors: object = None  # options.errorpages.CustomErrors, built by the translator
     auth_secret: tuple | None = None  # (secret ref, "auth-file" | "auth-map", realm) for auth-type basic
     basic_auth: object = None  # options.basicauth.BasicAuth, built by the translator
-    # Authentication ingressd cannot do (auth-url, digest, client certificates): refused with 503
+    ext_auth: object = None  # options.extauth.ExtAuth: auth-url (or the ConfigMap's global-auth-url)
+    # Authentication ingressd cannot do (digest, client certificates): refused with 503
     # rather than served unauthenticated.
     refused: str | None = None
     service_upstream: bool = False  # proxy to the Service's cluster IP, not its endpoints
@@ -126,8 +133,14 @@ class RouteOptions:
             parts.append("aliases=" + " ".join(self.server_aliases))
         for limit in self.rate_limits:
             parts.append(limit.describe())
+        if self.conn_limit is not None:
+            parts.append(self.conn_limit.describe())
+        if self.custom_errors is not None:
+            parts.append(self.custom_errors.describe())
         if self.basic_auth is not None:
             parts.append(self.basic_auth.describe())
+        if self.ext_auth is not None:
+            parts.append(self.ext_auth.describe())
         if self.refused:
             parts.append("refused")
         if self.upstream_tls is not None:
@@ -148,6 +161,9 @@ class Defaults:
     block: tuple = ()  # block-cidrs: denied whatever the annotations say
     limit_req_status: int = 503  # limit-req-status-code
     default_backend_log: bool = False  # enable-access-log-for-default-backend
+    limit_conn_status: int = 503  # limit-conn-status-code
+    global_auth: object = None  # options.extauth.ExtAuth of global-auth-url
+    no_auth_locations: tuple = ("/.well-known/acme-challenge",)  # paths global auth does not apply to
 
 
 DEFAULTS = Defaults()
@@ -278,6 +294,10 @@ def parse_route_options(annotations: dict[str, str],
     tries = take("proxy-next-upstream-tries", _parse_count)
     if tries is not None:
         values["next_upstream_tries"] = tries or 1_000_000  # nginx: 0 is no limit
+    take("custom-http-errors", parse_codes, "error_codes")
+    take("default-backend", _parse_service_name, "error_backend_ref")
+    if take("disable-proxy-intercept-errors", parse_bool):
+        values["error_codes"] = frozenset()  # upstream error answers reach the client as sent
     take("preserve-trailing-slash", parse_bool)  # ingressd's redirects keep the target as sent
     for name in ("client-body-buffer-size", "proxy-buffer-size", "proxy-max-temp-file-size"):
         take(name, parse_size)
@@ -317,8 +337,28 @@ def parse_route_options(annotations: dict[str, str],
         values["auth_secret"] = (secret, secret_type, realm)
     elif auth_type == "digest":
         values["refused"] = "digest authentication is not supported"
-    for name, why in (("auth-url", "external authentication (auth-url) is not supported yet"),
-                      ("auth-tls-secret", "client certificate authentication is not supported")):
+    url = take("auth-url", extauth.parse_url)
+    if url is not None:
+        auth: dict[str, object] = {"url": url}
+        for name, parse, key in (("auth-method", extauth.parse_method, "method"),
+                                 ("auth-signin", extauth.parse_signin, "signin"),
+                                 ("auth-signin-redirect-param", extauth.parse_param, "redirect_param"),
+                                 ("auth-response-headers", extauth.parse_header_names, "response_headers"),
+                                 ("auth-request-redirect", extauth.parse_template, "request_redirect"),
+                                 ("auth-proxy-set-headers", _parse_secret_ref, "proxy_headers_ref"),
+                                 ("auth-cache-key", extauth.parse_template, "cache_key"),
+                                 ("auth-cache-duration", extauth.parse_cache_duration, "cache_duration"),
+                                 ("auth-always-set-cookie", parse_bool, "always_set_cookie")):
+            value = take(name, parse)
+            if value is not None:
+                auth[key] = value
+        values["ext_auth"] = extauth.ExtAuth(**auth)
+    elif annotations.get(NGINX + "auth-url") is not None:
+        # an auth-url that does not parse: never served unauthenticated
+        values["refused"] = "the auth-url annotation is invalid"
+    elif defaults.global_auth is not None and take("enable-global-auth", parse_bool) is not False:
+        values["ext_auth"] = defaults.global_auth
+    for name, why in (("auth-tls-secret", "client certificate authentication is not supported"),):
         if annotations.get(NGINX + name) and not values.get("refused"):
             values["refused"] = why
     if values.get("refused"):
@@ -326,12 +366,16 @@ def parse_route_options(annotations: dict[str, str],
                         "get 503 instead of being served unauthenticated")
 
     rps, rpm = take("limit-rps", parse_rate), take("limit-rpm", parse_rate)
-    if rps or rpm:
-        multiplier = take("limit-burst-multiplier", parse_multiplier) or 5
+    connections = take("limit-connections", parse_rate)
+    if rps or rpm or connections:
         exempt = take("limit-whitelist", parse_ranges)
         if exempt is None:
             exempt = take("limit-allowlist", parse_ranges)
         exempt_ranges = SourceRanges(exempt) if exempt else None
+    if connections:
+        values["conn_limit"] = ConnectionLimit(connections, exempt_ranges, defaults.limit_conn_status)
+    if rps or rpm:
+        multiplier = take("limit-burst-multiplier", parse_multiplier) or 5
         values["rate_limits"] = tuple(
             RequestRate(rate / per, rate * multiplier, exempt_ranges, defaults.limit_req_status)
             for rate, per in ((rps, 1.0), (rpm, 60.0)) if rate)
@@ -454,6 +498,13 @@ def _parse_secret_ref(value: str) -> str:
     if not _SECRET_RE.match(value.strip()):
         raise ValueError("expected NAMESPACE/NAME or NAME of a Secret")
     return value.strip()
+
+
+def _parse_service_name(value: str) -> str:
+    name = value.strip()
+    if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", name) or len(name) > 63:
+        raise ValueError("expected the name of a Service in the Ingress's namespace")
+    return name
 
 
 def _parse_ciphers(value: str) -> str:

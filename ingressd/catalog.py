@@ -55,21 +55,22 @@ auth-tls-verify-client | no | client certificates are not requested
 auth-tls-error-page | no | client certificates are not requested
 auth-tls-pass-certificate-to-upstream | no | client certificates are not requested
 auth-tls-match-cn | no | client certificates are not requested
-auth-url | no | not implemented yet (planned, issue 12): the Ingress's requests get 503 (never served unauthenticated)
-auth-method | no | {LATER}
-auth-signin | no | {LATER}
-auth-signin-redirect-param | no | {LATER}
-auth-response-headers | no | {LATER}
-auth-request-redirect | no | {LATER}
-auth-cache-key | no | {LATER}
-auth-cache-duration | no | {LATER}
+auth-url | yes | nginx's auth_request: the method and headers (no body) with X-Original-URL, X-Original-Method, X-Forwarded-*, X-Auth-Request-Redirect; 2xx proxied, 401/403 answered, anything else or no answer 500; http and https (certificate not verified, as nginx's proxy_pass); variables such as $host; asynchronous, keep-alive per worker
+auth-method | yes |
+auth-signin | yes | 401 becomes 302 to it, with rd= the original URL unless the URL has that parameter
+auth-signin-redirect-param | yes |
+auth-response-headers | yes | set on the proxied request, replacing the client's headers of those names
+auth-request-redirect | yes | the X-Auth-Request-Redirect value (default: the request URI)
+auth-cache-key | partial | answers cached per configuration and per worker (nginx: one cache zone for all workers)
+auth-cache-duration | yes | default 200 202 401 5m
+auth-always-set-cookie | yes | the auth service's Set-Cookie on refusals too (always: on proxied responses)
 auth-keepalive | accepted | connection reuse to the auth service is ingressd's choice
 auth-keepalive-requests | accepted | connection reuse to the auth service is ingressd's choice
 auth-keepalive-timeout | accepted | connection reuse to the auth service is ingressd's choice
 auth-keepalive-share-vars | no | nginx variables do not exist in ingressd
-auth-proxy-set-headers | no | {LATER}
+auth-proxy-set-headers | yes | NAMESPACE/NAME of a ConfigMap whose keys and values are sent to the auth service
 auth-snippet | no | {SNIPPET}
-enable-global-auth | no | {LATER}
+enable-global-auth | yes | default true: the ConfigMap's global-auth-url applies
 backend-protocol | yes | HTTP and HTTPS; GRPC/GRPCS are reported when used and spoken to over HTTP/1.1 until HTTP/2 upstreams exist (issue 13); AUTO_HTTP and FCGI: reported, HTTP
 canary | no | {LATER}: a canary Ingress's paths conflict with the main Ingress's (oldest wins)
 canary-by-header | no | {LATER}
@@ -82,10 +83,10 @@ client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
 configuration-snippet | no | {SNIPPET}
 connection-proxy-header | no | ingressd manages Connection to the upstream itself
 custom-headers | no | {LATER}
-custom-http-errors | no | {LATER}: upstream error pages are passed through
-default-backend | no | {LATER}
+custom-http-errors | yes | upstream answers (and ingressd's own 502/504) with those codes replaced by the error backend's answer to METHOD / with X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port, X-Request-ID; not for requests whose body is still arriving
+default-backend | yes | a Service of the Ingress's namespace (its first port): serves when the route's Service has no ready endpoints, and the custom-http-errors answers
 denylist-source-range | yes | those get 403
-disable-proxy-intercept-errors | accepted | ingressd never intercepts upstream errors unless custom-http-errors is implemented
+disable-proxy-intercept-errors | yes | "true": custom-http-errors (also the ConfigMap's) does not apply
 enable-access-log | yes |
 enable-cors | yes | preflight OPTIONS answered with 204; CORS headers added to responses
 cors-allow-origin | yes | `*` or a comma list of origins (wildcard subdomains `https://*.example.com`)
@@ -116,14 +117,14 @@ global-rate-limit-window | no | removed from ingress-nginx; not planned
 global-rate-limit-key | no | removed from ingress-nginx; not planned
 global-rate-limit-ignored-cidrs | no | removed from ingress-nginx; not planned
 http2-push-preload | no | HTTP/2 server push is obsolete (browsers removed it)
-limit-connections | no | {LATER}: connections are not limited per client
+limit-connections | partial | concurrent connections with a request in progress, per client address and Ingress, counted per worker process (nginx: per controller pod): with --workers N up to N times as many
 limit-rps | partial | per client address, burst = rate x limit-burst-multiplier, nodelay, 503 (limit-req-status-code), as ingress-nginx; but counted per worker process (with --workers N an address can get up to N times the rate)
 limit-rpm | partial | as limit-rps (per worker process), per minute
 limit-burst-multiplier | yes | default 5
 limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
-limit-whitelist | yes | addresses never rate limited
-limit-allowlist | yes | addresses never rate limited
+limit-whitelist | yes | addresses never rate or connection limited
+limit-allowlist | yes | addresses never rate or connection limited
 load-balance | partial | round_robin only so far: ewma is balanced round robin
 mirror-request-body | no | request mirroring is not implemented
 mirror-target | no | request mirroring is not implemented
@@ -297,7 +298,7 @@ http-snippet | no | {SNIPPET}
 server-snippet | no | {SNIPPET}
 stream-snippet | no | {SNIPPET}
 location-snippet | no | {SNIPPET}
-custom-http-errors | no | {LATER}
+custom-http-errors | yes | the default of every Ingress without its own annotation; answers from the controller's default backend
 proxy-body-size | yes | the default of every Ingress (its annotation wins)
 proxy-connect-timeout | yes | the default of every Ingress
 proxy-read-timeout | yes | the default of every Ingress
@@ -326,21 +327,22 @@ limit-rate-after | no | response bandwidth is not limited
 lua-shared-dicts | accepted | no Lua
 http-redirect-code | yes | the HTTP-to-HTTPS redirect (301, 302, 307, 308)
 limit-req-status-code | yes | the status of rate-limited requests (default 503)
-limit-conn-status-code | no | {LATER}
+limit-conn-status-code | yes | the status of connection-limited requests (default 503)
 enable-syslog | no | logs go to stdout/stderr
 syslog-host | no | logs go to stdout/stderr
 syslog-port | no | logs go to stdout/stderr
 no-tls-redirect-locations | no | {LATER}: only /.well-known/acme-challenge is exempt
-global-auth-url | no | {LATER}
-global-auth-method | no | {LATER}
-global-auth-signin | no | {LATER}
-global-auth-signin-redirect-param | no | {LATER}
-global-auth-response-headers | no | {LATER}
-global-auth-request-redirect | no | {LATER}
+global-auth-url | yes | external auth for every Ingress without its own auth-url, unless enable-global-auth is "false"
+global-auth-method | yes |
+global-auth-signin | yes |
+global-auth-signin-redirect-param | yes |
+global-auth-response-headers | yes |
+global-auth-request-redirect | yes |
+global-auth-always-set-cookie | yes |
 global-auth-snippet | no | {SNIPPET}
-global-auth-cache-key | no | {LATER}
-global-auth-cache-duration | no | {LATER}
-no-auth-locations | no | {LATER}
+global-auth-cache-key | partial | cached per configuration and per worker
+global-auth-cache-duration | yes |
+no-auth-locations | yes | paths (and below) global auth does not apply to; default /.well-known/acme-challenge
 proxy-ssl-location-only | accepted | upstream TLS is per Ingress
 default-type | accepted | ingressd's own answers are text/plain
 global-rate-limit-memcached-host | no | removed from ingress-nginx; not planned

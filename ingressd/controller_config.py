@@ -21,6 +21,7 @@ from .annotations import (DEFAULTS, Defaults, RouteOptions, parse_bool, parse_li
                           parse_size)
 from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
 from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
+from .options import extauth
 from .options.ranges import parse_ranges
 
 DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
@@ -153,6 +154,17 @@ _OPTION_KEYS = {
     "ssl-redirect": ("ssl_redirect", parse_bool),
     "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
 }
+_GLOBAL_AUTH_KEYS = {
+    "global-auth-url": ("url", extauth.parse_url),
+    "global-auth-method": ("method", extauth.parse_method),
+    "global-auth-signin": ("signin", extauth.parse_signin),
+    "global-auth-signin-redirect-param": ("redirect_param", extauth.parse_param),
+    "global-auth-response-headers": ("response_headers", extauth.parse_header_names),
+    "global-auth-request-redirect": ("request_redirect", extauth.parse_template),
+    "global-auth-cache-key": ("cache_key", extauth.parse_template),
+    "global-auth-cache-duration": ("cache_duration", extauth.parse_cache_duration),
+    "global-auth-always-set-cookie": ("always_set_cookie", parse_bool),
+}
 _RANGE_KEYS = {"whitelist-source-range": "allow", "denylist-source-range": "deny", "block-cidrs": "block"}
 _HSTS_KEYS = {"hsts": ("enabled", parse_bool), "hsts-max-age": ("max_age", _max_age),
               "hsts-include-subdomains": ("include_subdomains", parse_bool), "hsts-preload": ("preload", parse_bool)}
@@ -174,11 +186,13 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             warnings.append(f"ConfigMap key {key}: {raw!r} is invalid ({error}); using the default")
             return None, False
 
-    limit_status = 503
+    limit_status = conn_status = 503
     tls: dict[str, object] = {}
     shutdown_timeout = 240.0
     log: dict[str, object] = {}
     default_backend_log = False
+    global_auth: dict[str, object] = {}
+    no_auth_locations = DEFAULTS.no_auth_locations
     client: dict[str, object] = {}
     upstream: dict[str, object] = {}
     for key, raw in data.items():
@@ -230,6 +244,24 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, _status_code, raw)
             if ok:
                 limit_status = value
+        elif key == "limit-conn-status-code":
+            value, ok = parse(key, _status_code, raw)
+            if ok:
+                conn_status = value
+        elif key in _GLOBAL_AUTH_KEYS:
+            name, parser = _GLOBAL_AUTH_KEYS[key]
+            value, ok = parse(key, parser, raw)
+            if ok:
+                global_auth[name] = value
+            elif key == "global-auth-url":
+                global_auth["invalid"] = True
+        elif key == "custom-http-errors":
+            from .options.errorpages import parse_codes
+            value, ok = parse(key, parse_codes, raw)
+            if ok:
+                options["error_codes"] = value
+        elif key == "no-auth-locations":
+            no_auth_locations = tuple(p.strip() for p in raw.split(",") if p.strip())
         elif key in _OPTION_KEYS:
             name, parser = _OPTION_KEYS[key]
             value, ok = parse(key, parser, raw)
@@ -267,8 +299,16 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         except ValueError as error:
             warnings.append(f"ConfigMap: forwarded-header settings are invalid ({error}); using the command line's")
     base = RouteOptions(**options) if options else DEFAULTS.options
+    auth = None
+    if global_auth.pop("invalid", False):
+        warnings.append("ConfigMap key global-auth-url is invalid: Ingresses without their own auth-url are "
+                        "served without global authentication")
+    elif "url" in global_auth:
+        auth = extauth.ExtAuth(**global_auth, source="global-auth-url")
+    elif global_auth:
+        warnings.append("ConfigMap keys global-auth-* without global-auth-url are ignored")
     defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()), limit_status,
-                        default_backend_log)
+                        default_backend_log, conn_status, auth, no_auth_locations)
     if defaults.allow or defaults.deny or defaults.block:
         from .options.ranges import SourceRanges
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))

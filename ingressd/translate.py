@@ -9,6 +9,7 @@ problem becomes a diagnostic naming the object; none stops the rest from being s
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import defaultdict
 
 from .annotations import DEFAULT_OPTIONS, Redirect, RouteOptions, parse_route_options
@@ -23,6 +24,9 @@ from .options.rewrite import Rewrite, compile_path
 from .options.upstream_tls import UpstreamTLSSpec
 from .options.upstream_tls import build as build_upstream_tls
 from .routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
+
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 class _Index:
@@ -203,6 +207,7 @@ class _Translation:
         table = RouteTable()
         global_default = self.global_default(ingresses)
         table.default = global_default
+        self.global_backend = global_default.backend
         owners: dict[tuple[str, str, str], Ingress] = {}
         orphans: dict[tuple[str, str, str], None] = {}
         regex_buckets: dict[int, dict] = {}  # id(HostRoutes) -> {path: Route}, for conflicts
@@ -233,6 +238,11 @@ class _Translation:
                         continue
                     owners[owner_key] = ingress
                     backend = self.backend(ingress.meta.namespace, path.backend, ingress, opts.service_upstream)
+                    error_backend = None
+                    if opts.error_backend_ref is not None:
+                        error_backend = self.error_backend(ingress, opts.error_backend_ref)
+                        if backend.error and error_backend is not None and not error_backend.error:
+                            backend = error_backend  # default-backend: the Service has no endpoints
                     if backend.orphan:
                         orphans[(ingress.meta.namespace, ingress.meta.name, backend.orphan)] = None
                     route_opts = opts
@@ -240,9 +250,14 @@ class _Translation:
                         route_opts = self.upstream_tls(ingress, route_opts, path.backend.service)
                     if opts.auth_secret is not None:
                         route_opts = self.basic_auth(ingress, route_opts)
+                    if opts.ext_auth is not None:
+                        route_opts = self.ext_auth(ingress, route_opts, path.path, controller.defaults)
+                    if opts.error_codes:
+                        route_opts = dataclasses.replace(route_opts, custom_errors=self.custom_errors(
+                            ingress, opts, error_backend, rule.host, path, backend))
                     if opts.rewrite_target is not None and is_prefix:
                         try:
-                            route_opts = dataclasses.replace(opts, rewrite=Rewrite(path.path, opts.rewrite_target))
+                            route_opts = dataclasses.replace(route_opts, rewrite=Rewrite(path.path, opts.rewrite_target))
                         except ValueError as error:
                             self.report(WARNING, ingress, f"{error}; not rewriting", "annotation")
                     route = bucket[key] = Route(
@@ -306,6 +321,61 @@ class _Translation:
                                 "reference")
             auth = self.auths[key] = BasicAuth(users, realm)
         return dataclasses.replace(opts, basic_auth=auth)
+
+    def error_backend(self, ingress: Ingress, name: str) -> Backend | None:
+        """``default-backend``: the Service's first port in the Ingress's namespace (None when missing)."""
+        namespace = ingress.meta.namespace
+        service = self.index.services.get((namespace, name))
+        if service is None or not service.ports:
+            self.report(WARNING, ingress, f"default-backend: service {namespace}/{name} not found (or without "
+                                          "ports); the controller's default backend is used", "reference")
+            return None
+        port = service.ports[0]
+        ref = BackendRef(name, port_number=port.port)
+        return self.backend(namespace, ref, ingress)
+
+    def custom_errors(self, ingress: Ingress, opts: RouteOptions, error_backend: Backend | None, host: str,
+                      path, backend: Backend):
+        """``custom-http-errors``: the route the error answers come from."""
+        from .options.errorpages import CustomErrors
+        target = error_backend if error_backend is not None else self.global_backend
+        route = None
+        if target is not None:
+            route = Route(host, path.path, path.path_type, ingress.meta.namespace, ingress.meta.name, target,
+                          options=self.base_options,
+                          labels=(ingress.meta.namespace, ingress.meta.name, backend.service, host, path.path))
+        return CustomErrors(opts.error_codes, route, ingress.meta.namespace, ingress.meta.name,
+                            path.backend.service, path.backend.port)
+
+    def ext_auth(self, ingress: Ingress, opts: RouteOptions, path: str, defaults) -> RouteOptions:
+        """``auth-url``: the ``auth-proxy-set-headers`` ConfigMap read; global auth left out of
+        ``no-auth-locations``."""
+        auth = opts.ext_auth
+        if auth.source == "global-auth-url" and any(
+                path == exempt or path.startswith(exempt.rstrip("/") + "/") for exempt in defaults.no_auth_locations):
+            return dataclasses.replace(opts, ext_auth=None)
+        if auth.proxy_headers_ref is None:
+            return opts
+        key = ("ext_auth", ingress.meta.key, id(auth))
+        built = self.auths.get(key)
+        if built is None:
+            namespace, _, name = auth.proxy_headers_ref.rpartition("/")
+            namespace = namespace or ingress.meta.namespace
+            self.required.add(("ConfigMap", namespace, name))
+            config_map = self.index.config_maps.get((namespace, name))
+            lines = []
+            if config_map is None:
+                self.report(WARNING, ingress, f"auth-proxy-set-headers: ConfigMap {namespace}/{name} not found; "
+                                              "no extra headers are sent to the auth service", "reference")
+            else:
+                for header, value in sorted(config_map.data.items()):
+                    if not _TOKEN_RE.match(header) or any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+                        self.report(WARNING, ingress, f"auth-proxy-set-headers: {header!r} in ConfigMap "
+                                                      f"{namespace}/{name} is not a valid header; skipped", "invalid")
+                        continue
+                    lines.append(f"{header}: {value.strip()}\r\n".encode("latin-1", "replace"))
+            built = self.auths[key] = dataclasses.replace(auth, proxy_headers=b"".join(lines))
+        return dataclasses.replace(opts, ext_auth=built)
 
     def upstream_tls(self, ingress: Ingress, opts: RouteOptions, service: str) -> RouteOptions:
         """``backend-protocol: HTTPS``: one client context per distinct setting in this configuration."""

@@ -138,6 +138,8 @@ class Exchange:
     upstream_addr: tuple[str, int] | None = None
     upstream_status = 0
     request_id = referer = user_agent = b""
+    gate = None  # options.extauth.AuthRequest: an auth subrequest to pass before proxying
+    intercept = None  # options.errorpages.CustomErrors: upstream answers replaced by the error backend's
 
     def __init__(self, conn: ClientSide):
         self.conn = conn
@@ -174,6 +176,13 @@ class Exchange:
     def response_head(self, status: int, status_line: bytes, fields: bytes, body: int) -> None:
         self.response_started = True
         self.status = status
+        errors = self.intercept
+        if errors is not None and status in errors.codes and self.request_done and not self.upgrade:
+            # custom-http-errors: this answer is dropped, the error backend's is sent instead
+            from ..options.errorpages import Discard
+            self.intercept = None
+            self.conn = Discard(self.conn, errors, status, self)
+            return
         self.conn.send_head(self, status, status_line, fields, body)
 
     def response_body(self, data: bytes) -> None:
@@ -207,6 +216,11 @@ class Exchange:
         log.warning("%s %s: %d %s", self.host or "-", self.url.decode("latin-1"), status, detail)
         # The connection stays usable when nothing of the request is left unread.
         self.keep_alive = self.keep_alive and (self.request_done or self.body_mode == NO_BODY)
+        errors = self.intercept
+        if errors is not None and status in errors.codes and self.request_done and not self.upgrade:
+            self.intercept = None  # custom-http-errors: the error backend answers
+            errors.serve(self, status, self.conn.ctx.pool)
+            return
         pages = self.route.options.error_pages
         if pages is not None:  # ingressd chp: CHP's error pages (may answer later, see chp.errors)
             pages.serve(self, status)

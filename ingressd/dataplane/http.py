@@ -29,9 +29,10 @@ from .exchange import (CHUNKED_BODY, NO_BODY, PAUSE_PENDING, PAUSE_PIPELINE, PAU
                        RESPONSE_CHUNKED,
                        RESPONSE_UNTIL_CLOSE, Exchange, UpstreamSide)
 from . import proxyproto
+from ..options import extauth
 from .framing import TargetError, normalize_target, split_absolute_form
 from .forward import new_request_id, parse_host, read_headers, upstream_head
-from .policy import answer_for
+from .policy import DEFER, answer_for, backend_answer
 from .trust import for_request, is_trusted
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class ClientConnection(asyncio.Protocol):
         "ctx", "timers", "listener", "hsts", "transport", "parser", "forwarded", "client_ip", "cur", "active",
         "queue", "paused", "deadline", "head_bytes", "tunnel", "closed", "error_status", "upgraded", "last",
         "tunnel_at", "tunnel_in", "tunnel_out", "eof", "out", "final", "early", "peer_ip", "trust",
-        "proxy_header", "proxied_ip", "unparsed", "proxied", "limits", "served",
+        "proxy_header", "proxied_ip", "unparsed", "proxied", "limits", "served", "held", "held_ip",
     )
 
     def __init__(self, ctx: ClientContext, listener: Listener):
@@ -146,6 +147,7 @@ class ClientConnection(asyncio.Protocol):
         self.proxied_ip: str | None = None  # the client address from the PROXY protocol header
         self.proxied: proxyproto.ProxyHeader | None = None  # a PROXY header read before TLS (HTTPS port)
         self.unparsed = 0  # bytes fed to httptools since its last callback (an unfinished line)
+        self.held = None  # the limit-connections zone counting this connection (while a request is in progress)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -271,6 +273,8 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.held is not None:
+            self.release_slot()
         self.timers.discard(self)
         self.ctx.connections.discard(self)
         draining = self.ctx.draining
@@ -475,8 +479,29 @@ class ClientConnection(asyncio.Protocol):
             if following.local is None or following.request_done or not following.keep_alive:
                 self.start(following)
         else:
+            if self.held is not None:  # idle between requests: not counted (nginx's limit_conn)
+                self.release_slot()
             self.deadline = self.timers.now + self.limits.keepalive_timeout
             self.resume(PAUSE_PIPELINE)
+
+    def hold(self, limit) -> bool:
+        """Count this connection in ``limit`` (limit-connections), once while it has requests in progress."""
+        held = self.held
+        if held is limit:
+            return True
+        if held is not None:  # a pipelined request of another Ingress: one zone at a time
+            self.release_slot()
+        if limit.exempts(self.client_ip):
+            return True
+        if not limit.acquire(self.client_ip):
+            return False
+        self.held = limit
+        self.held_ip = self.client_ip
+        return True
+
+    def release_slot(self) -> None:
+        held, self.held = self.held, None
+        held.release(self.held_ip)
 
     def start(self, exchange: Exchange) -> None:
         if exchange.local is not None:
@@ -487,9 +512,65 @@ class ClientConnection(asyncio.Protocol):
             if exchange.request_done or not exchange.keep_alive:
                 self.finish(exchange)
             return
+        if exchange.gate is not None:
+            asyncio.get_running_loop().create_task(self.pass_gate(exchange))
+            return
         if exchange.expect_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.ctx.pool.proxy(exchange)
+
+    # --- checks that wait (auth-url, a password to hash) -------------------------------------------------------------
+
+    def _auth_request(self, exchange: Exchange, host: str, raw_host: bytes, scheme: str,
+                      forwarded: bytes) -> extauth.AuthRequest:
+        start = forwarded.find(b"X-Forwarded-For: ")
+        xff = forwarded[start + 17:forwarded.find(b"\r\n", start)] if start >= 0 else None
+        return extauth.AuthRequest(exchange.method, scheme, host, raw_host, exchange.url, self.client_ip,
+                                   exchange.headers, exchange.request_id, xff)
+
+    async def pass_gate(self, exchange: Exchange) -> None:
+        """The exchange's auth subrequest, then the request is proxied or answered."""
+        request, exchange.gate = exchange.gate, None
+        route = exchange.route
+        options = route.options
+        auth = options.ext_auth
+        basic = options.basic_auth
+        try:
+            if basic is not None and not await basic.verify(request.header(b"authorization")):
+                verdict = extauth.Verdict(401, basic.challenge)
+            elif auth is not None:
+                verdict = await auth.check(request, extauth.client(), options.connect_timeout, options.read_timeout)
+            else:
+                verdict = extauth.Verdict(0)
+        except Exception:  # noqa: BLE001 - a bug must not leave the client waiting
+            log.exception("auth check for %s %s failed", exchange.host, exchange.url.decode("latin-1"))
+            verdict = extauth.Verdict(500)
+        if exchange.aborted or self.closed:
+            return
+        location = None
+        if verdict.status == 0:
+            answer = backend_answer(route)
+            if answer is None:
+                if auth is not None and auth.response_headers:
+                    exchange.head = extauth.set_headers(exchange.head, auth.response_headers, verdict.headers)
+                if verdict.cookies:  # nginx: add_header Set-Cookie $auth_cookie
+                    exchange.response_fields += verdict.cookies
+                if exchange.expect_continue:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.ctx.pool.proxy(exchange)
+                return
+            status, body, headers = answer.status, answer.body, answer.headers
+        else:
+            status, headers, location = verdict.status, verdict.headers, verdict.location
+            body = responses.error_body(status)
+        # Nothing of the body is left unread, or the connection closes after the answer.
+        exchange.keep_alive = exchange.keep_alive and (exchange.request_done or exchange.body_mode == NO_BODY)
+        if location is not None:
+            encoded = location.encode("ascii", "backslashreplace")
+            headers = b"Location: " + encoded + b"\r\n" + headers
+            body = b"Redirecting to " + encoded + b"\n"
+        exchange.answer(status, body, headers)
+        self.flush()
 
     # --- httptools callbacks ---------------------------------------------------------------------
 
@@ -610,13 +691,22 @@ class ClientConnection(asyncio.Protocol):
                             challenges=ctx.challenges, https_port=ctx.https_port, method=method,
                             client_ip=self.client_ip, origin=origin, now=self.timers.now,
                             authorization=authorization)
+        limit = options.conn_limit
+        if limit is not None and (answer is None or answer is DEFER) and not self.hold(limit):
+            return self._local(exchange, limit.status,
+                               responses.error_body(limit.status, "too many connections from your address"))
         if answer is not None:
-            if answer.close:
-                exchange.keep_alive = False
-            return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts, answer.headers,
-                               answer.content_type)
+            if answer is DEFER:  # auth-url: asked once the exchange is served (pass_gate)
+                exchange.gate = self._auth_request(exchange, host, head.raw_host or b"", scheme, forwarded)
+            else:
+                if answer.close:
+                    exchange.keep_alive = False
+                return self._local(exchange, answer.status, answer.body, answer.location, answer.hsts,
+                                   answer.headers, answer.content_type)
         if cors is not None:
             exchange.response_fields = cors.response_headers(origin)
+        if options.custom_errors is not None:
+            exchange.intercept = options.custom_errors
 
         exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
         exchange.replayable = exchange.body_mode == NO_BODY

@@ -14,8 +14,10 @@ ingress-nginx's order, for one request (after a route's fixed answer, ``options.
 7. ``limit-rps`` / ``limit-rpm``: 503 (``limit-req-status-code``) past the rate and burst (nginx's
    preaccess phase; the one rule with state: the limiter's buckets, per configuration);
 8. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
-   authentication ingressd cannot do (``auth-url``, digest, client certificates): 503;
-   ``auth-type: basic``: 401 without valid credentials;
+   authentication ingressd cannot do (digest, client certificates): 503;
+   ``auth-type: basic``: 401 without valid credentials (``DEFER`` when a password must be hashed);
+   ``auth-url`` (or the ConfigMap's ``global-auth-url``): ``DEFER``, the connection asks the auth
+   server (asynchronously, ``options.extauth``), then calls ``backend_answer``;
 9. no backend (the built-in default backend): 404 (``ingressd chp``: its error pages);
 10. a backend with no usable endpoint: 503 naming why.
 
@@ -80,8 +82,23 @@ def answer_for(route: Route, host: str, path: str, url: bytes, *, tls: bool, sch
         return Answer(403, responses.error_body(403, "your address may not use this route"))
     if options.refused is not None:
         return Answer(503, responses.error_body(503, options.refused))
-    if options.basic_auth is not None and not options.basic_auth.admits(authorization):
-        return Answer(401, responses.error_body(401), headers=options.basic_auth.challenge)
+    if options.basic_auth is not None:
+        verdict = options.basic_auth.verdict(authorization)
+        if verdict is False:
+            return Answer(401, responses.error_body(401), headers=options.basic_auth.challenge)
+        if verdict is None:  # a password to hash: off the event loop (options.basicauth.verify)
+            return DEFER
+    if options.ext_auth is not None:
+        return DEFER
+    return backend_answer(route)
+
+
+DEFER = Answer(0)  # the request waits for an asynchronous check (auth-url) before ``backend_answer``
+
+
+def backend_answer(route: Route) -> Answer | None:
+    """Steps 9 and 10: a route without a (usable) backend."""
+    options = route.options
     backend = route.backend
     if backend is None:
         if options.error_pages is not None:  # ingressd chp: answered as a failure (Exchange.fail)

@@ -5,18 +5,36 @@ The Secret holds the file under the key ``auth`` (``auth-secret-type: auth-file`
 one key per user whose value is the hash (``auth-map``). Hashes are checked by passlib (PyPI
 ``libpass``): every format nginx accepts from ``htpasswd`` and ``openssl passwd`` — Apache MD5
 (``$apr1$``), bcrypt (``$2y$``), SHA-256/512-crypt (``$5$``/``$6$``), MD5-crypt (``$1$``), DES crypt,
-``{SHA}`` and ``{PLAIN}``. A hash costs milliseconds (bcrypt more) and runs on the event loop, so
-every verdict is remembered by the header value (bounded): a client sending the same credentials
-pays once per configuration and worker.
+``{SHA}`` and ``{PLAIN}``. A hash costs milliseconds (bcrypt at cost 10: ~50 ms of CPU), so it never
+runs on the event loop: ``verdict`` answers from memory (or ``{PLAIN}``), and when it cannot, the
+connection awaits ``verify``, which hashes in one thread per worker (pyca/bcrypt releases the GIL
+while hashing). Verdicts are remembered twice, both bounded: per configuration by the Authorization
+value, and per worker across configurations by (stored hash, SHA-256 of the password), so a
+configuration change does not make every client pay a bcrypt again. (A memory dump of a worker
+thus holds SHA-256 digests of recently verified passwords, next to the hashes it holds anyway.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass, field
 
 _CACHE_LIMIT = 1024
+_VERIFIED_LIMIT = 4096
+_VERIFIED: dict[tuple[str, bytes], bool] = {}  # (stored hash, sha256(password)) -> verdict, across configurations
+
+
+def _digest(password: str) -> bytes:
+    return hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
+
+
+def _remember(hashed: str, password: str, verdict: bool) -> None:
+    if len(_VERIFIED) >= _VERIFIED_LIMIT:
+        _VERIFIED.clear()
+    _VERIFIED[(hashed, _digest(password))] = verdict
 
 
 def parse_htpasswd(text: str) -> dict[str, str]:
@@ -31,6 +49,19 @@ def parse_htpasswd(text: str) -> dict[str, str]:
             raise ValueError(f"line {number} of the htpasswd file is not user:hash")
         users.setdefault(user, hashed)
     return users
+
+
+_EXECUTOR = None
+
+
+def _executor():
+    """One hashing thread per worker: the workers already use every core, and more threads would
+    take CPU time from the event loop's thread (measured in bench/basicauth_loop.py)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingressd-hash")
+    return _EXECUTOR
 
 
 def _verify(password: str, hashed: str) -> bool:
@@ -69,28 +100,66 @@ class BasicAuth:
         realm = self.realm.replace("\\", "\\\\").replace('"', '\\"')
         return b'WWW-Authenticate: Basic realm="' + realm.encode("latin-1", "replace") + b'"\r\n'
 
-    def admits(self, authorization: bytes | None) -> bool:
+    def verdict(self, authorization: bytes | None) -> bool | None:
+        """Whether the credentials are valid, from memory; None when only hashing can tell (``verify``)."""
         if authorization is None:
             return False
-        verdicts = self._verdicts
-        verdict = verdicts.get(authorization)
-        if verdict is None:
-            verdict = self._check(authorization)
-            if len(verdicts) >= _CACHE_LIMIT:
-                verdicts.clear()
-            verdicts[authorization] = verdict
+        verdict = self._verdicts.get(authorization)
+        if verdict is not None:
+            return verdict
+        credentials = self._credentials(authorization)
+        if credentials is None:
+            verdict = False
+        else:
+            password, hashed = credentials
+            if hashed.startswith("{PLAIN}"):
+                verdict = password == hashed[7:]
+            else:
+                verdict = _VERIFIED.get((hashed, _digest(password)))
+                if verdict is None:
+                    return None
+        self._keep(authorization, verdict)
         return verdict
 
-    def _check(self, authorization: bytes) -> bool:
+    async def verify(self, authorization: bytes | None) -> bool:
+        """The verdict, hashing in the event loop's thread pool when it is not known yet."""
+        verdict = self.verdict(authorization)
+        if verdict is None:
+            password, hashed = self._credentials(authorization)
+            verdict = await asyncio.get_running_loop().run_in_executor(_executor(), _verify, password, hashed)
+            _remember(hashed, password, verdict)
+            self._keep(authorization, verdict)
+        return verdict
+
+    def admits(self, authorization: bytes | None) -> bool:
+        """The verdict, hashing here when needed (blocking: for tools and tests, not the data plane)."""
+        verdict = self.verdict(authorization)
+        if verdict is None:
+            password, hashed = self._credentials(authorization)
+            verdict = _verify(password, hashed)
+            _remember(hashed, password, verdict)
+            self._keep(authorization, verdict)
+        return verdict
+
+    def _keep(self, authorization: bytes, verdict: bool) -> None:
+        verdicts = self._verdicts
+        if len(verdicts) >= _CACHE_LIMIT:
+            verdicts.clear()
+        verdicts[authorization] = verdict
+
+    def _credentials(self, authorization: bytes) -> tuple[str, str] | None:
+        """(password, stored hash) of a Basic Authorization value naming a known user, else None."""
         scheme, _, token = authorization.strip().partition(b" ")
         if scheme.lower() != b"basic":
-            return False
+            return None
         try:
             user, colon, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, ValueError):
-            return False
+            return None
         hashed = self.users.get(user)
-        return bool(colon) and hashed is not None and _verify(password, hashed)
+        if not colon or hashed is None:
+            return None
+        return password, hashed
 
     def describe(self) -> str:
         return f"basic-auth({len(self.users)} users)"

@@ -1,5 +1,6 @@
 """``limit-rps`` / ``limit-rpm`` (+ ``limit-burst-multiplier``, ``limit-whitelist``): nginx's ``limit_req``
-per client address, with ingress-nginx's ``burst = rate x multiplier`` (default 5) and ``nodelay``.
+per client address, with ingress-nginx's ``burst = rate x multiplier`` (default 5) and ``nodelay``;
+``limit-connections`` (+ ``limit-whitelist``): nginx's ``limit_conn`` (``ConnectionLimit``).
 
 The leaky bucket of ``ngx_http_limit_req_module``: each address has an *excess* that drains at the
 rate and grows by one per request; a request that would raise it above the burst is refused
@@ -62,3 +63,38 @@ class RequestRate:
 
     def describe(self) -> str:
         return f"limit={self.rate:g}r/s burst {self.burst:g}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConnectionLimit:
+    """``limit-connections``: at most ``limit`` connections per client address with a request in
+    progress on the Ingress's routes (nginx's ``limit_conn``: a keep-alive connection between requests
+    does not count; a websocket counts until it closes). Past it: ``status`` (``limit-conn-status-code``,
+    503). Counted per worker process: with ``--workers N`` a client may get up to N times the limit
+    (nginx's zone is shared by its workers)."""
+
+    limit: int
+    exempt: object = None  # options.ranges.SourceRanges (limit-whitelist)
+    status: int = 503
+    _counts: dict = field(default_factory=dict, compare=False, repr=False)  # address -> connections
+
+    def exempts(self, address: str) -> bool:
+        return self.exempt is not None and self.exempt.permits(address)
+
+    def acquire(self, address: str) -> bool:
+        """Count one more connection of ``address``; False (not counted) past the limit."""
+        count = self._counts.get(address, 0)
+        if count >= self.limit:
+            return False
+        self._counts[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        count = self._counts.get(address, 0) - 1
+        if count > 0:
+            self._counts[address] = count
+        else:
+            self._counts.pop(address, None)
+
+    def describe(self) -> str:
+        return f"limit-connections={self.limit}"

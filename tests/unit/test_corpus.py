@@ -3,6 +3,7 @@ directory, and requests through each compiled configuration (in process, see dat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import io
@@ -109,16 +110,36 @@ def test_grafana_under_a_sub_path_with_app_root():
     assert sent(rig)[0] == b"GET /d/abc HTTP/1.1"
 
 
+async def _settled(rig, condition, timeout=10.0):
+    """Run the event loop (the thread pool hashing passwords) until ``condition()``, at most ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+        rig.settle()
+
+
 def test_prometheus_source_ranges_and_basic_auth():
+    asyncio.run(_prometheus())
+
+
+async def _prometheus():
     rig = Rig(config_of("prometheus"))
     assert request(rig, host="prometheus.example.org", peer=("203.0.113.1", 1)).response().status == 403
     denied = request(rig, host="prometheus.example.org", peer=("2001:db8::5", 1)).response()
     assert denied.status == 401 and denied.header("www-authenticate") == 'Basic realm="Authentication Required"'
     wrong = b"Authorization: Basic " + base64.b64encode(b"admin:nope") + b"\r\n"
-    assert request(rig, host="prometheus.example.org", headers=wrong).response().status == 401
+    client = request(rig, host="prometheus.example.org", headers=wrong)  # hashed off the loop
+    await _settled(rig, lambda: client.received())
+    assert client.response().status == 401
     for user in (b"admin:secret", b"ops:ops"):  # Apache MD5 and bcrypt entries
-        request(rig, host="prometheus.example.org", headers=b"Authorization: Basic " + base64.b64encode(user) + b"\r\n")
+        served = len(rig.upstreams)
+        client = request(rig, host="prometheus.example.org",
+                         headers=b"Authorization: Basic " + base64.b64encode(user) + b"\r\n")
+        await _settled(rig, lambda: rig.upstreams and (len(rig.upstreams) > served or rig.upstream().received()))
         rig.upstream().send(OK)
+        assert client.response().status == 200
+        rig.upstream().take()
     assert rig.dialed == [("10.5.0.2", 9090)]
     assert request(rig, host="alertmanager.example.org", peer=("192.0.2.66", 1)).response().status == 403
     request(rig, host="alertmanager.example.org", peer=("192.0.2.67", 1))  # ssl-redirect off: plain HTTP served
@@ -135,3 +156,30 @@ def test_api_cors_and_upstream_vhost():
     assert sent(rig)[1]["host"] == "api.internal"
     rig.upstream().send(OK)
     assert client.response().header("access-control-allow-origin") == "https://shop.example.com"
+
+
+def test_grafana_behind_oauth2_proxy():
+    from ingressd.options.extauth import AuthRequest
+    config = config_of("grafana")
+    route = config.table.lookup("grafana.example.org", "/d/home")
+    auth = route.options.ext_auth
+    assert auth is not None and auth.response_headers[0] == "X-Auth-Request-User"
+    request = AuthRequest(b"GET", "https", "grafana.example.org", b"grafana.example.org", b"/d/home?x=1", "192.0.2.1",
+                          [], b"id")
+    assert auth.url.render(request) == "https://grafana.example.org/oauth2/auth"
+    assert auth.signin_url(request) == "https://grafana.example.org/oauth2/start?rd=%2Fd%2Fhome%3Fx%3D1"
+    assert config.table.lookup("grafana.example.org", "/oauth2/start").options.ext_auth is None
+
+
+def test_storefront_custom_error_pages():
+    rig = Rig(config_of("api-gateway"))
+    client = request(rig, "/missing?x=1", host="www.shop.example.com", headers=b"Accept: text/html\r\n")
+    rig.upstream().send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+    assert rig.dialed[-1] == ("10.7.0.20", 8080)  # the error-pages Service
+    line, headers = sent(rig)
+    assert line == b"GET / HTTP/1.1"
+    assert headers["x-code"] == "404" and headers["x-original-uri"] == "/missing?x=1"
+    assert (headers["x-namespace"], headers["x-ingress-name"], headers["x-service-name"]) == ("shop", "storefront", "api")
+    rig.upstream().send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\npretty 404")
+    answer = client.response()
+    assert answer.status == 404 and answer.body == b"pretty 404"

@@ -221,7 +221,7 @@ def test_known_unsupported_annotations_are_reported_not_silent(name):
     assert len(warnings) == 1 and N + name in warnings[0]
 
 
-@pytest.mark.parametrize("annotations", [{N + "auth-url": "http://oauth2-proxy/oauth2/auth"},
+@pytest.mark.parametrize("annotations", [{N + "auth-url": "ftp://oauth2-proxy/oauth2/auth"},
                                          {N + "auth-type": "digest", N + "auth-secret": "s"},
                                          {N + "auth-tls-secret": "default/ca"}])
 def test_authentication_ingressd_cannot_do_refuses_requests_instead_of_serving_them(annotations):
@@ -234,3 +234,48 @@ def test_describe_lists_only_differences():
     opts, _ = options(proxy_body_size="0", permanent_redirect="https://x.org$request_uri")
     text = opts.describe()
     assert "body_size_limit=unlimited" in text and "301" in text and "https://x.org$request_uri" in text
+
+
+def test_auth_url_annotations():
+    from ingressd.options.extauth import AuthRequest
+    opts, warnings = parse_route_options({
+        N + "auth-url": "https://$host/oauth2/auth", N + "auth-signin": "https://$host/oauth2/start?rd=$escaped_request_uri",
+        N + "auth-response-headers": "X-Auth-Request-User, X-Auth-Request-Email", N + "auth-method": "post",
+        N + "auth-cache-key": "$remote_user$http_authorization", N + "auth-cache-duration": "200 202 10m, 401 30s"})
+    assert len(warnings) == 1 and "auth-cache-key is supported in part" in warnings[0] and opts.refused is None
+    auth = opts.ext_auth
+    assert auth.method == b"POST" and auth.response_headers == ("X-Auth-Request-User", "X-Auth-Request-Email")
+    assert auth.cache_duration == ((frozenset({200, 202}), 600.0), (frozenset({401}), 30.0))
+    request = AuthRequest(b"GET", "https", "a.org", b"a.org:8443", b"/p?q=1&r", "192.0.2.1",
+                          [(b"Authorization", b"Basic dTpw")], b"id")
+    assert auth.url.render(request) == "https://a.org/oauth2/auth"
+    assert auth.cache_key.render(request) == "uBasic dTpw"
+    assert auth.signin_url(request) == "https://a.org/oauth2/start?rd=%2Fp%3Fq%3D1%26r"  # rd given: kept
+    opts, _ = parse_route_options({N + "auth-url": "http://auth/", N + "auth-signin": "https://login/start",
+                                   N + "auth-signin-redirect-param": "next"})
+    assert opts.ext_auth.signin_url(request) == "https://login/start?next=https://a.org:8443%2Fp%3Fq%3D1%26r"
+
+
+@pytest.mark.parametrize("value", ["http://a/$evil", "http://a b/", "/relative", "http://a/\"x", "gopher://a/"])
+def test_bad_auth_urls_refuse_requests(value):
+    opts, warnings = parse_route_options({N + "auth-url": value})
+    assert opts.ext_auth is None and opts.refused
+    assert any("auth-url" in w for w in warnings)
+
+
+def test_set_headers_replaces_client_headers():
+    from ingressd.options.extauth import set_headers
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nx-auth-request-user: mallory\r\nX-Other: 1\r\n\r\n"
+    out = set_headers(head, ("X-Auth-Request-User",), b"X-Auth-Request-User: alice\r\n")
+    assert out == b"GET / HTTP/1.1\r\nHost: a\r\nX-Other: 1\r\nX-Auth-Request-User: alice\r\n\r\n"
+
+
+def test_limit_connections():
+    opts, warnings = parse_route_options({N + "limit-connections": "3", N + "limit-whitelist": "10.0.0.0/8"})
+    limit = opts.conn_limit
+    assert limit.limit == 3 and limit.status == 503 and limit.exempts("10.1.2.3") and not limit.exempts("192.0.2.1")
+    assert [limit.acquire("192.0.2.1") for _ in range(4)] == [True, True, True, False]
+    limit.release("192.0.2.1")
+    assert limit.acquire("192.0.2.1")
+    assert any("counted per worker" in w for w in warnings)
+    assert parse_route_options({N + "limit-connections": "0"})[0].conn_limit is None

@@ -49,3 +49,30 @@ def test_bad_htpasswd_line_and_realm_quoting():
     with pytest.raises(ValueError, match="line 2"):
         parse_htpasswd("a:x\nbroken\n")
     assert BasicAuth({}, 'say "hi"').challenge == b'WWW-Authenticate: Basic realm="say \\"hi\\""\r\n'
+
+
+def test_bcrypt_is_verified_off_the_event_loop_and_remembered_across_configurations():
+    import asyncio
+    import base64
+
+    from ingressd.options.basicauth import BasicAuth
+
+    from passlib.hash import bcrypt
+    hashed = bcrypt.using(rounds=8).hash("pw")
+    value = b"Basic " + base64.b64encode(b"u:pw")
+    first = BasicAuth({"u": hashed})
+    assert first.verdict(value) is None  # unknown: must be hashed
+
+    async def run():
+        ticks = 0
+        verifying = asyncio.ensure_future(first.verify(value))
+        while not verifying.done():  # the loop keeps running while the hash is computed
+            ticks += 1
+            await asyncio.sleep(0.0005)
+        return verifying.result(), ticks
+
+    ok, ticks = asyncio.run(run())
+    assert ok and ticks > 1
+    assert first.verdict(value) is True
+    assert BasicAuth({"u": hashed}).verdict(value) is True  # a new configuration: no second bcrypt
+    assert BasicAuth({"u": hashed}).verdict(b"Basic " + base64.b64encode(b"u:other")) is None

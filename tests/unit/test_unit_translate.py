@@ -484,3 +484,25 @@ def test_routes_listing_contains_every_rule():
     listed = [(r.host, r.path, r.path_type) for r in config.table.routes()]
     assert set(listed) == {("a.com", "/x", "Exact"), ("a.com", "/x", "Prefix"), ("b.com", "/", "Prefix"),
                            ("*.w.com", "/", "Prefix"), ("", "/any", "Prefix")}
+
+
+def test_rewrite_target_keeps_the_other_per_route_options():
+    """rewrite-target used to rebuild the options from the Ingress's, dropping basic auth and auth-url."""
+    from unitkit import svc_with_endpoints as swe
+    config = compile_config(*swe("web"), ingress("web", rule("foo.com", path("/app", "web")), annotations={
+        NGINX + "rewrite-target": "/", NGINX + "auth-url": "http://auth.example/check",
+        NGINX + "custom-http-errors": "404"}))
+    options = lookup(config, "foo.com", "/app/x").options
+    assert options.rewrite is not None and options.ext_auth is not None and options.custom_errors is not None
+
+
+def test_default_backend_annotation_serves_services_without_endpoints_and_errors():
+    from unitkit import svc_with_endpoints as swe
+    config = compile_config(service("empty"), *swe("errors"), ingress(
+        "web", rule("foo.com", path("/", "empty")), annotations={NGINX + "default-backend": "errors",
+                                                                  NGINX + "custom-http-errors": "404, 503"}))
+    route = lookup(config, "foo.com", "/")
+    assert route.backend.service == "errors" and not route.backend.error
+    errors = route.options.custom_errors
+    assert errors.codes == {404, 503} and errors.route.backend.service == "errors"
+    assert errors.route.labels[:3] == ("default", "web", "errors")
