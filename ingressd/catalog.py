@@ -124,7 +124,7 @@ limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
 limit-whitelist | yes | addresses never rate limited
 limit-allowlist | yes | addresses never rate limited
-load-balance | partial | round_robin only so far: ewma is balanced round robin
+load-balance | yes | round_robin (default) or ewma: peak EWMA of each endpoint's latency (10 s decay), the better of two random endpoints not yet tried; scores are kept per worker process (ingress-nginx shares them between its workers)
 mirror-request-body | no | request mirroring is not implemented
 mirror-target | no | request mirroring is not implemented
 mirror-host | no | request mirroring is not implemented
@@ -270,7 +270,7 @@ use-http2 | no | HTTP/2 is not served yet (issue 13)
 worker-processes | no | use --workers
 worker-cpu-affinity | accepted | the kernel schedules workers
 worker-shutdown-timeout | no | {LATER}
-load-balance | partial | round_robin only so far
+load-balance | yes | the default of every Ingress without its own load-balance (round_robin or ewma)
 variables-hash-bucket-size | accepted | nginx tuning without an equivalent
 variables-hash-max-size | accepted | nginx tuning without an equivalent
 upstream-keepalive-connections | partial | idle connections kept per endpoint (nginx: per upstream and worker)

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 
 from . import catalog
-from .annotations import DEFAULTS, Defaults, RouteOptions, parse_bool, parse_seconds, parse_size
+from .annotations import DEFAULTS, Defaults, RouteOptions, _parse_load_balance, parse_bool, parse_seconds, parse_size
+from .options.balance import make_balance
 from .config import ClientLimits, ClientTrust, UpstreamLimits, parse_cidrs
 from .options.ranges import parse_ranges
 
@@ -132,6 +133,7 @@ _OPTION_KEYS = {
     "proxy-send-timeout": ("send_timeout", parse_seconds),
     "ssl-redirect": ("ssl_redirect", parse_bool),
     "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
+    "load-balance": ("load_balance", _parse_load_balance),
 }
 _RANGE_KEYS = {"whitelist-source-range": "allow", "denylist-source-range": "deny", "block-cidrs": "block"}
 _HSTS_KEYS = {"hsts": ("enabled", parse_bool), "hsts-max-age": ("max_age", _max_age),
@@ -208,6 +210,8 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             new_trust = dataclasses.replace(trust, **trust_changes)
         except ValueError as error:
             warnings.append(f"ConfigMap: forwarded-header settings are invalid ({error}); using the command line's")
+    if "load_balance" in options:  # the balancing of every Ingress without its own load-balance
+        options["balance"] = make_balance(options["load_balance"], None, None)
     base = RouteOptions(**options) if options else DEFAULTS.options
     defaults = Defaults(base, ranges.get("allow", ()), ranges.get("deny", ()), ranges.get("block", ()), limit_status,
                         default_backend_log)

@@ -18,6 +18,7 @@ from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .hosts import HostMap, is_wildcard
 from .objects import BackendRef, ConfigMap, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
+from .options.balance import feedback
 from .options.basicauth import BasicAuth, parse_htpasswd
 from .options.rewrite import Rewrite, compile_path
 from .options.upstream_tls import UpstreamTLSSpec
@@ -252,6 +253,7 @@ class _Translation:
                         https_redirect=(opts.ssl_redirect and _has_tls(rule.host, tls_hosts))
                         or opts.force_ssl_redirect,
                         labels=(ingress.meta.namespace, ingress.meta.name, backend.service, rule.host, path.path),
+                        activity=feedback(route_opts),
                     )
                     if regex is not None:
                         entry = regex_routes.setdefault(id(host_routes), (host_routes, []))
@@ -372,7 +374,8 @@ class _Translation:
             default = table.default
             redirect = (_has_tls(host, tls_hosts) and opts.ssl_redirect) or opts.force_ssl_redirect
             fallback = Route(host, default.path, default.path_type, default.namespace, default.ingress,
-                             default.backend, default.options, redirect, (*default.labels[:3], host, ""))
+                             default.backend, default.options, redirect, (*default.labels[:3], host, ""),
+                             activity=default.activity)
             routes = table.hosts[host] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
         return routes
 
@@ -381,11 +384,13 @@ class _Translation:
             if ingress.default_backend is not None:
                 backend = self.backend(ingress.meta.namespace, ingress.default_backend, ingress)
                 return Route("", "", "Default", ingress.meta.namespace, ingress.meta.name, backend,
-                             options=self.base_options, labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""))
+                             options=self.base_options, labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""),
+                             activity=feedback(self.base_options))
         backend = self.default_backend_service()
         if backend is not None:
             return Route("", "", "Default", backend=backend, options=self.default_backend_options,
-                         labels=("", "", backend.service, UNDEFINED_HOST, ""))
+                         labels=("", "", backend.service, UNDEFINED_HOST, ""),
+                         activity=feedback(self.default_backend_options))
         return Route("", "", "Default", options=self.default_backend_options,
                      labels=("", "", "", UNDEFINED_HOST, ""))
 

@@ -138,6 +138,11 @@ class Exchange:
     upstream_addr: tuple[str, int] | None = None
     upstream_status = 0
     request_id = referer = user_agent = b""
+    # routes with RouteOptions.balance only (UpstreamPool.choose):
+    balanced: tuple | None = None  # (backend, options.balance.Balance) chosen for the attempts (main or canary)
+    tried: set | None = None  # the endpoints tried
+    ewma = None  # options.balance.EwmaScores to feed with this exchange's latency
+    sticky_line = b""  # the Set-Cookie line of affinity: cookie, in response_fields
 
     def __init__(self, conn: ClientSide):
         self.conn = conn

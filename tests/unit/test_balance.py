@@ -1,0 +1,102 @@
+"""Upstream selection (ingressd.options.balance, UpstreamPool.choose): ewma, upstream-hash-by,
+affinity: cookie, canary. Pure functions first, then the data plane in process (dataplanekit)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import pytest
+
+from dataplanekit import Rig
+from ingressd.annotations import parse_route_options
+from ingressd.config import ClientTrust
+from ingressd.controller_config import parse_controller_configmap
+from ingressd.options import balance as lb
+from unitkit import NGINX, compile_config, ingress, path, rule, svc_with_endpoints
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+FOUR = ("10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4")
+
+
+def web(annotations=None, addresses=FOUR, extra=()):
+    return compile_config(ingress("web", rule("a.com", path("/", "web")), annotations=annotations),
+                          *svc_with_endpoints("web", addresses), *extra)
+
+
+def get(rig, target="/", headers=b"", host="a.com", scheme="http"):
+    client = rig.client(scheme)
+    client.send(b"GET " + target.encode() + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + headers + b"\r\n")
+    return client
+
+
+def served(rig, client, answer=OK):
+    """The endpoint the request went to (a new or a pooled connection), after answering it."""
+    upstream = next(u for u in rig.upstreams if u.conn.exchange is not None)
+    upstream.send(answer)
+    return upstream.conn.endpoint, client.response()
+
+
+# --- ewma ---------------------------------------------------------------------------------------
+
+def test_ewma_decays_towards_new_observations():
+    scores = lb.EwmaScores()
+    scores.observe("a", 1.0, now=100.0)
+    assert scores.score("a", 100.0) == 1.0
+    assert scores.score("a", 110.0) == pytest.approx(1.0 / 2.718281828, rel=1e-6)  # e^-(10/10)
+    scores.observe("a", 0.0, now=110.0)  # a fast answer 10 s later: the average falls by 1 - e^-1
+    assert scores.score("a", 110.0) == pytest.approx(0.3679, rel=1e-3)
+    assert scores.score("unknown", 0.0) == 0.0
+
+
+def test_ewma_picks_the_lower_of_two_and_skips_endpoints_tried():
+    scores = lb.EwmaScores()
+    scores.observe("slow", 2.0, 0.0)
+    scores.observe("fast", 0.01, 0.0)
+    rand = random.Random(1)
+    assert {lb.pick_ewma(["slow", "fast"], set(), scores, 0.0, rand) for _ in range(20)} == {"fast"}
+    assert lb.pick_ewma(["slow", "fast"], {"fast"}, scores, 0.0, rand) == "slow"  # the retry goes elsewhere
+    assert lb.pick_ewma(["slow", "fast"], {"fast", "slow"}, scores, 0.0, rand) == "fast"  # all tried: all again
+
+
+def test_ewma_slow_start_gives_new_endpoints_the_average():
+    scores = lb.EwmaScores()
+    scores.observe("a", 1.0, 0.0)
+    scores.observe("b", 3.0, 0.0)
+    scores.slow_start(["a", "b", "c"], 0.0)
+    assert scores.score("c", 0.0) == 2.0
+
+
+def test_load_balance_annotation_over_configmap():
+    controller, warnings = parse_controller_configmap({"load-balance": "ewma"}, ClientTrust())
+    assert not warnings and controller.defaults.options.balance.method == "ewma"
+    inherited, _ = parse_route_options({}, controller.defaults)
+    assert inherited.balance.method == "ewma"
+    own, warnings = parse_route_options({NGINX + "load-balance": "round_robin"}, controller.defaults)
+    assert own.balance is None and not warnings  # the annotation wins: plain round robin
+    bad, warnings = parse_route_options({NGINX + "load-balance": "fastest"})
+    assert bad.balance is None and "load-balance: 'fastest' is invalid" in warnings[0]
+
+
+def test_ewma_route_sends_to_the_endpoint_with_the_better_score():
+    rig = Rig(web({NGINX + "load-balance": "ewma"}, addresses=("10.0.0.1", "10.0.0.2")))
+    rig.pool.ewma.observe(("10.0.0.1", 8080), 5.0, time.monotonic())
+    rig.pool.ewma.observe(("10.0.0.2", 8080), 0.001, time.monotonic())
+    for _ in range(10):
+        assert served(rig, get(rig))[0] == ("10.0.0.2", 8080)
+    # Each finished exchange fed its latency back into the endpoint's score.
+    assert rig.pool.ewma.table[("10.0.0.2", 8080)][0] != 0.001
+
+
+def test_ewma_feedback_comes_from_finished_exchanges():
+    config = web({NGINX + "load-balance": "ewma"}, addresses=("10.0.0.1",))
+    route = config.table.lookup("a.com", "/")
+    assert route.activity is lb.EWMA_FEEDBACK
+    rig = Rig(config)
+    served(rig, get(rig))
+    assert ("10.0.0.1", 8080) in rig.pool.ewma.table
+    plain = web().table.lookup("a.com", "/")
+    assert plain.options.balance is None and plain.activity is None  # round robin: the one-check path
