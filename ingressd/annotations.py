@@ -410,9 +410,9 @@ def _balancing(take, annotations, defaults: Defaults, values: dict, warnings: li
     base = defaults.options
     method = take("load-balance", _parse_load_balance, "load_balance") or base.load_balance
     hash_by = take("upstream-hash-by", lb.parse_hash_by, "hash_by")
-    if hash_by is not None:
-        take("upstream-hash-by-subset", parse_bool)
-        take("upstream-hash-by-subset-size", _parse_count)
+    subset = 0
+    if hash_by is not None and take("upstream-hash-by-subset", parse_bool):
+        subset = take("upstream-hash-by-subset-size", _parse_count) or 3
     affinity = None
     kind = take("affinity", _parse_affinity)
     if kind == "cookie":
@@ -439,7 +439,7 @@ def _balancing(take, annotations, defaults: Defaults, values: dict, warnings: li
                             "(the cookie's path is the Ingress path as written)")
     elif kind is None:
         take("affinity-canary-behavior", lb.parse_canary_behavior)
-    balance = lb.make_balance(method, hash_by, affinity)
+    balance = lb.make_balance(method, hash_by, affinity, subset)
     if balance is not None or "load_balance" in values:
         values["balance"] = balance
 

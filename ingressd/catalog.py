@@ -177,9 +177,9 @@ ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
 ssl-ciphers | no | ciphers are set for the whole listener
 ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
-upstream-hash-by | no | {LATER}: balanced round robin
-upstream-hash-by-subset | no | {LATER}
-upstream-hash-by-subset-size | no | {LATER}
+upstream-hash-by | yes | nginx variables and text ($request_uri, $uri, $args, $host, $remote_addr, $binary_remote_addr, $scheme, $request_method, $http_*, $cookie_*, $arg_*); consistent hashing as ingress-nginx's resty.chash (the same key reaches the same endpoint as with ingress-nginx; adding an endpoint moves about 1/N of the keys); wins over load-balance
+upstream-hash-by-subset | yes | the key hashes to a group of endpoints, a random one of the group serves it
+upstream-hash-by-subset-size | yes | default 3
 upstream-vhost | yes | the Host sent upstream
 whitelist-source-range | yes | others get 403
 x-forwarded-prefix | yes | X-Forwarded-Prefix sent upstream

@@ -373,10 +373,16 @@ class UpstreamPool:
         if affinity is not None:
             endpoint = self.sticky(exchange, affinity, backend)
         elif balance.hash_by is not None:
-            ring = self.balancers.get(backend)
+            key = (backend, balance.subset)
+            ring = self.balancers.get(key)
             if ring is None:
-                ring = self.balancers[backend] = lb.HashRing(endpoints)
-            endpoint = ring.find(balance.hash_by.render(exchange))
+                if balance.subset:
+                    subsets = lb.hash_subsets(endpoints, balance.subset)
+                    ring = self.balancers[key] = (lb.HashRing(subsets), subsets)
+                else:
+                    ring = self.balancers[key] = (lb.HashRing(endpoints), None)
+            found = ring[0].find(balance.hash_by.render(exchange))
+            endpoint = found if ring[1] is None else self.random.choice(ring[1][found])
         elif balance.method == "ewma":
             now = monotonic()
             if backend not in self.balancers:

@@ -68,6 +68,15 @@ class HashRing:
         return self.owners[index if index >= 0 else 0]
 
 
+def hash_subsets(endpoints, size: int) -> dict[str, tuple]:
+    """chashsubset.lua: the endpoints in groups of ``size`` (the last one filled up from the
+    start), named set1, set2, ...; the ring hashes a key to a group, a random member serves it."""
+    endpoints = list(endpoints)
+    count = -(-len(endpoints) // size)
+    padded = endpoints + endpoints[:count * size - len(endpoints)]
+    return {f"set{i + 1}": tuple(padded[i * size:(i + 1) * size]) for i in range(count)}
+
+
 # --- EWMA ----------------------------------------------------------------------------------------
 
 class EwmaScores:
@@ -523,6 +532,7 @@ class Balance:
     hash_by: HashKey | None = None
     affinity: CookieAffinity | None = None
     canary: Canary | None = None  # set on a main route that a canary Ingress splits
+    subset: int = 0  # upstream-hash-by-subset-size when upstream-hash-by-subset is true, else 0
 
     @property
     def uses_ewma(self) -> bool:
@@ -533,7 +543,7 @@ class Balance:
         if self.affinity is not None:
             text = self.affinity.describe()
         elif self.hash_by is not None:
-            text = "hash=" + self.hash_by.template
+            text = "hash=" + self.hash_by.template + (f"(subsets of {self.subset})" if self.subset else "")
         else:
             text = "balance=" + self.method
         if self.canary is not None:
@@ -551,8 +561,9 @@ class Canary:
     ingress: str = ""  # NAMESPACE/NAME of the canary Ingress
 
 
-def make_balance(method: str, hash_by: HashKey | None, affinity: CookieAffinity | None) -> Balance | None:
+def make_balance(method: str, hash_by: HashKey | None, affinity: CookieAffinity | None,
+                 subset: int = 0) -> Balance | None:
     """The route's Balance, or None for round robin (the data plane's one-check fast path)."""
     if method == "round_robin" and hash_by is None and affinity is None:
         return None
-    return Balance(method, hash_by, affinity)
+    return Balance(method, hash_by, affinity, subset=subset if hash_by is not None else 0)

@@ -69,6 +69,10 @@ def lb(tmp_path_factory, backend, slow_server):
         m.ingress("rr-over-configmap", [m.rule("rr.example.com", m.path("/", "svc-mixed"))],
                   annotations={"load-balance": "round_robin"}),
         m.ingress("inherits-configmap", [m.rule("inherit.example.com", m.path("/", "svc-mixed"))]),
+        m.ingress("hash-user", [m.rule("hash.example.com", m.path("/", "svc-rr"))],
+                  annotations={"upstream-hash-by": "$http_x_user"}),
+        m.ingress("hash-uri", [m.rule("uri.example.com", m.path("/", "svc-rr"))],
+                  annotations={"upstream-hash-by": "$request_uri", "load-balance": "ewma"}),
     ]
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
@@ -79,14 +83,18 @@ def lb(tmp_path_factory, backend, slow_server):
     inst.stop()
 
 
-def names(lb, host: str, count: int, path: str = "/", **kw) -> Counter:
+def addrs(lb, host: str, count: int, path: str = "/", **kw) -> Counter:
+    return names(lb, host, count, path, field="addr", **kw)
+
+
+def names(lb, host: str, count: int, path: str = "/", field: str = "name", **kw) -> Counter:
     seen = Counter()
     conn = h.connection(lb.http_port)
     try:
         for _ in range(count):
             response = h.send(conn, path, host, **kw)
             assert response.status == 200, response
-            seen[response.json()["name"]] += 1
+            seen[response.json()[field]] += 1
     finally:
         conn.close()
     return seen
@@ -102,3 +110,22 @@ def test_ewma_prefers_the_fast_endpoint(lb, host):
 def test_round_robin_annotation_wins_over_the_configmap(lb):
     seen = names(lb, "rr.example.com", 10)
     assert seen == {"a": 5, "slow": 5}, seen
+
+
+def test_upstream_hash_by_header_keeps_each_user_on_one_endpoint(lb):
+    chosen = {}
+    for user in ("ann", "bob", "cy", "dee", "eve", "fay"):
+        seen = addrs(lb, "hash.example.com", 5, headers={"X-User": user})
+        assert len(seen) == 1, (user, seen)
+        chosen[user] = next(iter(seen))
+    assert len(set(chosen.values())) >= 3, chosen  # six users over ten endpoints
+    assert len(addrs(lb, "hash.example.com", 20)) == 1  # no header: one (empty) key
+
+
+def test_upstream_hash_by_request_uri_wins_over_ewma(lb):
+    for target in ("/a", "/b/c?d=1", "/e"):
+        assert len(addrs(lb, "uri.example.com", 6, target)) == 1
+    spread = Counter()
+    for i in range(30):
+        spread.update(addrs(lb, "uri.example.com", 1, f"/page/{i}"))
+    assert len(spread) >= 6, spread

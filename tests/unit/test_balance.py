@@ -100,3 +100,67 @@ def test_ewma_feedback_comes_from_finished_exchanges():
     assert ("10.0.0.1", 8080) in rig.pool.ewma.table
     plain = web().table.lookup("a.com", "/")
     assert plain.options.balance is None and plain.activity is None  # round robin: the one-check path
+
+
+# --- upstream-hash-by -------------------------------------------------------------------------------
+
+def test_hash_ring_is_resty_chash():
+    """lua-resty-balancer's own test vector (t/chash.t): weights 10, 2, 1, keys 1..100000."""
+    ring = lb.HashRing(["server1", "server2", "server3"], weights={"server1": 10, "server2": 2, "server3": 1})
+    assert len(ring.hashes) == 2080
+    assert Counter(ring.find(str(i).encode()) for i in range(1, 100001)) == {
+        "server1": 75588, "server2": 16114, "server3": 8298}
+
+
+def test_adding_an_endpoint_moves_few_keys():
+    endpoints = [(f"10.0.0.{i}", 8080) for i in range(1, 11)]
+    before = lb.HashRing(endpoints)
+    after = lb.HashRing(endpoints + [("10.0.0.11", 8080)])
+    keys = [f"/user/{i}".encode() for i in range(5000)]
+    moved = [k for k in keys if before.find(k) != after.find(k)]
+    assert len(moved) < 0.15 * len(keys)  # about 1/11 (a modulo hash would move ~10/11)
+    assert all(after.find(k) == ("10.0.0.11", 8080) for k in moved)  # only to the new endpoint
+    assert len({before.find(k) for k in keys}) == 10
+
+
+def test_hash_subsets_fill_the_last_group_from_the_start():
+    assert lb.hash_subsets("abcde", 3) == {"set1": ("a", "b", "c"), "set2": ("d", "e", "a")}
+
+
+@pytest.mark.parametrize("value, template", [
+    ("$request_uri", "${request_uri}"),
+    ("$remote_addr$http_x_user", "${remote_addr}${http_x_user}"),
+    ("${cookie_session}-text", "${cookie_session}-text"),
+])
+def test_hash_by_templates(value, template):
+    assert lb.parse_hash_by(value).template == template
+
+
+@pytest.mark.parametrize("value", ["$request_uri; drop", "$nginx_version", "", "$http_"])
+def test_hash_by_refuses_unknown_variables_and_other_characters(value):
+    with pytest.raises(ValueError):
+        lb.parse_hash_by(value)
+
+
+def test_hash_by_annotation_reaches_the_same_endpoint_for_the_same_key():
+    rig = Rig(web({NGINX + "upstream-hash-by": "$http_x_user"}))
+    first = {user: served(rig, get(rig, headers=b"X-User: %s\r\n" % user))[0] for user in (b"ann", b"bob", b"cy")}
+    for user, endpoint in first.items():
+        for target in ("/", "/other?x=1"):
+            assert served(rig, get(rig, target, headers=b"X-User: %s\r\n" % user))[0] == endpoint
+    ring = lb.HashRing([(address, 8080) for address in FOUR])
+    assert first == {user: ring.find(user) for user in first}
+    spread = {served(rig, get(rig, headers=b"X-User: u%d\r\n" % i))[0] for i in range(40)}
+    assert len(spread) == 4
+
+
+def test_hash_by_request_uri_and_subsets():
+    rig = Rig(web({NGINX + "upstream-hash-by": "$request_uri", NGINX + "upstream-hash-by-subset": "true",
+                   NGINX + "upstream-hash-by-subset-size": "2"}))
+    groups = lb.hash_subsets([(a, 8080) for a in FOUR], 2)
+    ring = lb.HashRing(groups)
+    for target in ("/a", "/b?x", "/c/d"):
+        seen = {served(rig, get(rig, target))[0] for _ in range(12)}
+        assert seen <= set(groups[ring.find(target.encode())])
+    options, warnings = parse_route_options({NGINX + "upstream-hash-by": "$request_uri", NGINX + "load-balance": "ewma"})
+    assert not warnings and options.balance.hash_by is not None  # hash-by wins over load-balance
