@@ -41,9 +41,9 @@ LATER = "not implemented yet (planned, issue 12)"
 
 ANNOTATIONS = _table(f"""
 app-root | yes | `/` answers 302 to the path (a relative Location: right behind any port)
-affinity | no | {LATER}: requests are balanced round robin, without a session cookie
-affinity-mode | no | {LATER}
-affinity-canary-behavior | no | {LATER}
+affinity | yes | cookie: the first response sets the cookie, the cookie's endpoint serves while it exists; ingress-nginx's cookie format (an ingress-nginx cookie keeps its endpoint); wins over upstream-hash-by and load-balance
+affinity-mode | yes | balanced (default: a random key on the hash ring, scaling moves some sessions) or persistent (the endpoint's salted hash: sessions never move while the endpoint exists)
+affinity-canary-behavior | yes | sticky (default: a session served by the canary stays on it) or legacy (the canary ignores affinity)
 allowlist-source-range | yes | others get 403
 auth-realm | yes |
 auth-secret | yes | NAMESPACE/NAME or NAME; missing or unreadable: every request gets 401
@@ -164,15 +164,16 @@ server-alias | yes | the aliases are served by the Ingress's rules (a host defin
 server-snippet | no | {SNIPPET}
 stream-snippet | no | {SNIPPET}
 service-upstream | yes | the Service's cluster IP and port (a headless or ExternalName Service: its endpoints, reported)
-session-cookie-name | no | {LATER}
-session-cookie-path | no | {LATER}
-session-cookie-domain | no | {LATER}
-session-cookie-expires | no | {LATER}
-session-cookie-max-age | no | {LATER}
-session-cookie-secure | no | {LATER}
-session-cookie-samesite | no | {LATER}
-session-cookie-conditional-samesite-none | no | {LATER}
-session-cookie-change-on-failure | no | {LATER}
+session-cookie-name | yes | default INGRESSCOOKIE
+session-cookie-path | yes | default the Ingress path that matched (reported when use-regex is set without it)
+session-cookie-domain | yes |
+session-cookie-expires | yes | seconds from now, as an Expires date
+session-cookie-max-age | yes | seconds
+session-cookie-secure | yes | Secure also on plain HTTP (always on HTTPS requests)
+session-cookie-samesite | yes | None, Lax or Strict
+session-cookie-conditional-samesite-none | yes | SameSite=None left out for the browsers that reject it (ingress-nginx's list)
+session-cookie-hash | accepted | removed from ingress-nginx; the cookie value is always its current format
+session-cookie-change-on-failure | yes | default false: a retry after a failed attempt stays on the cookie's endpoint; true: a new endpoint and a new cookie
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
 ssl-ciphers | no | ciphers are set for the whole listener

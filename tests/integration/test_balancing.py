@@ -73,6 +73,11 @@ def lb(tmp_path_factory, backend, slow_server):
                   annotations={"upstream-hash-by": "$http_x_user"}),
         m.ingress("hash-uri", [m.rule("uri.example.com", m.path("/", "svc-rr"))],
                   annotations={"upstream-hash-by": "$request_uri", "load-balance": "ewma"}),
+        m.ingress("sticky", [m.rule("sticky.example.com", m.path("/app", "svc-rr"))],
+                  annotations={"affinity": "cookie", "session-cookie-name": "SERVERID",
+                               "session-cookie-max-age": "172800", "session-cookie-samesite": "Lax"}),
+        m.ingress("sticky-persistent", [m.rule("persistent.example.com", m.path("/", "svc-rr"))],
+                  annotations={"affinity": "cookie", "affinity-mode": "persistent"}),
     ]
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
@@ -129,3 +134,21 @@ def test_upstream_hash_by_request_uri_wins_over_ewma(lb):
     for i in range(30):
         spread.update(addrs(lb, "uri.example.com", 1, f"/page/{i}"))
     assert len(spread) >= 6, spread
+
+
+@pytest.mark.parametrize("host, path, name", [("sticky.example.com", "/app/x", "SERVERID"),
+                                              ("persistent.example.com", "/", "INGRESSCOOKIE")])
+def test_affinity_cookie_keeps_a_client_on_its_endpoint(lb, host, path, name):
+    first = lb.get(path, host)
+    assert first.status == 200, first
+    set_cookie = first.header("set-cookie")
+    assert set_cookie.startswith(name + "=") and "HttpOnly" in set_cookie, set_cookie
+    if name == "SERVERID":
+        assert "; Max-Age=172800; Path=/app; HttpOnly; SameSite=Lax" in set_cookie
+    cookie = set_cookie.split(";", 1)[0]
+    addr = first.json()["addr"]
+    for _ in range(12):  # fresh connections: whichever worker process takes them
+        again = lb.get(path, host, headers={"Cookie": cookie})
+        assert again.json()["addr"] == addr and again.header("set-cookie") is None
+    seen = {lb.get(path, host).json()["addr"] for _ in range(20)}  # new clients: spread over the endpoints
+    assert len(seen) >= 3, seen

@@ -164,3 +164,74 @@ def test_hash_by_request_uri_and_subsets():
         assert seen <= set(groups[ring.find(target.encode())])
     options, warnings = parse_route_options({NGINX + "upstream-hash-by": "$request_uri", NGINX + "load-balance": "ewma"})
     assert not warnings and options.balance.hash_by is not None  # hash-by wins over load-balance
+
+
+# --- affinity: cookie ------------------------------------------------------------------------------
+
+def sticky_cookie(response) -> str:
+    line = response.header("set-cookie")
+    assert line is not None, response
+    return line.split(";", 1)[0]
+
+
+def test_set_cookie_line_in_lua_resty_cookies_order():
+    affinity = lb.CookieAffinity(name="route", expires=172800, max_age=259200, domain="foo.bar", samesite="None",
+                                 conditional_samesite_none=True)
+    line = affinity.set_cookie("k|b", "/app", True, b"Mozilla/5.0 Firefox/120.0", 1_800_000_000).decode()
+    assert line == ("Set-Cookie: route=k|b; Expires=Sun, 17-Jan-27 08:00:00 GMT; Max-Age=259200; Domain=foo.bar; "
+                    "Path=/app; Secure; HttpOnly; SameSite=None\r\n")
+    old_safari = b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/605 Version/12.1 Safari/605"
+    assert "SameSite" not in affinity.set_cookie("k|b", "/", False, old_safari, 0).decode()
+    plain = lb.CookieAffinity().set_cookie("k|b", "/", False, None, 0).decode()
+    assert plain == "Set-Cookie: INGRESSCOOKIE=k|b; Path=/; HttpOnly\r\n"
+    assert lb.cookie_time(2_200_000_000) == "Sun, 18-Sep-2039 23:06:40 GMT"  # 4-digit years past 2037, as nginx
+
+
+def test_backend_key_and_persistent_keys_are_ingress_nginxs():
+    import hashlib
+    name = "default-web-80"
+    assert lb.backend_key(name) == hashlib.md5((hashlib.md5(name.encode()).hexdigest() + name).encode()).hexdigest()
+    state = lb.StickyBackend(name, [("10.0.0.1", 8080)], "persistent")
+    key = hashlib.md5(b"default-web-8010.0.0.1:8080").hexdigest()
+    assert state.find(key) == ("10.0.0.1", 8080) and state.find("other") is None
+    assert lb.split_sticky(b"abc|def") == ("abc", "def") and lb.split_sticky(None) == (None, None)
+
+
+@pytest.mark.parametrize("mode", ["balanced", "persistent"])
+def test_affinity_cookie_is_set_once_and_keeps_the_endpoint(mode):
+    rig = Rig(web({NGINX + "affinity": "cookie", NGINX + "affinity-mode": mode,
+                   NGINX + "session-cookie-max-age": "3600"}))
+    endpoint, response = served(rig, get(rig))
+    cookie = sticky_cookie(response)
+    assert cookie.startswith("INGRESSCOOKIE=") and cookie.endswith("|" + lb.backend_key("default-web-80"))
+    assert "Max-Age=3600; Path=/; HttpOnly" in response.header("set-cookie")
+    for _ in range(8):
+        again, response = served(rig, get(rig, headers=b"Cookie: a=b; " + cookie.encode() + b"\r\n"))
+        assert again == endpoint and response.header("set-cookie") is None
+    others = {served(rig, get(rig))[0] for _ in range(30)}  # without the cookie: spread, a new cookie each
+    assert len(others) > 1
+
+
+def test_affinity_cookie_path_is_the_ingress_path_and_https_makes_it_secure():
+    config = compile_config(ingress("web", rule("a.com", path("/app", "web")), annotations={
+        NGINX + "affinity": "cookie", NGINX + "session-cookie-name": "SERVERID"}), *svc_with_endpoints("web", FOUR))
+    rig = Rig(config)
+    _, response = served(rig, get(rig, "/app/x", scheme="https"))
+    assert response.header("set-cookie").endswith("; Path=/app; Secure; HttpOnly")
+    options, warnings = parse_route_options({NGINX + "affinity": "cookie", NGINX + "use-regex": "true"})
+    assert any("session-cookie-path should be set" in w for w in warnings)
+
+
+def test_a_failed_attempt_stays_on_the_cookies_endpoint_unless_change_on_failure():
+    for change, expected in (("false", 1), ("true", 3)):  # true: each retry a new endpoint
+        rig = Rig(web({NGINX + "affinity": "cookie", NGINX + "affinity-mode": "persistent",
+                       NGINX + "session-cookie-change-on-failure": change}))
+        endpoint, response = served(rig, get(rig))
+        cookie = sticky_cookie(response).encode()
+        rig.pool.close_idle()
+        rig.settle()
+        rig.dial = "refuse"
+        dialed = len(rig.dialed)
+        get(rig, headers=b"Cookie: " + cookie + b"\r\n")
+        tried = rig.dialed[dialed:]
+        assert tried[0] == endpoint and len(set(tried)) == expected and len(tried) == 3, tried
