@@ -414,12 +414,12 @@ def _balancing(take, annotations, defaults: Defaults, values: dict, warnings: li
     if hash_by is not None and take("upstream-hash-by-subset", parse_bool):
         subset = take("upstream-hash-by-subset-size", _parse_count) or 3
     affinity = None
+    behavior = take("affinity-canary-behavior", lb.parse_canary_behavior) or "sticky"
     kind = take("affinity", _parse_affinity)
     if kind == "cookie":
-        cookie: dict[str, object] = {}
+        cookie: dict[str, object] = {"canary_behavior": behavior}
         for name, parse, key in (("session-cookie-name", lb.parse_cookie_name, "name"),
                                  ("affinity-mode", lb.parse_affinity_mode, "mode"),
-                                 ("affinity-canary-behavior", lb.parse_canary_behavior, "canary_behavior"),
                                  ("session-cookie-path", lb.parse_cookie_path, "path"),
                                  ("session-cookie-domain", lb.parse_cookie_domain, "domain"),
                                  ("session-cookie-expires", lb.parse_cookie_seconds, "expires"),
@@ -437,8 +437,6 @@ def _balancing(take, annotations, defaults: Defaults, values: dict, warnings: li
         if uses_regex and affinity.path is None:
             warnings.append(f"annotation {NGINX}session-cookie-path should be set when use-regex is true "
                             "(the cookie's path is the Ingress path as written)")
-    elif kind is None:
-        take("affinity-canary-behavior", lb.parse_canary_behavior)
     balance = lb.make_balance(method, hash_by, affinity, subset)
     if balance is not None or "load_balance" in values:
         values["balance"] = balance
@@ -461,7 +459,7 @@ def _balancing(take, annotations, defaults: Defaults, values: dict, warnings: li
                 policy[key] = (text.lower().replace("-", "_") if key == "header" else text).encode("latin-1")
         if "header_value" in policy and "header_pattern" in policy:
             del policy["header_pattern"]  # ingress-nginx: canary-by-header-value wins
-        values["canary"] = lb.CanaryPolicy(**policy)
+        values["canary"] = lb.CanaryPolicy(**policy, sticky=behavior == "sticky")
     elif policy:
         warnings.append(f"annotation {NGINX}canary-* is set but {NGINX}canary is not \"true\"; "
                         "the Ingress is served as a normal one")

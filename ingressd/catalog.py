@@ -71,13 +71,13 @@ auth-proxy-set-headers | no | {LATER}
 auth-snippet | no | {SNIPPET}
 enable-global-auth | no | {LATER}
 backend-protocol | yes | HTTP and HTTPS; GRPC/GRPCS are reported when used and spoken to over HTTP/1.1 until HTTP/2 upstreams exist (issue 13); AUTO_HTTP and FCGI: reported, HTTP
-canary | no | {LATER}: a canary Ingress's paths conflict with the main Ingress's (oldest wins)
-canary-by-header | no | {LATER}
-canary-by-header-value | no | {LATER}
-canary-by-header-pattern | no | {LATER}
-canary-by-cookie | no | {LATER}
-canary-weight | no | {LATER}
-canary-weight-total | no | {LATER}
+canary | yes | a canary Ingress's paths split the main Ingress's route of the same host, path and pathType (the main Ingress's other annotations apply); precedence: affinity, then header, cookie, weight; the oldest canary of a route wins; a canary spec.defaultBackend is reported and ignored
+canary-by-header | yes | `always` / `never`, else the other rules
+canary-by-header-value | yes | the header value that selects the canary
+canary-by-header-pattern | yes | searched with RE2 (linear time; a pattern RE2 cannot run is reported); ignored when canary-by-header-value is set
+canary-by-cookie | yes | `always` / `never`, else the weight
+canary-weight | yes | requests out of canary-weight-total, default 0
+canary-weight-total | yes | default 100 (values below 100 count as 100, as ingress-nginx)
 client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
 configuration-snippet | no | {SNIPPET}
 connection-proxy-header | no | ingressd manages Connection to the upstream itself

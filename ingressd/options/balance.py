@@ -482,6 +482,7 @@ class CanaryPolicy:
     header_value: bytes | None = None
     header_pattern: object = None  # an RE2 regex, searched
     cookie: bytes | None = None
+    sticky: bool = True  # affinity-canary-behavior: sticky (the main route's affinity applies here too) or legacy
 
     def decide(self, headers, rand) -> bool:
         """Whether a request (without affinity to either side) goes to the canary."""

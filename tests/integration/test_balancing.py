@@ -22,6 +22,7 @@ from support.ingressd import launch
 
 pytestmark = pytest.mark.timeout(120)
 
+OLD, NEW = "2020-01-01T00:00:00Z", "2021-01-01T00:00:00Z"
 SLOW_LATENCY = 0.15  # seconds the slow endpoint takes to answer
 
 
@@ -57,7 +58,7 @@ def rr_service(backend, name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def lb(tmp_path_factory, backend, slow_server):
-    services = rr_service(backend, "svc-rr") + [
+    services = rr_service(backend, "svc-rr") + backend.services("b") + [
         # One Service, two endpoints: the fast backend "a" and the slow server (two slices, two ports).
         m.service("svc-mixed", [m.port_spec("http", 80, "http")]),
         m.endpoint_slice("svc-mixed", [("http", backend.port("a"))], ["127.0.0.1"], name="svc-mixed-fast"),
@@ -78,6 +79,15 @@ def lb(tmp_path_factory, backend, slow_server):
                                "session-cookie-max-age": "172800", "session-cookie-samesite": "Lax"}),
         m.ingress("sticky-persistent", [m.rule("persistent.example.com", m.path("/", "svc-rr"))],
                   annotations={"affinity": "cookie", "affinity-mode": "persistent"}),
+        # Canaries: main Ingresses on svc-rr, canary Ingresses (newer) on svc-b for the same paths.
+        m.ingress("shop", [m.rule("shop.example.com", m.path("/", "svc-rr"))], creation_timestamp=OLD),
+        m.ingress("shop-canary", [m.rule("shop.example.com", m.path("/", "svc-b"))], creation_timestamp=NEW,
+                  annotations={"canary": "true", "canary-by-header": "X-Canary", "canary-by-cookie": "canary",
+                               "canary-weight": "20"}),
+        m.ingress("app", [m.rule("app.example.com", m.path("/", "svc-rr"))], creation_timestamp=OLD,
+                  annotations={"affinity": "cookie", "session-cookie-name": "route"}),
+        m.ingress("app-canary", [m.rule("app.example.com", m.path("/", "svc-b"))], creation_timestamp=NEW,
+                  annotations={"canary": "true", "canary-weight": "50"}),
     ]
     configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
@@ -152,3 +162,39 @@ def test_affinity_cookie_keeps_a_client_on_its_endpoint(lb, host, path, name):
         assert again.json()["addr"] == addr and again.header("set-cookie") is None
     seen = {lb.get(path, host).json()["addr"] for _ in range(20)}  # new clients: spread over the endpoints
     assert len(seen) >= 3, seen
+
+
+def side(response) -> str:
+    assert response.status == 200, response
+    return "canary" if response.json()["name"] == "b" else "main"
+
+
+def test_canary_by_header_then_cookie_then_weight(lb):
+    host = "shop.example.com"
+    assert {side(lb.get("/", host, headers={"X-Canary": "always"})) for _ in range(5)} == {"canary"}
+    assert {side(lb.get("/", host, headers={"X-Canary": "never", "Cookie": "canary=always"}))
+            for _ in range(10)} == {"main"}  # the header wins over the cookie
+    assert {side(lb.get("/", host, headers={"Cookie": "canary=always"})) for _ in range(5)} == {"canary"}
+    assert {side(lb.get("/", host, headers={"Cookie": "canary=never"})) for _ in range(10)} == {"main"}
+    sides = Counter(side(lb.get("/", host)) for _ in range(100))  # canary-weight 20
+    assert 5 <= sides["canary"] <= 40, sides
+
+
+def test_canary_with_affinity_keeps_each_session_on_its_side(lb):
+    host = "app.example.com"
+    cookies = {}
+    for _ in range(40):
+        response = lb.get("/", host)
+        cookies.setdefault(side(response), (response.header("set-cookie") or "").split(";", 1)[0])
+        if len(cookies) == 2:
+            break
+    assert set(cookies) == {"main", "canary"} and all(c.startswith("route=") for c in cookies.values()), cookies
+    for which, cookie in cookies.items():
+        responses = [lb.get("/", host, headers={"Cookie": cookie}) for _ in range(10)]
+        assert {side(r) for r in responses} == {which}
+        if which == "main":
+            assert len({r.json()["addr"] for r in responses}) == 1  # and on one endpoint of the main side
+
+
+def test_check_reports_no_conflict_for_canaries(lb):
+    assert "already defined" not in lb.logs()

@@ -235,3 +235,91 @@ def test_a_failed_attempt_stays_on_the_cookies_endpoint_unless_change_on_failure
         get(rig, headers=b"Cookie: " + cookie + b"\r\n")
         tried = rig.dialed[dialed:]
         assert tried[0] == endpoint and len(set(tried)) == expected and len(tried) == 3, tried
+
+
+# --- canary -------------------------------------------------------------------------------------
+
+def split(main_annotations=None, canary_annotations=None, canary_path=None, extra=()):
+    canary = {NGINX + "canary": "true", **(canary_annotations or {})}
+    return compile_config(
+        ingress("main", rule("a.com", path("/", "web")), annotations=main_annotations,
+                created="2020-01-01T00:00:00Z"),
+        ingress("main-canary", rule("a.com", canary_path or path("/", "web-canary")), annotations=canary,
+                created="2021-01-01T00:00:00Z"),
+        *svc_with_endpoints("web", ("10.0.0.1", "10.0.0.2")), *svc_with_endpoints("web-canary", ("10.9.0.1",)),
+        *extra)
+
+
+def side(rig, client) -> str:
+    return "canary" if served(rig, client)[0][0].startswith("10.9.") else "main"
+
+
+def test_canary_policy_precedence_header_cookie_weight():
+    rand = random.Random(3)
+    policy = lb.CanaryPolicy(weight=0, header=b"x_canary", cookie=b"canary")
+    assert policy.decide([(b"X-Canary", b"always")], rand)
+    assert not policy.decide([(b"X-Canary", b"never"), (b"Cookie", b"canary=always")], rand)
+    assert policy.decide([(b"X-Canary", b"other"), (b"Cookie", b"canary=always")], rand)
+    assert not policy.decide([(b"Cookie", b"canary=never")], rand)
+    valued = lb.CanaryPolicy(header=b"x_region", header_value=b"eu")
+    assert valued.decide([(b"X-Region", b"eu")], rand) and not valued.decide([(b"X-Region", b"always")], rand)
+    pattern = lb.CanaryPolicy(header=b"user_agent", header_pattern=lb.parse_pattern("Chrome/1[0-9]{2}"))
+    assert pattern.decide([(b"User-Agent", b"Mozilla Chrome/120.0")], rand)
+    assert not pattern.decide([(b"User-Agent", b"Chrome/99")], rand)
+    weighted = lb.CanaryPolicy(weight=300, weight_total=1000)
+    share = sum(weighted.decide([], rand) for _ in range(4000)) / 4000
+    assert 0.25 < share < 0.35
+    assert all(lb.CanaryPolicy(weight=100, weight_total=50).decide([], rand) for _ in range(50))  # total >= 100
+    with pytest.raises(ValueError):
+        lb.parse_pattern("(a)\\1")  # a backreference: not RE2
+
+
+def test_canary_ingress_splits_the_main_route_instead_of_conflicting():
+    config = split(canary_annotations={NGINX + "canary-by-header": "X-Canary"})
+    assert not any("already defined" in d.message for d in config.diagnostics)
+    route = config.table.lookup("a.com", "/x")
+    assert route.ingress == "main" and route.options.balance.canary.backend.service == "web-canary"
+    rig = Rig(config)
+    assert {side(rig, get(rig)) for _ in range(10)} == {"main"}
+    assert side(rig, get(rig, headers=b"X-Canary: always\r\n")) == "canary"
+    assert side(rig, get(rig, headers=b"X-Canary: never\r\n")) == "main"
+
+
+def test_canary_weight_splits_traffic():
+    rig = Rig(split(canary_annotations={NGINX + "canary-weight": "50"}))
+    sides = Counter(side(rig, get(rig)) for _ in range(200))
+    assert 60 < sides["canary"] < 140, sides
+    full = Rig(split(canary_annotations={NGINX + "canary-weight": "100"}))
+    assert {side(full, get(full)) for _ in range(10)} == {"canary"}
+
+
+def test_canary_without_a_main_path_is_reported_and_not_served():
+    config = split(canary_path=path("/beta", "web-canary"))
+    assert any("canary: no main Ingress defines host a.com path /beta (Prefix)" in d.message
+               for d in config.diagnostics)
+    assert config.table.lookup("a.com", "/beta").options.balance is None
+
+
+def test_canary_with_affinity_keeps_each_session_on_its_side():
+    rig = Rig(split(main_annotations={NGINX + "affinity": "cookie"},
+                    canary_annotations={NGINX + "canary-weight": "50"}))
+    cookies = {}
+    for _ in range(40):
+        client = get(rig)
+        which = "canary" if rig.upstreams and next(
+            u for u in rig.upstreams if u.conn.exchange is not None).conn.endpoint[0].startswith("10.9.") else "main"
+        _, response = served(rig, client)
+        cookies.setdefault(which, sticky_cookie(response))
+    assert set(cookies) == {"main", "canary"}
+    assert cookies["canary"].endswith("|" + lb.backend_key("default-web-canary-80"))
+    for which, cookie in cookies.items():
+        sides = {side(rig, get(rig, headers=b"Cookie: " + cookie.encode() + b"\r\n")) for _ in range(15)}
+        assert sides == {which}, (which, sides)
+
+
+def test_canary_legacy_behavior_ignores_affinity_on_the_canary():
+    rig = Rig(split(main_annotations={NGINX + "affinity": "cookie"},
+                    canary_annotations={NGINX + "canary-weight": "100",
+                                        NGINX + "affinity-canary-behavior": "legacy"}))
+    endpoint, response = served(rig, get(rig))
+    assert endpoint[0].startswith("10.9.") and response.header("set-cookie") is None
