@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from . import catalog
 from .options import extauth
 from .options.errorpages import parse_codes
+from .options import balance as lb
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
 from .options.ratelimit import ConnectionLimit, RequestRate, parse_multiplier, parse_rate
@@ -93,6 +94,13 @@ class RouteOptions:
     service_upstream: bool = False  # proxy to the Service's cluster IP, not its endpoints
     ssl_passthrough: bool = False  # TLS for the host goes to this ("/") route's backend undecrypted
     next_upstream_tries: int = 3  # proxy-next-upstream-tries: endpoints tried when connecting fails
+    # load-balance, upstream-hash-by, affinity: cookie (options.balance); ``balance`` is what the data
+    # plane reads: None for round robin (one check per request), else an options.balance.Balance.
+    load_balance: str = "round_robin"
+    hash_by: object = None  # options.balance.HashKey
+    affinity: object = None  # options.balance.CookieAffinity
+    canary: object = None  # options.balance.CanaryPolicy: the Ingress is a canary (its paths split main ones)
+    balance: object = None
     access_log: bool = True  # enable-access-log (the default backend: enable-access-log-for-default-backend)
     skip_log_urls: frozenset = frozenset()  # skip-access-log-urls: request targets never logged
     # ``ingressd chp``'s routes (CHP's flags; no annotation sets these):
@@ -145,6 +153,8 @@ class RouteOptions:
             parts.append("refused")
         if self.upstream_tls is not None:
             parts.append("upstream=" + self.upstream_tls.describe())
+        if self.balance is not None:
+            parts.append(self.balance.describe())
         return ",".join(parts) or "-"
 
 
@@ -298,6 +308,7 @@ def parse_route_options(annotations: dict[str, str],
     take("default-backend", _parse_service_name, "error_backend_ref")
     if take("disable-proxy-intercept-errors", parse_bool):
         values["error_codes"] = frozenset()  # upstream error answers reach the client as sent
+    _balancing(take, annotations, defaults, values, warnings)
     take("preserve-trailing-slash", parse_bool)  # ingressd's redirects keep the target as sent
     for name in ("client-body-buffer-size", "proxy-buffer-size", "proxy-max-temp-file-size"):
         take(name, parse_size)
@@ -432,6 +443,81 @@ def parse_route_options(annotations: dict[str, str],
     if not values:
         return base, warnings
     return RouteOptions(**{**_fields(base), **values}), warnings
+
+
+def _parse_load_balance(value: str) -> str:
+    method = value.strip().lower()
+    if method in ("chash", "chashsubset", "sticky_balanced", "sticky_persistent"):
+        raise ValueError(f"{method} is chosen by upstream-hash-by or affinity, not load-balance")
+    if method not in lb.METHODS:
+        raise ValueError("expected round_robin or ewma")
+    return method
+
+
+def _balancing(take, annotations, defaults: Defaults, values: dict, warnings: list) -> None:
+    """load-balance, upstream-hash-by, affinity: cookie (+ session-cookie-*) and canary (+ canary-*)."""
+    base = defaults.options
+    method = take("load-balance", _parse_load_balance, "load_balance") or base.load_balance
+    hash_by = take("upstream-hash-by", lb.parse_hash_by, "hash_by")
+    subset = 0
+    if hash_by is not None and take("upstream-hash-by-subset", parse_bool):
+        subset = take("upstream-hash-by-subset-size", _parse_count) or 3
+    affinity = None
+    behavior = take("affinity-canary-behavior", lb.parse_canary_behavior) or "sticky"
+    kind = take("affinity", _parse_affinity)
+    if kind == "cookie":
+        cookie: dict[str, object] = {"canary_behavior": behavior}
+        for name, parse, key in (("session-cookie-name", lb.parse_cookie_name, "name"),
+                                 ("affinity-mode", lb.parse_affinity_mode, "mode"),
+                                 ("session-cookie-path", lb.parse_cookie_path, "path"),
+                                 ("session-cookie-domain", lb.parse_cookie_domain, "domain"),
+                                 ("session-cookie-expires", lb.parse_cookie_seconds, "expires"),
+                                 ("session-cookie-max-age", lb.parse_cookie_seconds, "max_age"),
+                                 ("session-cookie-secure", parse_bool, "secure"),
+                                 ("session-cookie-samesite", lb.parse_samesite, "samesite"),
+                                 ("session-cookie-conditional-samesite-none", parse_bool,
+                                  "conditional_samesite_none"),
+                                 ("session-cookie-change-on-failure", parse_bool, "change_on_failure")):
+            value = take(name, parse)
+            if value is not None:
+                cookie[key] = value
+        affinity = values["affinity"] = lb.CookieAffinity(**cookie)
+        uses_regex = annotations.get(NGINX + "use-regex", "").strip().lower() == "true"
+        if uses_regex and affinity.path is None:
+            warnings.append(f"annotation {NGINX}session-cookie-path should be set when use-regex is true "
+                            "(the cookie's path is the Ingress path as written)")
+    balance = lb.make_balance(method, hash_by, affinity, subset)
+    if balance is not None or "load_balance" in values:
+        values["balance"] = balance
+
+    enabled = take("canary", parse_bool)
+    policy: dict[str, object] = {}
+    for name, parse, key in (("canary-weight", lb.parse_weight, "weight"),
+                             ("canary-weight-total", lb.parse_weight, "weight_total"),
+                             ("canary-by-header", lb.parse_header_name, "header"),
+                             ("canary-by-header-value", lb.parse_plain_value, "header_value"),
+                             ("canary-by-header-pattern", lb.parse_pattern, "header_pattern"),
+                             ("canary-by-cookie", lb.parse_header_name, "cookie")):
+        value = take(name, parse)
+        if value is not None:
+            policy[key] = value
+    if enabled:
+        for key in ("header", "header_value", "cookie"):
+            if key in policy:
+                text = policy[key]
+                policy[key] = (text.lower().replace("-", "_") if key == "header" else text).encode("latin-1")
+        if "header_value" in policy and "header_pattern" in policy:
+            del policy["header_pattern"]  # ingress-nginx: canary-by-header-value wins
+        values["canary"] = lb.CanaryPolicy(**policy, sticky=behavior == "sticky")
+    elif policy:
+        warnings.append(f"annotation {NGINX}canary-* is set but {NGINX}canary is not \"true\"; "
+                        "the Ingress is served as a normal one")
+
+
+def _parse_affinity(value: str) -> str:
+    if value.strip() != "cookie":
+        raise ValueError('expected "cookie"')
+    return "cookie"
 
 
 def _fields(options: RouteOptions) -> dict[str, object]:

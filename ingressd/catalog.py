@@ -41,9 +41,9 @@ LATER = "not implemented yet (planned, issue 12)"
 
 ANNOTATIONS = _table(f"""
 app-root | yes | `/` answers 302 to the path (a relative Location: right behind any port)
-affinity | no | {LATER}: requests are balanced round robin, without a session cookie
-affinity-mode | no | {LATER}
-affinity-canary-behavior | no | {LATER}
+affinity | yes | cookie: the first response sets the cookie, the cookie's endpoint serves while it exists; ingress-nginx's cookie format (an ingress-nginx cookie keeps its endpoint); wins over upstream-hash-by and load-balance
+affinity-mode | yes | balanced (default: a random key on the hash ring, scaling moves some sessions) or persistent (the endpoint's salted hash: sessions never move while the endpoint exists)
+affinity-canary-behavior | yes | sticky (default: a session served by the canary stays on it) or legacy (the canary ignores affinity)
 allowlist-source-range | yes | others get 403
 auth-realm | yes |
 auth-secret | yes | NAMESPACE/NAME or NAME; missing or unreadable: every request gets 401
@@ -72,13 +72,13 @@ auth-proxy-set-headers | yes | NAMESPACE/NAME of a ConfigMap whose keys and valu
 auth-snippet | no | {SNIPPET}
 enable-global-auth | yes | default true: the ConfigMap's global-auth-url applies
 backend-protocol | yes | HTTP and HTTPS; GRPC/GRPCS are reported when used and spoken to over HTTP/1.1 until HTTP/2 upstreams exist (issue 13); AUTO_HTTP and FCGI: reported, HTTP
-canary | no | {LATER}: a canary Ingress's paths conflict with the main Ingress's (oldest wins)
-canary-by-header | no | {LATER}
-canary-by-header-value | no | {LATER}
-canary-by-header-pattern | no | {LATER}
-canary-by-cookie | no | {LATER}
-canary-weight | no | {LATER}
-canary-weight-total | no | {LATER}
+canary | yes | a canary Ingress's paths split the main Ingress's route of the same host, path and pathType (the main Ingress's other annotations apply); precedence: affinity, then header, cookie, weight; the oldest canary of a route wins; a canary spec.defaultBackend is reported and ignored
+canary-by-header | yes | `always` / `never`, else the other rules
+canary-by-header-value | yes | the header value that selects the canary
+canary-by-header-pattern | yes | searched with RE2 (linear time; a pattern RE2 cannot run is reported); ignored when canary-by-header-value is set
+canary-by-cookie | yes | `always` / `never`, else the weight
+canary-weight | yes | requests out of canary-weight-total, default 0
+canary-weight-total | yes | default 100 (values below 100 count as 100, as ingress-nginx)
 client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
 configuration-snippet | no | {SNIPPET}
 connection-proxy-header | no | ingressd manages Connection to the upstream itself
@@ -125,7 +125,7 @@ limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited
 limit-whitelist | yes | addresses never rate or connection limited
 limit-allowlist | yes | addresses never rate or connection limited
-load-balance | partial | round_robin only so far: ewma is balanced round robin
+load-balance | yes | round_robin (default) or ewma: peak EWMA of each endpoint's latency (10 s decay), the better of two random endpoints not yet tried; scores are kept per worker process (ingress-nginx shares them between its workers)
 mirror-request-body | no | request mirroring is not implemented
 mirror-target | no | request mirroring is not implemented
 mirror-host | no | request mirroring is not implemented
@@ -165,22 +165,23 @@ server-alias | yes | the aliases are served by the Ingress's rules (a host defin
 server-snippet | no | {SNIPPET}
 stream-snippet | no | {SNIPPET}
 service-upstream | yes | the Service's cluster IP and port (a headless or ExternalName Service: its endpoints, reported)
-session-cookie-name | no | {LATER}
-session-cookie-path | no | {LATER}
-session-cookie-domain | no | {LATER}
-session-cookie-expires | no | {LATER}
-session-cookie-max-age | no | {LATER}
-session-cookie-secure | no | {LATER}
-session-cookie-samesite | no | {LATER}
-session-cookie-conditional-samesite-none | no | {LATER}
-session-cookie-change-on-failure | no | {LATER}
+session-cookie-name | yes | default INGRESSCOOKIE
+session-cookie-path | yes | default the Ingress path that matched (reported when use-regex is set without it)
+session-cookie-domain | yes |
+session-cookie-expires | yes | seconds from now, as an Expires date
+session-cookie-max-age | yes | seconds
+session-cookie-secure | yes | Secure also on plain HTTP (always on HTTPS requests)
+session-cookie-samesite | yes | None, Lax or Strict
+session-cookie-conditional-samesite-none | yes | SameSite=None left out for the browsers that reject it (ingress-nginx's list)
+session-cookie-hash | accepted | removed from ingress-nginx; the cookie value is always its current format
+session-cookie-change-on-failure | yes | default false: a retry after a failed attempt stays on the cookie's endpoint; true: a new endpoint and a new cookie
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | yes | with `--enable-ssl-passthrough`, as ingress-nginx (without it the annotation is ignored, as there): TLS connections whose SNI is the host go undecrypted to the backend of its `/` path; the Ingress's other annotations do not apply to them (layer 4)
 ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites) for the Ingress's hosts, chosen by SNI; the oldest Ingress naming a host sets it
 ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
-upstream-hash-by | no | {LATER}: balanced round robin
-upstream-hash-by-subset | no | {LATER}
-upstream-hash-by-subset-size | no | {LATER}
+upstream-hash-by | yes | nginx variables and text ($request_uri, $uri, $args, $host, $remote_addr, $binary_remote_addr, $scheme, $request_method, $http_*, $cookie_*, $arg_*); consistent hashing as ingress-nginx's resty.chash (the same key reaches the same endpoint as with ingress-nginx; adding an endpoint moves about 1/N of the keys); wins over load-balance
+upstream-hash-by-subset | yes | the key hashes to a group of endpoints, a random one of the group serves it
+upstream-hash-by-subset-size | yes | default 3
 upstream-vhost | yes | the Host sent upstream
 whitelist-source-range | yes | others get 403
 x-forwarded-prefix | yes | X-Forwarded-Prefix sent upstream
@@ -271,7 +272,7 @@ use-http2 | no | HTTP/2 is not served yet (issue 13)
 worker-processes | no | use --workers
 worker-cpu-affinity | accepted | the kernel schedules workers
 worker-shutdown-timeout | yes | on SIGTERM (default 240s): new connections refused, idle keep-alive connections closed, requests in flight finish (Connection: close), websockets kept until the timeout; also with --workers; a second SIGTERM/SIGINT to the control plane ends the wait
-load-balance | partial | round_robin only so far
+load-balance | yes | the default of every Ingress without its own load-balance (round_robin or ewma)
 variables-hash-bucket-size | accepted | nginx tuning without an equivalent
 variables-hash-max-size | accepted | nginx tuning without an equivalent
 upstream-keepalive-connections | partial | idle connections kept per endpoint (nginx: per upstream and worker)

@@ -17,11 +17,12 @@ import re
 from dataclasses import dataclass
 
 from . import catalog
-from .annotations import (DEFAULTS, Defaults, RouteOptions, parse_bool, parse_listener_ciphers, parse_seconds,
-                          parse_size)
+from .annotations import (DEFAULTS, Defaults, RouteOptions, _parse_load_balance, parse_bool, parse_listener_ciphers,
+                          parse_seconds, parse_size)
 from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
 from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
 from .options import extauth
+from .options.balance import make_balance
 from .options.ranges import parse_ranges
 
 DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
@@ -153,6 +154,7 @@ _OPTION_KEYS = {
     "proxy-send-timeout": ("send_timeout", parse_seconds),
     "ssl-redirect": ("ssl_redirect", parse_bool),
     "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
+    "load-balance": ("load_balance", _parse_load_balance),
 }
 _GLOBAL_AUTH_KEYS = {
     "global-auth-url": ("url", extauth.parse_url),
@@ -298,6 +300,8 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             new_trust = dataclasses.replace(trust, **trust_changes)
         except ValueError as error:
             warnings.append(f"ConfigMap: forwarded-header settings are invalid ({error}); using the command line's")
+    if "load_balance" in options:  # the balancing of every Ingress without its own load-balance
+        options["balance"] = make_balance(options["load_balance"], None, None)
     base = RouteOptions(**options) if options else DEFAULTS.options
     auth = None
     if global_auth.pop("invalid", False):

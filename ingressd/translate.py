@@ -19,6 +19,7 @@ from .config import CONTROLLER_NAME, Config, Settings, Snapshot
 from .diagnostics import ERROR, WARNING, Diagnostic
 from .hosts import HostMap, is_wildcard
 from .objects import BackendRef, ConfigMap, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
+from .options.balance import Balance, Canary, feedback
 from .options.basicauth import BasicAuth, parse_htpasswd
 from .options.rewrite import Rewrite, compile_path
 from .options.upstream_tls import UpstreamTLSSpec
@@ -194,15 +195,21 @@ class _Translation:
             self.base_options, access_log=controller.defaults.default_backend_log)
         options = {}
         regex_hosts: set[str] = set()
+        canaries: list[Ingress] = []  # canary: "true": their paths split main Ingresses' (merge_canaries)
         for ingress in ingresses:
             opts, warnings = parse_route_options(ingress.meta.annotations, controller.defaults)
             options[ingress.meta.key] = opts
             for warning in warnings:
                 self.report(WARNING, ingress, warning, "annotation")
+            if opts.canary is not None:
+                canaries.append(ingress)
+                continue
             if opts.use_regex or opts.rewrite_target is not None:
                 # ingress-nginx: one such Ingress makes every path of the host a regex.
                 regex_hosts.update(rule.host for rule in ingress.rules)
 
+        if canaries:  # ingress-nginx builds servers and locations from the other Ingresses only
+            ingresses = [i for i in ingresses if options[i.meta.key].canary is None]
         certificates, tls_hosts = self.tls(ingresses)
         table = RouteTable()
         global_default = self.global_default(ingresses)
@@ -267,10 +274,13 @@ class _Translation:
                         https_redirect=(opts.ssl_redirect and _has_tls(rule.host, tls_hosts))
                         or opts.force_ssl_redirect,
                         labels=(ingress.meta.namespace, ingress.meta.name, backend.service, rule.host, path.path),
+                        activity=feedback(route_opts),
                     )
                     if regex is not None:
                         entry = regex_routes.setdefault(id(host_routes), (host_routes, []))
                         entry[1].append((-len(path.path), len(entry[1]), regex, route))
+        if canaries:
+            self.merge_canaries(canaries, options, table, regex_routes)
         for host_routes, found in regex_routes.values():  # longest path first, then in order
             host_routes.regex = tuple((regex, route) for _, _, regex, route in sorted(found, key=lambda f: f[:2]))
         self.host_aliases(table, ingresses, options, tls_hosts)
@@ -286,11 +296,53 @@ class _Translation:
         return Config(table=table, certificates=certificates,
                       default_certificate=default_certificate,
                       diagnostics=tuple(dict.fromkeys(self.diagnostics)),
-                      ingress_count=len(ingresses), orphans=tuple(orphans),
+                      ingress_count=len(ingresses) + len(canaries), orphans=tuple(orphans),
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts,
                       client=controller.client, upstream=controller.upstream, tls=controller.tls,
                       shutdown_timeout=controller.shutdown_timeout, log_format=controller.log_format,
                       required=frozenset(self.required))
+
+    def merge_canaries(self, canaries: list[Ingress], options: dict, table: RouteTable, regex_routes: dict) -> None:
+        """Each path of a canary Ingress splits the main route of the same host, path and pathType
+        (ingress-nginx's mergeAlternativeBackends): the oldest canary of a route wins; a path without
+        a main route is not served."""
+        for ingress in canaries:  # oldest first
+            opts = options[ingress.meta.key]
+            if ingress.default_backend is not None:
+                self.report(WARNING, ingress, "canary: spec.defaultBackend is not split with the default backend; "
+                                              "ignored", "annotation")
+            for rule in ingress.rules:
+                host_routes = table.hosts.pattern_value(rule.host) if rule.host else table.any_host
+                for path in rule.paths:
+                    where = f"host {rule.host or '*'} path {path.path} ({path.path_type})"
+                    found = _find_route(host_routes, path.path, path.path_type, regex_routes)
+                    if found is None:
+                        self.report(WARNING, ingress, f"canary: no main Ingress defines {where}; this rule is "
+                                                      "not served", "conflict")
+                        continue
+                    route, put = found
+                    balance = route.options.balance or Balance()
+                    if balance.canary is not None:
+                        self.report(WARNING, ingress, f"canary: {where} is already split with the older canary "
+                                                      f"{balance.canary.ingress}; this rule is ignored", "conflict")
+                        continue
+                    backend = self.backend(ingress.meta.namespace, path.backend, None, opts.service_upstream)
+                    if backend.error:
+                        self.report(WARNING, ingress, f"canary backend {backend.error}; {where} is served by the "
+                                                      "main Ingress only", "reference")
+                        continue
+                    main = route.backend
+                    if main is None or (main.namespace, main.service, main.port) == (
+                            backend.namespace, backend.service, backend.port):
+                        self.report(WARNING, ingress, f"canary: {where} uses the main Ingress's own backend; "
+                                                      "ignored", "conflict")
+                        continue
+                    own = opts.balance or Balance()
+                    affinity = balance.affinity if opts.canary.sticky else own.affinity
+                    side = Balance(opts.load_balance, opts.hash_by, affinity, subset=own.subset)
+                    split = dataclasses.replace(balance, canary=Canary(backend, opts.canary, side, ingress.meta.ref))
+                    route_opts = dataclasses.replace(route.options, balance=split)
+                    put(dataclasses.replace(route, options=route_opts, activity=route.activity or feedback(route_opts)))
 
     def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:
         """``auth-type: basic``: the users of the Secret (none when it cannot be read: every request 401)."""
@@ -443,7 +495,8 @@ class _Translation:
             default = table.default
             redirect = (_has_tls(host, tls_hosts) and opts.ssl_redirect) or opts.force_ssl_redirect
             fallback = Route(host, default.path, default.path_type, default.namespace, default.ingress,
-                             default.backend, default.options, redirect, (*default.labels[:3], host, ""))
+                             default.backend, default.options, redirect, (*default.labels[:3], host, ""),
+                             activity=default.activity)
             routes = table.hosts[host] = HostRoutes(fallback=fallback, tls=_has_tls(host, tls_hosts))
         if opts.ssl_ciphers is not None and routes.ssl_ciphers is None:
             routes.ssl_ciphers = opts.ssl_ciphers  # the oldest Ingress with the annotation sets it, as ingress-nginx
@@ -454,11 +507,13 @@ class _Translation:
             if ingress.default_backend is not None:
                 backend = self.backend(ingress.meta.namespace, ingress.default_backend, ingress)
                 return Route("", "", "Default", ingress.meta.namespace, ingress.meta.name, backend,
-                             options=self.base_options, labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""))
+                             options=self.base_options, labels=(ingress.meta.namespace, ingress.meta.name, backend.service, UNDEFINED_HOST, ""),
+                             activity=feedback(self.base_options))
         backend = self.default_backend_service()
         if backend is not None:
             return Route("", "", "Default", backend=backend, options=self.default_backend_options,
-                         labels=("", "", backend.service, UNDEFINED_HOST, ""))
+                         labels=("", "", backend.service, UNDEFINED_HOST, ""),
+                         activity=feedback(self.default_backend_options))
         return Route("", "", "Default", options=self.default_backend_options,
                      labels=("", "", "", UNDEFINED_HOST, ""))
 
@@ -511,6 +566,29 @@ def served_ingresses(objects, settings: Settings) -> list[Ingress]:
     classes = {o.meta.name: o for o in objects if isinstance(o, IngressClass)}
     return sorted((o for o in objects if isinstance(o, Ingress) and is_served(o, classes, settings)),
                   key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))
+
+
+def _find_route(host_routes: HostRoutes | None, path: str, path_type: str, regex_routes: dict):
+    """The route of ``host_routes`` defined with exactly this path and pathType, and a function
+    that replaces it; None when there is none."""
+    if host_routes is None:
+        return None
+    found = regex_routes.get(id(host_routes))
+    if found is not None:
+        entries = found[1]
+        for index, (length, order, regex, route) in enumerate(entries):
+            if route.path == path and route.path_type == path_type:
+                def put_regex(new, index=index, length=length, order=order, regex=regex):
+                    entries[index] = (length, order, regex, new)
+                return route, put_regex
+    bucket, key = ((host_routes.exact, path) if path_type == "Exact" else (host_routes.prefix, path.rstrip("/")))
+    route = bucket.get(key)
+    if route is None or route.path != path or route.path_type != path_type:
+        return None
+
+    def put(new):
+        bucket[key] = new
+    return route, put
 
 
 def _has_tls(host: str, tls_hosts: HostMap[bool]) -> bool:

@@ -140,6 +140,11 @@ class Exchange:
     request_id = referer = user_agent = b""
     gate = None  # options.extauth.AuthRequest: an auth subrequest to pass before proxying
     intercept = None  # options.errorpages.CustomErrors: upstream answers replaced by the error backend's
+    # routes with RouteOptions.balance only (UpstreamPool.choose):
+    balanced: tuple | None = None  # (backend, options.balance.Balance) chosen for the attempts (main or canary)
+    tried: set | None = None  # the endpoints tried
+    ewma = None  # options.balance.EwmaScores to feed with this exchange's latency
+    sticky_line = b""  # the Set-Cookie line of affinity: cookie, in response_fields
 
     def __init__(self, conn: ClientSide):
         self.conn = conn

@@ -120,7 +120,7 @@ class AccessLog:
             f = fields
             line = (f'{f["remote_addr"]} - - [{f["time_local"]}] "{f["request"]}" {f["status"]} '
                     f'{f["body_bytes_sent"]} "{f["http_referer"]}" "{f["http_user_agent"]}" '
-                    f'{f["request_length"]} {f["request_time"]} [{f["proxy_upstream_name"]}] [] '
+                    f'{f["request_length"]} {f["request_time"]} [{f["proxy_upstream_name"]}] [{f.get("proxy_alternative_upstream_name", "")}] '
                     f'{f["upstream_addr"]} {f["upstream_response_length"]} {f["upstream_response_time"]} '
                     f'{f["upstream_status"]} {f["req_id"]} {f["namespace"]} {f["ingress"]} {f["service"]}')
         self.lines.append(line)
@@ -283,6 +283,8 @@ class Recorder:
             "namespace": route.namespace or "-",
             "ingress": route.ingress or "-",
             "service": route.service or "-",
+            **({} if exchange.balanced is None or exchange.balanced[0] is route.backend else
+               {"proxy_alternative_upstream_name": exchange.balanced[0].name}),  # served by a canary
         })
 
     def tunnel_opened(self) -> None:

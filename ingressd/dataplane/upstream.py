@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
+import time
 from time import monotonic
 from typing import TYPE_CHECKING, Callable
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from ..options import balance as lb
 from .exchange import (PAUSE_UPSTREAM, RESPONSE_CHUNKED, RESPONSE_EMPTY, RESPONSE_LENGTH, RESPONSE_UNTIL_CLOSE,
                        Exchange)
 
@@ -303,6 +306,9 @@ class UpstreamPool:
         self.dial = dial or dial_tcp
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.round_robin: dict = {}
+        self.balancers: dict = {}  # per backend, for routes with RouteOptions.balance (hash rings, sticky keys)
+        self.ewma = lb.EwmaScores()  # per endpoint, kept across configurations (as ingress-nginx's shared dict)
+        self.random = random.Random()
         self.idle_timeout, self.max_idle, self.max_requests = 60.0, 320, 10_000
         self.new = 0  # connections dialed
         self.reused = 0  # exchanges sent on a pooled connection
@@ -316,20 +322,27 @@ class UpstreamPool:
     def reset_balancing(self) -> None:
         """A new configuration: backends are new objects, start their rotation afresh."""
         self.round_robin = {}
+        self.balancers = {}
 
     def proxy(self, exchange: Exchange, fresh: bool = False) -> None:
-        """Send ``exchange`` to the next endpoint of its backend (round robin)."""
-        backend = exchange.route.backend
+        """Send ``exchange`` to the next endpoint of its backend (round robin, unless the route's
+        ``balance`` says otherwise)."""
+        route = exchange.route
+        backend = route.backend
         if backend is None:  # no route, with error pages to answer it (policy.answer_for)
             exchange.fail(404, "no route")
             return
-        endpoints = backend.endpoints
-        index = self.round_robin.get(backend, 0)
-        self.round_robin[backend] = index + 1
-        endpoint = endpoints[index % len(endpoints)]
+        options = route.options
+        if options.balance is None:
+            endpoints = backend.endpoints
+            index = self.round_robin.get(backend, 0)
+            self.round_robin[backend] = index + 1
+            endpoint = endpoints[index % len(endpoints)]
+        else:
+            endpoint = self.choose(exchange, options.balance, backend)
         exchange.attempts += 1
         if not fresh:
-            tls = exchange.route.options.upstream_tls
+            tls = options.upstream_tls
             conn = self.acquire(endpoint if tls is None else (endpoint, tls))
             if conn is not None:
                 self.reused += 1
@@ -340,6 +353,92 @@ class UpstreamPool:
             exchange.upstream_start = monotonic()
         exchange.connecting = True
         self.dial(self, exchange, endpoint)
+
+    # --- balancing other than round robin (options.balance) ------------------------------------
+
+    def choose(self, exchange: Exchange, balance: lb.Balance, backend) -> tuple[str, int]:
+        """The endpoint for one attempt of ``exchange`` on a route with ``balance`` set."""
+        chosen = exchange.balanced
+        if chosen is None:  # the first attempt: main or canary, then kept for the retries
+            canary = balance.canary
+            if canary is not None and self.to_canary(exchange, balance, backend, canary):
+                backend, balance = canary.backend, canary.balance
+            chosen = exchange.balanced = (backend, balance)
+            exchange.tried = set()
+        else:
+            backend, balance = chosen
+        endpoints = backend.endpoints
+        tried = exchange.tried
+        affinity = balance.affinity
+        if affinity is not None:
+            endpoint = self.sticky(exchange, affinity, backend)
+        elif balance.hash_by is not None:
+            key = (backend, balance.subset)
+            ring = self.balancers.get(key)
+            if ring is None:
+                if balance.subset:
+                    subsets = lb.hash_subsets(endpoints, balance.subset)
+                    ring = self.balancers[key] = (lb.HashRing(subsets), subsets)
+                else:
+                    ring = self.balancers[key] = (lb.HashRing(endpoints), None)
+            found = ring[0].find(balance.hash_by.render(exchange))
+            endpoint = found if ring[1] is None else self.random.choice(ring[1][found])
+        elif balance.method == "ewma":
+            now = monotonic()
+            if backend not in self.balancers:
+                self.balancers[backend] = True
+                self.ewma.slow_start(endpoints, now)
+            endpoint = lb.pick_ewma(endpoints, tried, self.ewma, now, self.random)
+            exchange.ewma = self.ewma
+        else:
+            index = self.round_robin.get(backend, 0)
+            self.round_robin[backend] = index + 1
+            endpoint = endpoints[index % len(endpoints)]
+        tried.add(endpoint)
+        return endpoint
+
+    def sticky_backend(self, backend, mode: str) -> lb.StickyBackend:
+        key = (backend, mode)
+        state = self.balancers.get(key)
+        if state is None:
+            state = self.balancers[key] = lb.StickyBackend(backend.name, backend.endpoints, mode)
+        return state
+
+    def sticky(self, exchange: Exchange, affinity: lb.CookieAffinity, backend) -> tuple[str, int]:
+        """sticky.lua's balance: the cookie's endpoint, else a new one and a Set-Cookie."""
+        state = self.sticky_backend(backend, affinity.mode)
+        key, _ = lb.split_sticky(lb.cookie(exchange.headers, affinity.name.encode()))
+        failed = exchange.attempts > 0
+        endpoint = state.find(key) if key is not None else None
+        if endpoint is not None and not (failed and affinity.change_on_failure):
+            return endpoint
+        endpoint, key = state.pick_new(exchange.tried, self.random, time.time())
+        conn = exchange.conn
+        line = affinity.set_cookie(f"{key}|{state.key}", exchange.route.path, getattr(conn, "listener", None) is not None
+                                   and conn.listener.tls, exchange.user_agent or None, time.time())
+        if exchange.sticky_line:
+            exchange.response_fields = exchange.response_fields.replace(exchange.sticky_line, b"")
+        exchange.sticky_line = line
+        exchange.response_fields += line
+        return endpoint
+
+    def affinitized(self, exchange: Exchange, balance: lb.Balance, backend) -> bool:
+        """Whether the request's sticky cookie was set by ``backend`` (sticky.lua's is_affinitized)."""
+        affinity = balance.affinity
+        if affinity is None:
+            return False
+        _, key = lb.split_sticky(lb.cookie(exchange.headers, affinity.name.encode()))
+        return key is not None and key == self.sticky_backend(backend, affinity.mode).key
+
+    def to_canary(self, exchange: Exchange, balance: lb.Balance, backend, canary: lb.Canary) -> bool:
+        """balancer.lua's route_to_alternative_balancer: affinity first, then the canary's policy."""
+        if not canary.backend.endpoints:
+            return False
+        if self.affinitized(exchange, balance, backend):
+            return False
+        if self.affinitized(exchange, canary.balance, canary.backend):
+            return True
+        return canary.policy.decide(exchange.headers, self.random)
 
     def connected(self, exchange: Exchange, conn: UpstreamConnection) -> None:
         self.new += 1
@@ -353,7 +452,8 @@ class UpstreamPool:
         if exchange.aborted or not exchange.connecting:
             return
         route = exchange.route  # proxy-next-upstream-tries (3), never more than the endpoints
-        if exchange.attempts < min(len(route.backend.endpoints), route.options.next_upstream_tries):
+        backend = route.backend if exchange.balanced is None else exchange.balanced[0]
+        if exchange.attempts < min(len(backend.endpoints), route.options.next_upstream_tries):
             self.proxy(exchange, fresh=True)
         else:
             exchange.fail(status, detail)

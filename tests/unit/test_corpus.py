@@ -183,3 +183,34 @@ def test_storefront_custom_error_pages():
     rig.upstream().send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\npretty 404")
     answer = client.response()
     assert answer.status == 404 and answer.body == b"pretty 404"
+
+
+def test_rollouts_canary_with_affinity_hashing_and_the_configmaps_ewma():
+    config = config_of("rollouts")
+    lookup = config.table.lookup
+    assert lookup("api.example.com", "/").options.balance is None  # round_robin annotation over the ConfigMap's ewma
+    shop = lookup("shop.example.com", "/").options.balance
+    assert shop.method == "ewma" and shop.affinity.name == "shop-route"  # ewma inherited, affinity wins
+    assert shop.canary.backend.service == "storefront-canary" and shop.canary.balance.affinity is shop.affinity
+    rig = Rig(config)
+
+    def visit(host, headers=b""):
+        client = request(rig, host=host, headers=headers)
+        upstream = next(u for u in rig.upstreams if u.conn.exchange is not None)
+        upstream.send(OK)
+        return upstream.conn.endpoint[0], client.response()
+
+    assert visit("shop.example.com", b"X-Canary: always\r\n")[0] == "10.8.1.1"
+    assert visit("shop.example.com", b"Cookie: canary=always\r\n")[0] == "10.8.1.1"
+    sessions = {}
+    for _ in range(60):
+        address, response = visit("shop.example.com")
+        sessions.setdefault(address == "10.8.1.1", response.header("set-cookie").split(";")[0])
+    assert set(sessions) == {True, False}  # canary-weight 20: both sides get new sessions
+    for on_canary, cookie in sessions.items():  # and each session stays on its side
+        seen = {visit("shop.example.com", b"Cookie: " + cookie.encode() + b"\r\n")[0] == "10.8.1.1"
+                for _ in range(10)}
+        assert seen == {on_canary}
+    address, response = visit("sso.example.com")
+    assert "; Secure; HttpOnly" in response.header("set-cookie") and address.startswith("10.9.0.")
+    assert len({visit("img.example.com")[0] for _ in range(8)}) == 1  # one URI, one cache

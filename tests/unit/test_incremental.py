@@ -71,6 +71,14 @@ class World:
             annotations[NGINX + "ssl-redirect"] = "false"
         if rng.random() < 0.1:
             annotations[NGINX + "proxy-body-size"] = rng.choice(["8m", "bogus"])
+        balancing = random.Random(f"{name}-{self.serial}")  # its own draws: the main sequence stays as it was
+        if balancing.random() < 0.15:  # canaries split the main routes of other Ingresses of their hosts
+            annotations[NGINX + "canary"] = "true"
+            annotations[NGINX + "canary-weight"] = "30"
+        if balancing.random() < 0.1:
+            annotations[NGINX + "affinity"] = "cookie"
+        if balancing.random() < 0.1:
+            annotations[NGINX + "load-balance"] = "ewma"
         tls = None
         if rng.random() < 0.4:
             hosts = sorted({rng.choice(HOSTS[:-1]) for _ in range(2)})

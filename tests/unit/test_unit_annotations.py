@@ -214,7 +214,7 @@ def test_redirect_literal_dollar_not_followed_by_a_name_is_kept():
 # --- unsupported annotations ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["rewrite-target", "configuration-snippet", "affinity", "canary"])
+@pytest.mark.parametrize("name", ["rewrite-target", "configuration-snippet", "affinity", "mirror-target"])
 def test_known_unsupported_annotations_are_reported_not_silent(name):
     opts, warnings = parse_route_options({N + name: "x"})
     assert opts == DEFAULT_OPTIONS

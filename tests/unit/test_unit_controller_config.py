@@ -79,11 +79,11 @@ def test_translator_reads_the_named_configmap_and_annotations_win():
 
 def test_annotation_report_names_the_ingress_and_the_difference():
     config = compile_config(ingress("web", rule("a.com", path("/", "web")), annotations={
-        NGINX + "configuration-snippet": "more_set_headers x", NGINX + "affinity": "cookie",
+        NGINX + "configuration-snippet": "more_set_headers x", NGINX + "mirror-target": "http://m",
         NGINX + "proxy-buffer-size": "16k", NGINX + "typo-annotation": "1"}), svc_with_endpoints("web"))
     text = "\n".join(messages(config))
     assert "Ingress default/web: annotation nginx.ingress.kubernetes.io/configuration-snippet is not supported" in text
-    assert "affinity is not supported" in text and "typo-annotation is not an ingress-nginx annotation" in text
+    assert "mirror-target is not supported" in text and "typo-annotation is not an ingress-nginx annotation" in text
     assert "proxy-buffer-size" not in text
 
 
