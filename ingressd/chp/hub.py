@@ -24,7 +24,7 @@ from dataclasses import replace
 from ..config import Config, Snapshot
 from ..objects import Ingress
 from ..routing import UNDEFINED_HOST, Backend, HostRoutes, Route, RouteTable
-from .routes import CHP_NAMESPACE, MAX_ROUTE_LABELS, ProxyRoutes, Target, _options_for
+from .routes import CHP_NAMESPACE, MAX_ROUTE_LABELS, ProxyRoutes, _options_for
 
 log = logging.getLogger("ingressd.chp")
 
@@ -103,7 +103,7 @@ def _merged(host: str, routes: HostRoutes, template: Route, entries: list, store
     cache: dict = {}
     prefix = dict(routes.prefix)
     for index, (path, proxy_route) in enumerate(entries):
-        target = Target.parse(proxy_route.data["target"])
+        target = proxy_route.target
         labelled = index < MAX_ROUTE_LABELS
         key = path.rstrip("/")
         prefix[key] = Route(

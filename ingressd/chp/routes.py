@@ -156,6 +156,8 @@ class ProxyRoute:
     activity: Activity
     created: float = field(default_factory=time.time)  # wall clock, with ``activity`` at creation
     created_mono: float = field(default_factory=monotonic)
+    target: Target | None = None  # data["target"], parsed once
+    compiled: tuple | None = None  # (options, labelled, Route): compile_routes reuses it while they hold
 
     def last_activity(self) -> float:
         """The Unix time of the last activity (the time the route was added if none since)."""
@@ -183,12 +185,12 @@ class ProxyRoutes:
 
     def add(self, path: str, data: dict) -> ProxyRoute:
         path = clean_path(path)
-        Target.parse(data["target"])  # refused before anything changes
+        target = Target.parse(data["target"])  # refused before anything changes
         data = dict(data)
         if self.host_routing and path != "/":
             data["host"] = path.split("/")[1]
         old = self.routes.get(path)
-        route = ProxyRoute(path, data, old.activity if old else Activity(monotonic(), path))
+        route = ProxyRoute(path, data, old.activity if old else Activity(monotonic(), path), target=target)
         if old is not None:  # CHP stamps last_activity on every add
             route.activity.last = route.created_mono
         self.routes[path] = route
@@ -273,14 +275,19 @@ def compile_routes(store: ProxyRoutes, options: RouteOptions) -> tuple[HostRoute
             host, _, rest = path[1:].partition("/")
             host = host.lower()
             rest = "/" + rest
-        target = Target.parse(proxy_route.data["target"])
-        label_path = path if index < MAX_ROUTE_LABELS else "_"
-        backend = Backend(CHP_NAMESPACE, target.host, str(target.port), ((target.host, target.port),))
-        route = Route(host, path, "Prefix", namespace=CHP_NAMESPACE, ingress="chp", backend=backend,
-                      options=_options_for(store, options, target, rest, cache),
-                      labels=(CHP_NAMESPACE, "chp", target.host if index < MAX_ROUTE_LABELS
-                              else "_", host or UNDEFINED_HOST, label_path),
-                      activity=proxy_route.activity)
+        labelled = index < MAX_ROUTE_LABELS
+        compiled = proxy_route.compiled
+        if compiled is not None and compiled[0] is options and compiled[1] == labelled:
+            route = compiled[2]  # unchanged since the last compile: a route change costs O(1) routes
+        else:
+            target = proxy_route.target
+            backend = Backend(CHP_NAMESPACE, target.host, str(target.port), ((target.host, target.port),))
+            route = Route(host, path, "Prefix", namespace=CHP_NAMESPACE, ingress="chp", backend=backend,
+                          options=_options_for(store, options, target, rest, cache),
+                          labels=(CHP_NAMESPACE, "chp", target.host if labelled else "_", host or UNDEFINED_HOST,
+                                  path if labelled else "_"),
+                          activity=proxy_route.activity)
+            proxy_route.compiled = (options, labelled, route)
         if path == "/":
             root = route
             continue

@@ -207,3 +207,16 @@ def test_custom_headers_replace_and_last_wins():
     options = ChpOptions(ip=None, port=1, api_ip=None, api_port=2, token=None,
                          custom_headers=(("X-A", "1"), ("x-a", "2"), ("Host", "h")))
     assert options.request_headers() == ((b"x-a", b"x-a: 2\r\n"), (b"host", b"Host: h\r\n"))
+
+
+def test_a_route_change_recompiles_that_route_only():
+    store = ProxyRoutes()
+    for i in range(50):
+        post(store, f"/user/u{i}", target="http://127.0.0.1:9000")
+    options = route_options(None)
+    before = compile_table(store, options)
+    post(store, "/user/u7", target="http://127.0.0.1:9001")
+    after = compile_table(store, options)
+    assert after.lookup("h", "/user/u3") is before.lookup("h", "/user/u3")  # reused, not rebuilt
+    assert after.lookup("h", "/user/u7").backend.endpoints == (("127.0.0.1", 9001),)
+    assert compile_table(store, route_options(None)).lookup("h", "/user/u3") is not before.lookup("h", "/user/u3")
