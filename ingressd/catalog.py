@@ -176,7 +176,7 @@ session-cookie-change-on-failure | no | {LATER}
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | no | {LATER}: TLS is terminated by ingressd
 ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites) for the Ingress's hosts, chosen by SNI; the oldest Ingress naming a host sets it
-ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
+ssl-prefer-server-ciphers | partial | the server's cipher order is always preferred (ingress-nginx's default); turning it off is not supported
 upstream-hash-by | no | {LATER}: balanced round robin
 upstream-hash-by-subset | no | {LATER}
 upstream-hash-by-subset-size | no | {LATER}
