@@ -135,11 +135,10 @@ def test_log_format_upstream_json(logged):
 def test_log_format_websocket_logged_when_closed(logged):
     from support import client as h
     from support.wait import wait_until
-    ws = h.ws_connect(logged.http_port, "log.example.com", path="/ws")
-    ws.send("hello")
-    assert ws.recv() == "hello"
-    assert not [e for e in _log_lines(logged) if e.get("uri") == "/ws" and e.get("status") == 101]
-    ws.close()
+    with h.ws_connect(logged.http_port, "log.example.com", path="/ws") as ws:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        assert not [e for e in _log_lines(logged) if e.get("uri") == "/ws" and e.get("status") == 101]
     found = wait_until(lambda: [e for e in _log_lines(logged) if e.get("uri") == "/ws"], timeout=10,
                        message="the websocket's line")
     assert found[0]["status"] == 101 and len(found) == 1
