@@ -15,6 +15,7 @@ from . import catalog
 from .options import extauth
 from .options.errorpages import parse_codes
 from .options import balance as lb
+from .options.headers import parse_ref as parse_header_ref
 from .options.cors import Cors, parse_header_list, parse_max_age, parse_methods, parse_origins
 from .options.ranges import SourceRanges, parse_ranges
 from .options.ratelimit import ConnectionLimit, RequestRate, parse_multiplier, parse_rate
@@ -105,7 +106,11 @@ class RouteOptions:
     skip_log_urls: frozenset = frozenset()  # skip-access-log-urls: request targets never logged
     # ``ingressd chp``'s routes (CHP's flags; no annotation sets these):
     path_edit: object = None  # chp.targets.PathEdit: the target's path prepended, the prefix cut
-    request_headers: tuple = ()  # (lower-case name, b"Name: value\r\n"): --custom-header, replacing the client's
+    # (lower-case name, b"Name: value\r\n"): --custom-header (ingressd chp) or the ConfigMap's
+    # proxy-set-headers, replacing the client's
+    request_headers: tuple = ()
+    custom_headers: str | None = None  # custom-headers: the ConfigMap of this Ingress's response headers
+    response_headers: object = None  # options.headers.ResponseHeaders: add-headers, hide-headers, custom-headers
     x_forward: bool = True  # False (--no-x-forward): no X-Forwarded-*, X-Real-IP or X-Request-ID added
     error_pages: object = None  # chp.errors.ErrorPages: the bodies of ingressd's own 404/5xx answers
     static: tuple | None = None  # (status, content type, body) answered for every request (/_chp_healthz)
@@ -155,6 +160,10 @@ class RouteOptions:
             parts.append("upstream=" + self.upstream_tls.describe())
         if self.balance is not None:
             parts.append(self.balance.describe())
+        if self.response_headers is not None:
+            parts.append(self.response_headers.describe())
+        if self.request_headers:
+            parts.append("set=" + "+".join(name.decode() for name, _ in self.request_headers))
         return ",".join(parts) or "-"
 
 
@@ -296,6 +305,7 @@ def parse_route_options(annotations: dict[str, str],
     take("rewrite-target", parse_target, "rewrite_target")
     take("server-alias", parse_aliases, "server_aliases")
     take("ssl-ciphers", parse_listener_ciphers, "ssl_ciphers")
+    take("custom-headers", parse_header_ref, "custom_headers")
     take("from-to-www-redirect", parse_bool, "from_to_www")
     take("enable-access-log", parse_bool, "access_log")
     take("service-upstream", parse_bool, "service_upstream")

@@ -82,7 +82,7 @@ canary-weight-total | yes | default 100 (values below 100 count as 100, as ingre
 client-body-buffer-size | accepted | sizes only: ingressd streams request bodies
 configuration-snippet | no | {SNIPPET}
 connection-proxy-header | no | ingressd manages Connection to the upstream itself
-custom-headers | no | {LATER}
+custom-headers | yes | NAME or NAMESPACE/NAME of a ConfigMap: its keys and values are response headers of the Ingress (replacing the upstream's, over add-headers), each allowed by global-allowed-response-headers, else (and when the ConfigMap is missing) its requests get 503, as ingress-nginx; values are literal (nginx variables reported)
 custom-http-errors | yes | upstream answers (and ingressd's own 502/504) with those codes replaced by the error backend's answer to METHOD / with X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port, X-Request-ID; not for requests whose body is still arriving
 default-backend | yes | a Service of the Ingress's namespace (its first port): serves when the route's Service has no ready endpoints, and the custom-http-errors answers
 denylist-source-range | yes | those get 403
@@ -178,7 +178,7 @@ session-cookie-change-on-failure | yes | default false: a retry after a failed a
 ssl-redirect | yes | 308, or the ConfigMap's http-redirect-code
 ssl-passthrough | yes | with `--enable-ssl-passthrough`, as ingress-nginx (without it the annotation is ignored, as there): TLS connections whose SNI is the host go undecrypted to the backend of its `/` path; the Ingress's other annotations do not apply to them (layer 4)
 ssl-ciphers | yes | OpenSSL cipher list (TLS 1.2 suites) for the Ingress's hosts, chosen by SNI; the oldest Ingress naming a host sets it
-ssl-prefer-server-ciphers | no | ciphers are set for the whole listener
+ssl-prefer-server-ciphers | partial | the server's cipher order is always preferred (ingress-nginx's default); turning it off is not supported
 upstream-hash-by | yes | nginx variables and text ($request_uri, $uri, $args, $host, $remote_addr, $binary_remote_addr, $scheme, $request_method, $http_*, $cookie_*, $arg_*); consistent hashing as ingress-nginx's resty.chash (the same key reaches the same endpoint as with ingress-nginx; adding an endpoint moves about 1/N of the keys); wins over load-balance
 upstream-hash-by-subset | yes | the key hashes to a group of endpoints, a random one of the group serves it
 upstream-hash-by-subset-size | yes | default 3
@@ -188,12 +188,13 @@ x-forwarded-prefix | yes | X-Forwarded-Prefix sent upstream
 """)
 
 CONFIGMAP = _table(f"""
-add-headers | no | {LATER}
+add-headers | yes | NAMESPACE/NAME (or NAME in the controller's namespace) of a ConfigMap: response headers of every response, replacing the upstream's; values are literal (nginx variables reported)
+global-allowed-response-headers | yes | the response headers the custom-headers annotation may set (default none)
 allow-backend-server-header | accepted | ingressd passes the upstream's Server header
 allow-snippet-annotations | accepted | always effectively false: snippets are never executed
 annotation-value-word-blocklist | accepted | every annotation is parsed into a typed value, never templated
 annotations-risk-level | accepted | every annotation is parsed into a typed value
-hide-headers | no | {LATER}
+hide-headers | yes | comma list of upstream response headers removed
 access-log-params | accepted | nginx log buffering has no equivalent
 access-log-path | no | the access log goes to stdout
 http-access-log-path | no | the access log goes to stdout
@@ -228,7 +229,7 @@ keep-alive-requests | yes | default 1000
 large-client-header-buffers | partial | NUMBER x SIZE bounds the whole request head (431 past it; nginx answers 414/400 per line)
 log-format-escape-none | yes | variables logged unescaped (wins over log-format-escape-json)
 log-format-escape-json | yes | variables escaped as JSON strings (with ingress-nginx's default format when log-format-upstream is unset)
-log-format-upstream | partial | compiled once per configuration; the variables ingressd fills: $remote_addr $remote_user $time_local $time_iso8601 $msec $request $request_method $request_uri $uri $args $query_string $is_args $server_protocol $status $body_bytes_sent and $bytes_sent (both with the response head) $http_referer $http_user_agent $http_NAME (request headers) $request_length $request_time $proxy_upstream_name $proxy_alternative_upstream_name (empty) $upstream_addr $upstream_response_length $upstream_response_time $upstream_connect_time $upstream_header_time $upstream_status $req_id $request_id $host $server_name $namespace $ingress_name $service_name $service_port $scheme $server_port $the_real_ip $proxy_protocol_addr $pid $hostname; any other is reported and logged as "-"; a websocket is logged once, when it closes (as nginx)
+log-format-upstream | partial | compiled once per configuration; the variables ingressd fills: $remote_addr $remote_user $proxy_add_x_forwarded_for $time_local $time_iso8601 $msec $request $request_method $request_uri $uri $args $query_string $is_args $server_protocol $status $body_bytes_sent and $bytes_sent (both with the response head) $http_referer $http_user_agent $http_NAME (request headers) $request_length $request_time $proxy_upstream_name $proxy_alternative_upstream_name (empty) $upstream_addr $upstream_response_length $upstream_response_time $upstream_connect_time $upstream_header_time $upstream_status $req_id $request_id $host $server_name $namespace $ingress_name $service_name $service_port $scheme $server_port $the_real_ip $proxy_protocol_addr $pid $hostname; any other is reported and logged as "-"; a websocket is logged once, when it closes (as nginx)
 log-format-stream | no | no stream proxying
 enable-multi-accept | accepted | the event loop accepts in batches
 max-worker-connections | accepted | no fixed connection table
@@ -237,7 +238,7 @@ map-hash-bucket-size | accepted | nginx tuning without an equivalent
 nginx-status-ipv4-whitelist | accepted | the status page is on the metrics port
 nginx-status-ipv6-whitelist | accepted | the status page is on the metrics port
 proxy-real-ip-cidr | yes | trusted proxies (see use-forwarded-headers)
-proxy-set-headers | no | {LATER}
+proxy-set-headers | partial | NAMESPACE/NAME (or NAME in the controller's namespace) of a ConfigMap: request headers sent to every upstream, replacing the client's and ingressd's own (X-Forwarded-*, X-Real-IP, X-Request-ID); values are literal: nginx variables are not expanded (reported)
 server-name-hash-max-size | accepted | nginx tuning without an equivalent
 server-name-hash-bucket-size | accepted | nginx tuning without an equivalent
 proxy-headers-hash-max-size | accepted | nginx tuning without an equivalent
@@ -320,8 +321,8 @@ force-ssl-redirect | yes | the default of every Ingress
 whitelist-source-range | yes | the default of every Ingress without its own
 denylist-source-range | yes | the default of every Ingress without its own
 block-cidrs | yes | 403 for every request from those addresses
-block-user-agents | no | {LATER}
-block-referers | no | {LATER}
+block-user-agents | yes | comma list: exact User-Agent (ignoring case) or ~regex / ~*regex (RE2): 403
+block-referers | yes | comma list: exact Referer (ignoring case) or ~regex / ~*regex (RE2): 403
 skip-access-log-urls | yes | request targets (path and query) matched exactly
 limit-rate | no | response bandwidth is not limited
 limit-rate-after | no | response bandwidth is not limited

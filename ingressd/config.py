@@ -184,6 +184,7 @@ class Config:
     shutdown_timeout: float = 240.0
     # log-format-upstream / log-format-escape-*: a dataplane.logformat.LogFormat; None: --log-format's lines
     log_format: object = None
+    blocked: object = None  # options.block.Blocked: block-user-agents / block-referers (403); None: none
 
     def certificate_for(self, host: str) -> Certificate | None:
         return self.certificates.get(host)

@@ -23,6 +23,8 @@ from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
 from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
 from .options import extauth
 from .options.balance import make_balance
+from .options.block import Blocked, parse_blocklist
+from .options.headers import parse_names, parse_ref
 from .options.ranges import parse_ranges
 
 DEFAULT_CONFIGMAP = "ingress-nginx/ingress-nginx-controller"
@@ -57,6 +59,11 @@ class ControllerSettings:
     tls: TLSSettings = TLSSettings()
     shutdown_timeout: float = 240.0  # worker-shutdown-timeout
     log_format: LogFormat | None = None  # log-format-upstream, log-format-escape-*; None: --log-format's lines
+    blocked: Blocked | None = None  # block-user-agents, block-referers
+    add_headers: str | None = None  # add-headers: the ConfigMap of response headers ("namespace/name")
+    proxy_set_headers: str | None = None  # proxy-set-headers: the ConfigMap of request headers
+    hide_headers: tuple[str, ...] = ()  # hide-headers: upstream response headers removed
+    allowed_response_headers: tuple[str, ...] = ()  # global-allowed-response-headers (custom-headers)
 
 
 _TLS_VERSIONS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -192,6 +199,8 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
     tls: dict[str, object] = {}
     shutdown_timeout = 240.0
     log: dict[str, object] = {}
+    blocks: dict[str, object] = {}
+    headers: dict[str, object] = {}
     default_backend_log = False
     global_auth: dict[str, object] = {}
     no_auth_locations = DEFAULTS.no_auth_locations
@@ -228,6 +237,18 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, parse_bool, raw)
             if ok:
                 log[key] = value
+        elif key in ("block-user-agents", "block-referers"):
+            value, ok = parse(key, parse_blocklist, raw)
+            if ok:
+                blocks["user_agents" if key == "block-user-agents" else "referers"] = value
+        elif key in ("add-headers", "proxy-set-headers"):
+            value, ok = parse(key, parse_ref, raw)
+            if ok:
+                headers[key.replace("-", "_")] = value
+        elif key in ("hide-headers", "global-allowed-response-headers"):
+            value, ok = parse(key, parse_names, raw)
+            if ok:
+                headers["allowed_response_headers" if key.startswith("global") else "hide_headers"] = value
         elif key == "ssl-ciphers":
             value, ok = parse(key, parse_listener_ciphers, raw)
             if ok:
@@ -318,4 +339,5 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
         base = dataclasses.replace(base, ranges=SourceRanges(defaults.allow, defaults.deny + defaults.block))
         defaults = dataclasses.replace(defaults, options=base)
     return (ControllerSettings(defaults, hsts_header(**hsts), new_trust, ClientLimits(**client),
-                               UpstreamLimits(**upstream), TLSSettings(**tls), shutdown_timeout, log_format), warnings)
+                               UpstreamLimits(**upstream), TLSSettings(**tls), shutdown_timeout, log_format,
+                               Blocked(**blocks) if blocks else None, **headers), warnings)

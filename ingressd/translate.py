@@ -21,6 +21,7 @@ from .hosts import HostMap, is_wildcard
 from .objects import BackendRef, ConfigMap, EndpointSlice, Ingress, IngressClass, KubeObject, Secret, Service
 from .options.balance import Balance, Canary, feedback
 from .options.basicauth import BasicAuth, parse_htpasswd
+from .options.headers import ResponseHeaders, header_lines
 from .options.rewrite import Rewrite, compile_path
 from .options.upstream_tls import UpstreamTLSSpec
 from .options.upstream_tls import build as build_upstream_tls
@@ -69,6 +70,8 @@ class _Translation:
         self.default_backend_options = DEFAULT_OPTIONS
         self.upstream_contexts: dict[tuple, object] = {}
         self.auths: dict[tuple, object] = {}
+        self.custom: dict = {}  # custom-headers per Ingress
+        self.allowed_response_headers: frozenset = frozenset()
         self.required: set = set(required_objects(settings))
 
     def report(self, severity: str, obj: KubeObject | None, message: str, code: str = "") -> None:
@@ -190,6 +193,7 @@ class _Translation:
         ingresses = sorted((i for i in self.index.ingresses if self.served(i)),
                            key=lambda i: (i.meta.creation_timestamp, i.meta.namespace, i.meta.name))  # oldest first
         controller = self.controller()
+        controller = self.global_headers(controller)
         self.base_options = controller.defaults.options
         self.default_backend_options = dataclasses.replace(
             self.base_options, access_log=controller.defaults.default_backend_log)
@@ -267,6 +271,8 @@ class _Translation:
                             route_opts = dataclasses.replace(route_opts, rewrite=Rewrite(path.path, opts.rewrite_target))
                         except ValueError as error:
                             self.report(WARNING, ingress, f"{error}; not rewriting", "annotation")
+                    if opts.custom_headers is not None:
+                        route_opts = self.custom_headers(ingress, route_opts)
                     route = bucket[key] = Route(
                         host=rule.host, path=path.path, path_type=path.path_type,
                         namespace=ingress.meta.namespace, ingress=ingress.meta.name, backend=backend,
@@ -300,6 +306,7 @@ class _Translation:
                       trust=controller.trust or self.settings.trust, hsts=controller.hsts,
                       client=controller.client, upstream=controller.upstream, tls=controller.tls,
                       shutdown_timeout=controller.shutdown_timeout, log_format=controller.log_format,
+                      blocked=controller.blocked,
                       required=frozenset(self.required))
 
     def merge_canaries(self, canaries: list[Ingress], options: dict, table: RouteTable, regex_routes: dict) -> None:
@@ -343,6 +350,73 @@ class _Translation:
                     split = dataclasses.replace(balance, canary=Canary(backend, opts.canary, side, ingress.meta.ref))
                     route_opts = dataclasses.replace(route.options, balance=split)
                     put(dataclasses.replace(route, options=route_opts, activity=route.activity or feedback(route_opts)))
+
+    def named_config_map(self, ref: str, namespace: str) -> tuple[str, ConfigMap | None]:
+        """A ConfigMap an option names (NAME or NAMESPACE/NAME), required from the source."""
+        ns, _, name = ref.rpartition("/")
+        ns = ns or namespace
+        self.required.add(("ConfigMap", ns, name))
+        return f"{ns}/{name}", self.index.config_maps.get((ns, name))
+
+    def global_headers(self, controller: ControllerSettings) -> ControllerSettings:
+        """add-headers, proxy-set-headers (named ConfigMaps) and hide-headers: the defaults of every route."""
+        self.allowed_response_headers = frozenset(n.lower() for n in controller.allowed_response_headers)
+        if not (controller.add_headers or controller.proxy_set_headers or controller.hide_headers):
+            return controller
+        namespace = (self.settings.configmap.rpartition("/")[0] or "default")
+        source = self.index.config_maps.get((namespace, self.settings.configmap.rpartition("/")[2]))
+        found = {}
+        for key, ref in (("add-headers", controller.add_headers), ("proxy-set-headers", controller.proxy_set_headers)):
+            if not ref:
+                continue
+            name, config_map = self.named_config_map(ref, namespace)
+            if config_map is None:
+                self.report(WARNING, source, f"{key}: ConfigMap {name} not found; no headers set", "reference")
+                continue
+            lines, warnings = header_lines(config_map.data, f"{key} ConfigMap {name}")
+            for warning in warnings:
+                self.report(WARNING, config_map, warning, "configmap")
+            found[key] = lines
+        hidden = tuple(n.lower().encode() for n in controller.hide_headers)
+        options = controller.defaults.options
+        response = ResponseHeaders.build(found.get("add-headers", ()), hidden)
+        request = found.get("proxy-set-headers", ())
+        if response is None and not request:
+            return controller
+        options = dataclasses.replace(options, response_headers=response, request_headers=request)
+        return dataclasses.replace(controller, defaults=dataclasses.replace(controller.defaults, options=options))
+
+    def custom_headers(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:
+        """custom-headers: the Ingress's response headers from a ConfigMap, each allowed by the
+        ConfigMap's global-allowed-response-headers (else, as ingress-nginx, its requests get 503)."""
+        key = ingress.meta.key
+        cached = self.custom.get(key)
+        if cached is None:
+            name, config_map = self.named_config_map(opts.custom_headers, ingress.meta.namespace)
+            refused = None
+            lines: tuple = ()
+            if config_map is None:
+                refused = f"custom-headers: ConfigMap {name} not found"
+            else:
+                lines, warnings = header_lines(config_map.data, f"custom-headers ConfigMap {name}")
+                for warning in warnings:
+                    self.report(WARNING, ingress, warning, "annotation")
+                denied = [line[1].partition(b":")[0].decode() for line in lines
+                          if line[0].decode() not in self.allowed_response_headers]
+                if denied:
+                    refused = (f"custom-headers: {', '.join(denied)} not allowed by the controller ConfigMap's "
+                               "global-allowed-response-headers")
+            if refused is not None:
+                self.report(WARNING, ingress, f"{refused}; its requests get 503 (as ingress-nginx)", "annotation")
+            cached = self.custom[key] = (lines, refused)
+        lines, refused = cached
+        if refused is not None:
+            return dataclasses.replace(opts, refused=refused)
+        if not lines:
+            return opts
+        base = opts.response_headers
+        return dataclasses.replace(opts, response_headers=base.merged(lines) if base is not None
+                                   else ResponseHeaders.build(lines))
 
     def basic_auth(self, ingress: Ingress, opts: RouteOptions) -> RouteOptions:
         """``auth-type: basic``: the users of the Secret (none when it cannot be read: every request 401)."""

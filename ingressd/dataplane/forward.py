@@ -183,6 +183,10 @@ def _edited_head(exchange: Exchange, head: RequestHead, options, forwarded: byte
                       exchange.request_id, b"\r\n")
         if head.xff is not None:
             extra += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
+        if options.request_headers:  # proxy-set-headers may replace ingressd's own X-Forwarded-* lines too
+            names = {name for name, _ in options.request_headers}
+            forwarding = tuple(line + b"\r\n" for line in b"".join(forwarding).split(b"\r\n")
+                               if line and line.partition(b":")[0].lower() not in names)
     else:  # --no-x-forward: the client's own forwarding headers pass unchanged, nothing is added
         forwarding = tuple(b"%s: %s\r\n" % (name, value) for name, value in exchange.headers
                            if name.lower() in _CLIENT_FORWARDING)

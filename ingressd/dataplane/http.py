@@ -316,7 +316,12 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1%s\r\n%s\r\n" % (status_line, fields))
 
     def send_head(self, exchange: Exchange, status: int, status_line: bytes, fields: bytes, body: int) -> None:
+        edit = exchange.route.options.response_headers  # add-headers, hide-headers, custom-headers
+        if edit is not None:
+            fields = edit.strip.sub(b"", fields)
         lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
+        if edit is not None:
+            lines.append(edit.lines)
         lowered = b"\n" + fields.lower()
         if b"\ndate:" not in lowered:  # RFC 9110 §6.6.1, as nginx (which always sends its own)
             lines.append(responses.date_line())
@@ -682,6 +687,9 @@ class ClientConnection(asyncio.Protocol):
         config = ctx.config
         if listener.hsts:
             self.hsts = config.hsts
+        blocked = config.blocked
+        if blocked is not None and blocked.refuses(exchange.user_agent, exchange.referer):
+            return self._local(exchange, 403, responses.error_body(403))  # block-user-agents / block-referers
         options = route.options
         cors = options.cors
         origin = _header(exchange.headers, b"origin") if cors is not None else None
@@ -771,6 +779,9 @@ class ClientConnection(asyncio.Protocol):
         """Answer ``exchange`` from ingressd itself, in order after any pipelined predecessor."""
         if self.hsts and hsts:
             headers += self.hsts
+        edit = exchange.route.options.response_headers if exchange.route is not None else None
+        if edit is not None and edit.lines:
+            headers += edit.lines
         if exchange.body_mode != NO_BODY and exchange.expect_continue:
             exchange.keep_alive = False  # do not make the client send a body we would drop
         if location is not None:

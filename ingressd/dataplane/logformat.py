@@ -61,6 +61,11 @@ def _header(x, wanted: bytes) -> str:
     return "-"
 
 
+def _proxy_add_x_forwarded_for(x) -> str:
+    incoming = _header(x, b"x-forwarded-for")
+    return x.conn.client_ip if incoming == "-" else f"{incoming}, {x.conn.client_ip}"
+
+
 def _time_iso8601() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
@@ -74,6 +79,7 @@ _EXPRESSIONS: dict[str, tuple[str, bool]] = {
     "the_real_ip": ("x.conn.client_ip", False),
     "proxy_protocol_addr": ("(getattr(x.conn, 'proxied_ip', None) or '')", False),
     "remote_user": ("_remote_user(x)", True),
+    "proxy_add_x_forwarded_for": ("_proxy_add_x_forwarded_for(x)", True),
     "time_local": ("log.time_local()", False),
     "time_iso8601": ("_time_iso8601()", False),
     "msec": ("'%.3f' % _time()", False),
@@ -164,6 +170,7 @@ def compile_format(fmt: LogFormat) -> Callable:
         return line
     escape = _escaper(fmt.escape)
     namespace: dict[str, object] = {"_s": _s, "_remote_user": _remote_user, "_header": _header,
+                                    "_proxy_add_x_forwarded_for": _proxy_add_x_forwarded_for,
                                     "_time_iso8601": _time_iso8601, "_time": time.time, "_e": escape,
                                     "_pid": str(os.getpid()), "_hostname": socket.gethostname()}
     pieces: list[str] = []

@@ -135,11 +135,10 @@ def test_log_format_upstream_json(logged):
 def test_log_format_websocket_logged_when_closed(logged):
     from support import client as h
     from support.wait import wait_until
-    ws = h.ws_connect(logged.http_port, "log.example.com", path="/ws")
-    ws.send("hello")
-    assert ws.recv() == "hello"
-    assert not [e for e in _log_lines(logged) if e.get("uri") == "/ws" and e.get("status") == 101]
-    ws.close()
+    with h.ws_connect(logged.http_port, "log.example.com", path="/ws") as ws:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        assert not [e for e in _log_lines(logged) if e.get("uri") == "/ws" and e.get("status") == 101]
     found = wait_until(lambda: [e for e in _log_lines(logged) if e.get("uri") == "/ws"], timeout=10,
                        message="the websocket's line")
     assert found[0]["status"] == 101 and len(found) == 1
@@ -147,3 +146,84 @@ def test_log_format_websocket_logged_when_closed(logged):
 
 def test_log_format_unknown_variable_reported(logged):
     assert "$no_such_variable cannot be filled by ingressd" in logged.logs()
+
+
+# --- block-user-agents, block-referers, add-headers, proxy-set-headers, hide-headers, custom-headers --
+
+
+@pytest.fixture(scope="module")
+def headers(tmp_path_factory, backend):
+    inst = launch(tmp_path_factory.mktemp("edge-headers"), {
+        "cm.yaml": [
+            configmap("ingress-nginx-controller", {
+                "add-headers": "ingress-nginx/resp-headers", "proxy-set-headers": "ingress-nginx/req-headers",
+                "hide-headers": "X-Backend-Name", "global-allowed-response-headers": "X-Custom-Resp,X-Frame-Options",
+                "block-user-agents": "~*badbot, EvilScanner/1.0", "block-referers": r"~^https?://spam\.example/"}),
+            configmap("resp-headers", {"X-Frame-Options": "DENY", "X-Global": "g"}),
+            configmap("req-headers", {"X-Env": "prod", "X-Forwarded-Proto": "https"}),
+            configmap("custom-resp", {"X-Custom-Resp": "yes", "X-Frame-Options": "SAMEORIGIN"}, namespace="default"),
+            configmap("denied-resp", {"X-Not-Allowed": "1"}, namespace="default"),
+        ],
+        "svc.yaml": backend.services("a"),
+        "ing.yaml": [
+            m.ingress("ing-plain", [m.rule("p.example.com", m.path("/", "svc-a"))]),
+            m.ingress("ing-custom", [m.rule("c.example.com", m.path("/", "svc-a"))],
+                      annotations={"custom-headers": "custom-resp"}),
+            m.ingress("ing-denied", [m.rule("d.example.com", m.path("/", "svc-a"))],
+                      annotations={"custom-headers": "default/denied-resp"}),
+        ],
+    })
+    yield inst
+    inst.stop()
+
+
+def test_add_hide_and_proxy_set_headers(headers):
+    from support import client as h
+    resp = h.request(headers.http_port, "/echo", host="p.example.com",
+                     headers={"X-Env": "client", "X-Forwarded-Proto": "http"})
+    assert resp.status == 200, resp
+    assert resp.header("X-Frame-Options") == "DENY" and resp.header("X-Global") == "g"
+    assert resp.header("X-Backend-Name") is None  # hide-headers
+    sent = resp.json()["headers"]
+    assert [v for k, v in sent if k.lower() == "x-env"] == ["prod"]  # the client's is replaced
+    assert [v for k, v in sent if k.lower() == "x-forwarded-proto"] == ["https"]  # so is ingressd's own
+    local = h.request(headers.http_port, "/", host="unknown.example.com")  # ingressd's own answers too
+    assert local.status == 404 and local.header("X-Global") == "g"
+
+
+def test_custom_headers_annotation_over_add_headers(headers):
+    from support import client as h
+    resp = h.request(headers.http_port, "/echo", host="c.example.com")
+    assert resp.status == 200
+    assert resp.header("X-Frame-Options") == "SAMEORIGIN" and resp.header("X-Custom-Resp") == "yes"
+    assert resp.header("X-Global") == "g"
+
+
+def test_custom_headers_not_allowed_is_503(headers):
+    from support import client as h
+    assert h.request(headers.http_port, "/echo", host="d.example.com").status == 503
+    assert "X-Not-Allowed not allowed by the controller ConfigMap's global-allowed-response-headers" in headers.logs()
+
+
+@pytest.mark.parametrize("agent, referer, status", [
+    ("SuperBadBot/2.1", None, 403),        # ~* regex, any case
+    ("evilscanner/1.0", None, 403),        # exact, ignoring case
+    ("EvilScanner/1.0 (x)", None, 200),    # exact means exact
+    ("curl/8", "https://spam.example/page", 403),
+    ("curl/8", "https://example.org/?spam.example/", 200),
+    (None, None, 200),
+])
+def test_block_user_agents_and_referers(headers, agent, referer, status):
+    from support import client as h
+    extra = {}
+    if agent:
+        extra["User-Agent"] = agent
+    if referer:
+        extra["Referer"] = referer
+    assert h.request(headers.http_port, "/echo", host="p.example.com", headers=extra).status == status
+    args = ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: p.example.com",
+            f"http://127.0.0.1:{headers.http_port}/echo"]
+    args += ["-A", agent] if agent else ["-A", ""]
+    if referer:
+        args += ["-e", referer]
+    assert h.curl(*args).stdout == str(status).encode()

@@ -168,3 +168,30 @@ def test_check_and_routes_read_the_api_once(kubeapi, backend):
     certs = run_cli("certs", *common, timeout=30)
     assert certs.returncode == 0, certs.stderr
     assert not [r for r in ingressd_requests(kubeapi) if r["verb"] not in ("list", "watch", "get")]  # read only
+
+
+def test_header_configmaps_are_read_from_the_api(kubeapi, backend, tmp_path):
+    """add-headers and custom-headers name ConfigMaps that the source is asked for (Source.require)
+    once the configuration names them: created later, they take effect without a restart."""
+    def configmap(name, namespace, data):
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+                "data": data}
+
+    kubeapi.apply(m.dump([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}}]))
+    kubeapi.apply(m.dump([*backend.services("a"),
+                          configmap("ingress-nginx-controller", "ingress-nginx",
+                                    {"add-headers": "ingress-nginx/resp", "global-allowed-response-headers": "X-App"}),
+                          m.ingress("plain", [m.rule("plain.example", m.path("/", "svc-a"))]),
+                          m.ingress("app", [m.rule("app.example", m.path("/", "svc-a"))],
+                                    annotations={"custom-headers": "app-headers"})]))
+    inst = start(kubeapi, tmp_path, "--configmap", "ingress-nginx/ingress-nginx-controller")
+    first = inst.get("/", "plain.example")
+    assert first.status == 200 and first.header("X-Global") is None
+    assert inst.get("/", "app.example").status == 503  # custom-headers: its ConfigMap is missing
+    kubeapi.apply(m.dump([configmap("resp", "ingress-nginx", {"X-Global": "on"}),
+                          configmap("app-headers", "default", {"X-App": "yes"})]))
+    wait_until(lambda: inst.get("/", "plain.example").header("X-Global") == "on", timeout=10,
+               message="add-headers ConfigMap read")
+    resp = wait_until(lambda: (r := inst.get("/", "app.example")).status == 200 and r, timeout=10,
+                      message="custom-headers ConfigMap read")
+    assert resp.header("X-App") == "yes" and resp.header("X-Global") == "on"

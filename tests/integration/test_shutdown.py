@@ -4,7 +4,7 @@ and --workers 2)."""
 
 from __future__ import annotations
 
-import http.client
+import contextlib
 import socket
 import threading
 import time
@@ -59,11 +59,12 @@ def test_sigterm_drains(tmp_path, backend, workers):
         "svc.yaml": backend.services("a"),
         "ing.yaml": [m.ingress("ing", [m.rule("drain.example.com", m.path("/", "svc-a"))])],
     }, args=["--workers", str(workers)] if workers > 1 else [])
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(inst.stop)
         # An idle keep-alive connection (one request answered), a websocket, and a slow request.
         idle = h.connection(inst.http_port)
         assert h.send(idle, "/echo", host="drain.example.com").status == 200
-        ws = h.ws_connect(inst.http_port, "drain.example.com")
+        ws = stack.enter_context(h.ws_connect(inst.http_port, "drain.example.com"))
         ws.send("before")
         assert ws.recv() == "before"
         result: dict = {}
@@ -95,5 +96,3 @@ def test_sigterm_drains(tmp_path, backend, workers):
         with pytest.raises(Exception):  # the websocket was closed at the timeout
             ws.recv(timeout=5)
         print(f"exited {elapsed:.2f}s after SIGTERM (worker-shutdown-timeout {TIMEOUT}s)")
-    finally:
-        inst.stop()

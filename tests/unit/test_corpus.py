@@ -214,3 +214,40 @@ def test_rollouts_canary_with_affinity_hashing_and_the_configmaps_ewma():
     address, response = visit("sso.example.com")
     assert "; Secure; HttpOnly" in response.header("set-cookie") and address.startswith("10.9.0.")
     assert len({visit("img.example.com")[0] for _ in range(8)}) == 1  # one URI, one cache
+
+
+def test_hardened_controller_configmap():
+    """ssl-*, add-headers / hide-headers / proxy-set-headers, custom-headers over add-headers,
+    block-user-agents / block-referers, the JSON log-format-upstream, worker-shutdown-timeout."""
+    import json
+
+    from ingressd.dataplane.stats import AccessLog
+
+    config = config_of("hardened")
+    assert config.tls.protocols == ("TLSv1.2", "TLSv1.3") and config.tls.ciphers.startswith("ECDHE-ECDSA-AES128")
+    assert config.table.hosts.get("argocd.example.org").ssl_ciphers.startswith("ECDHE-ECDSA-AES256")
+    assert config.shutdown_timeout == 300
+    log = AccessLog(fd=-1)
+    rig = Rig(config, access_log=log)
+    rig.recorder.configure(config.log_format)  # as DataPlane.apply
+    client = request(rig, "/cart?id=7", host="shop.example.org", headers=b"User-Agent: Mozilla/5.0\r\n")
+    line, fields = sent(rig)
+    assert fields["x-cluster"] == "prod-eu-1"
+    rig.upstream().send(b"HTTP/1.1 200 OK\r\nServer: express\r\nX-Powered-By: Express\r\nContent-Length: 2\r\n\r\nok")
+    response = client.response()
+    assert response.status == 200 and response.header("server") is None and response.header("x-powered-by") is None
+    assert (response.header("x-frame-options"), response.header("x-content-type-options")) == ("DENY", "nosniff")
+    entry = json.loads(log.lines[-1])
+    assert (entry["path"], entry["request_query"], entry["status"], entry["service_name"]) == ("/cart", "id=7", 200,
+                                                                                            "storefront")
+    assert entry["x_forwarded_for"] == "192.0.2.10" and entry["http_user_agent"] == "Mozilla/5.0"
+    client = request(rig, "/", host="argocd.example.org")
+    rig.upstream().send(OK)
+    response = client.response()
+    assert response.header("x-frame-options") == "SAMEORIGIN"  # the Ingress's custom-headers win
+    assert response.header("content-security-policy") == "frame-ancestors 'self'"
+    assert response.header("referrer-policy") == "strict-origin-when-cross-origin"
+    for headers in (b"User-Agent: sqlmap/1.7\r\n", b"User-Agent: go-http-client/1.1\r\n",
+                    b"Referer: https://www.spam-seo.example/x\r\n"):
+        answer = request(rig, "/", host="shop.example.org", headers=headers).response()
+        assert answer.status == 403 and answer.header("x-frame-options") == "DENY", headers

@@ -187,3 +187,44 @@ def test_worker_shutdown_timeout():
     assert parse(worker_shutdown_timeout="5m")[0].shutdown_timeout == 300.0
     settings, warnings = parse(worker_shutdown_timeout="soon")
     assert settings.shutdown_timeout == 240.0 and "using the default" in warnings[0]
+
+
+def test_block_lists_parse_and_match():
+    settings, warnings = parse(block_user_agents="~*bot, Exact/1.0", block_referers=r"~^https://spam\.")
+    assert warnings == []
+    blocked = settings.blocked
+    assert blocked.refuses(b"GoogleBot", b"") and blocked.refuses(b"exact/1.0", b"")
+    assert not blocked.refuses(b"Exact/1.0 more", b"") and not blocked.refuses(b"", b"")
+    assert blocked.refuses(b"curl", b"https://spam.example/") and not blocked.refuses(b"curl", b"HTTPS://SPAM.x")
+    settings, warnings = parse(block_user_agents="~(unclosed")
+    assert settings.blocked is None and "is invalid" in warnings[0] and "using the default" in warnings[0]
+    assert parse()[0].blocked is None
+
+
+def test_header_configmaps_resolved_and_required():
+    docs = [ingress("a", rule("a.com", path("/", "web"))),
+            ingress("c", rule("c.com", path("/", "web")), annotations={NGINX + "custom-headers": "mine"}),
+            ingress("d", rule("d.com", path("/", "web")), annotations={NGINX + "custom-headers": "nope"}),
+            svc_with_endpoints("web"),
+            configmap(add_headers="ingress-nginx/add", proxy_set_headers="req", hide_headers="Server, X-Powered-By",
+                      global_allowed_response_headers="X-Mine"),
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "add", "namespace": "ingress-nginx"},
+             "data": {"X-Global": "1", "Bad Name": "x", "X-Var": "$host"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "req", "namespace": "ingress-nginx"},
+             "data": {"X-Env": "prod"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mine", "namespace": "default"},
+             "data": {"X-Mine": "yes"}}]
+    config = compile_config(*docs)
+    a = config.table.lookup("a.com", "/").options
+    assert a.response_headers.lines == b"X-Global: 1\r\nX-Var: $host\r\n"
+    assert a.response_headers.strip.sub(b"", b"Server: x\r\nX-Keep: 1\r\nx-powered-by: php\r\nX-Global: up\r\n") == \
+        b"X-Keep: 1\r\n"
+    assert a.request_headers == ((b"x-env", b"X-Env: prod\r\n"),)
+    assert config.table.default.options.response_headers is a.response_headers
+    c = config.table.lookup("c.com", "/").options
+    assert c.response_headers.lines == b"X-Global: 1\r\nX-Var: $host\r\nX-Mine: yes\r\n" and c.refused is None
+    assert "custom-headers: ConfigMap default/nope not found" in config.table.lookup("d.com", "/").options.refused
+    text = "\n".join(messages(config))
+    assert "'Bad Name' is not a header name" in text and "X-Var is sent literally" in text
+    assert {("ConfigMap", "ingress-nginx", "add"), ("ConfigMap", "ingress-nginx", "req"),
+            ("ConfigMap", "default", "mine"), ("ConfigMap", "default", "nope")} <= config.required
