@@ -323,3 +323,12 @@ def test_canary_legacy_behavior_ignores_affinity_on_the_canary():
                                         NGINX + "affinity-canary-behavior": "legacy"}))
     endpoint, response = served(rig, get(rig))
     assert endpoint[0].startswith("10.9.") and response.header("set-cookie") is None
+
+
+def test_hash_rings_outlive_a_configuration_change():
+    rig = Rig(web({NGINX + "upstream-hash-by": "$request_uri", NGINX + "affinity": "cookie"}))
+    served(rig, get(rig))
+    built = dict(rig.pool.rings)
+    rig.pool.reset_balancing()  # a new configuration, the same endpoints: nothing to rebuild
+    served(rig, get(rig))
+    assert rig.pool.rings == built and all(rig.pool.rings[k] is v for k, v in built.items())
