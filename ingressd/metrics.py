@@ -61,7 +61,8 @@ class DataPlaneCollector:
         per_route = []
         for (labels, method, status), stats in counters.stats.items():
             sample = dict(zip(REQUEST_LABELS, labels))
-            sample.update(constant, method=method.decode("latin-1"), status=str(status), canary="")
+            sample.update(constant, method=method.decode("latin-1"), status=str(status),
+                          canary=labels[5] if len(labels) > 5 else "")  # the canary backend that served
             requests.add_sample(PREFIX + "requests", sample, stats.count)
             per_route.append((sample, stats))
         yield requests

@@ -363,6 +363,8 @@ class ClientConnection(asyncio.Protocol):
         lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
         if self.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
             lines.append(self.hsts)
+        if exchange.response_fields:  # CORS, the affinity cookie
+            lines.append(exchange.response_fields)
         upgrade = _UPGRADE_FIELD.search(fields)
         lines += (b"Connection: upgrade\r\nUpgrade: ", upgrade.group(1) if upgrade else b"websocket", b"\r\n\r\n")
         head = b"".join(lines)

@@ -225,6 +225,9 @@ class Recorder:
         labels = route.labels
         if self.per_undefined_host and labels[3] == UNDEFINED_HOST:
             labels = self.undefined_host_labels(labels, exchange.host)
+        balanced = exchange.balanced
+        if balanced is not None and balanced[0] is not route.backend:  # served by a canary: its label
+            labels = (*labels[:5], balanced[0].name)
         key = (labels, exchange.method, exchange.status)
         stats = self.stats.get(key)
         if stats is None:

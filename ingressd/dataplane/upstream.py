@@ -31,6 +31,7 @@ log = logging.getLogger("ingressd.upstream")
 
 # Keep-alive limits (idle timeout, idle connections per endpoint, requests per connection) are the
 # configuration's ``upstream`` (config.UpstreamLimits), set on the pool by ``UpstreamPool.configure``.
+MAX_RINGS = 1024  # hash rings and sticky maps kept (by endpoint set) before starting afresh
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
 
 _CHUNKED_FIELD = re.compile(rb"^transfer-encoding:[ \t]*chunked[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
@@ -306,7 +307,9 @@ class UpstreamPool:
         self.dial = dial or dial_tcp
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
         self.round_robin: dict = {}
-        self.balancers: dict = {}  # per backend, for routes with RouteOptions.balance (hash rings, sticky keys)
+        self.balancers: dict = {}  # per backend of this configuration: the ewma backends seen (slow start)
+        # Hash rings and sticky keys by endpoints: kept across configurations (built once per endpoint set).
+        self.rings: dict = {}
         self.ewma = lb.EwmaScores()  # per endpoint, kept across configurations (as ingress-nginx's shared dict)
         self.random = random.Random()
         self.idle_timeout, self.max_idle, self.max_requests = 60.0, 320, 10_000
@@ -373,14 +376,16 @@ class UpstreamPool:
         if affinity is not None:
             endpoint = self.sticky(exchange, affinity, backend)
         elif balance.hash_by is not None:
-            key = (backend, balance.subset)
-            ring = self.balancers.get(key)
+            key = (endpoints, balance.subset)
+            ring = self.rings.get(key)
             if ring is None:
+                if len(self.rings) >= MAX_RINGS:
+                    self.rings.clear()
                 if balance.subset:
                     subsets = lb.hash_subsets(endpoints, balance.subset)
-                    ring = self.balancers[key] = (lb.HashRing(subsets), subsets)
+                    ring = self.rings[key] = (lb.HashRing(subsets), subsets)
                 else:
-                    ring = self.balancers[key] = (lb.HashRing(endpoints), None)
+                    ring = self.rings[key] = (lb.HashRing(endpoints), None)
             found = ring[0].find(balance.hash_by.render(exchange))
             endpoint = found if ring[1] is None else self.random.choice(ring[1][found])
         elif balance.method == "ewma":
@@ -398,10 +403,12 @@ class UpstreamPool:
         return endpoint
 
     def sticky_backend(self, backend, mode: str) -> lb.StickyBackend:
-        key = (backend, mode)
-        state = self.balancers.get(key)
+        key = (backend.name, backend.endpoints, mode)
+        state = self.rings.get(key)
         if state is None:
-            state = self.balancers[key] = lb.StickyBackend(backend.name, backend.endpoints, mode)
+            if len(self.rings) >= MAX_RINGS:
+                self.rings.clear()
+            state = self.rings[key] = lb.StickyBackend(backend.name, backend.endpoints, mode)
         return state
 
     def sticky(self, exchange: Exchange, affinity: lb.CookieAffinity, backend) -> tuple[str, int]:

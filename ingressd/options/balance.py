@@ -126,9 +126,13 @@ def pick_ewma(endpoints, tried, scores: EwmaScores, now: float, rand):
     candidates = [e for e in endpoints if e not in tried] if tried else endpoints
     if not candidates:
         candidates = endpoints
-    if len(candidates) == 1:
+    count = len(candidates)
+    if count == 1:
         return candidates[0]
-    first, second = rand.sample(candidates, 2)
+    random = rand.random
+    i = int(random() * count)
+    j = int(random() * (count - 1))
+    first, second = candidates[i], candidates[j + 1 if j >= i else j]  # two distinct, uniformly
     return second if scores.score(second, now) < scores.score(first, now) else first
 
 

@@ -196,5 +196,17 @@ def test_canary_with_affinity_keeps_each_session_on_its_side(lb):
             assert len({r.json()["addr"] for r in responses}) == 1  # and on one endpoint of the main side
 
 
+def test_requests_served_by_a_canary_carry_its_name_in_the_canary_label(lb):
+    assert side(lb.get("/", "shop.example.com", headers={"X-Canary": "always"})) == "canary"
+
+    def counted():
+        lines = [line for line in lb.metrics().splitlines()
+                 if line.startswith("nginx_ingress_controller_requests{") and 'ingress="shop"' in line]
+        return [line for line in lines if 'canary="default-svc-b-80"' in line] and \
+            [line for line in lines if 'canary=""' in line]
+    from support.wait import wait_until
+    wait_until(counted, timeout=10, message="requests counted with and without the canary label")
+
+
 def test_check_reports_no_conflict_for_canaries(lb):
     assert "already defined" not in lb.logs()

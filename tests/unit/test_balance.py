@@ -323,3 +323,22 @@ def test_canary_legacy_behavior_ignores_affinity_on_the_canary():
                                         NGINX + "affinity-canary-behavior": "legacy"}))
     endpoint, response = served(rig, get(rig))
     assert endpoint[0].startswith("10.9.") and response.header("set-cookie") is None
+
+
+def test_hash_rings_outlive_a_configuration_change():
+    rig = Rig(web({NGINX + "upstream-hash-by": "$request_uri", NGINX + "affinity": "cookie"}))
+    served(rig, get(rig))
+    built = dict(rig.pool.rings)
+    rig.pool.reset_balancing()  # a new configuration, the same endpoints: nothing to rebuild
+    served(rig, get(rig))
+    assert rig.pool.rings == built and all(rig.pool.rings[k] is v for k, v in built.items())
+
+
+def test_affinity_cookie_is_set_on_a_websocket_upgrade_too():
+    rig = Rig(web({NGINX + "affinity": "cookie"}))
+    client = rig.client()
+    client.send(b"GET /ws HTTP/1.1\r\nHost: a.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    rig.upstream().send(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    head = client.received().split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 101") and b"\r\nSet-Cookie: INGRESSCOOKIE=" in head
