@@ -94,7 +94,12 @@ class RouteOptions:
     refused: str | None = None
     service_upstream: bool = False  # proxy to the Service's cluster IP, not its endpoints
     ssl_passthrough: bool = False  # TLS for the host goes to this ("/") route's backend undecrypted
-    next_upstream_tries: int = 3  # proxy-next-upstream-tries: endpoints tried when connecting fails
+    next_upstream_tries: int = 3  # proxy-next-upstream-tries: endpoints tried in all (see next_upstream)
+    # proxy-next-upstream: when to try the next endpoint ("error", "timeout", "http_502", ...,
+    # "non_idempotent"); ingress-nginx's default "error timeout"; empty: never ("off").
+    next_upstream: frozenset = frozenset(("error", "timeout"))
+    next_upstream_timeout: float = 0.0  # proxy-next-upstream-timeout: seconds for all tries (0: no limit)
+    next_upstream_codes: frozenset = field(default=frozenset(), compare=False)  # the http_NNN of next_upstream
     # load-balance, upstream-hash-by, affinity: cookie (options.balance); ``balance`` is what the data
     # plane reads: None for round robin (one check per request), else an options.balance.Balance.
     load_balance: str = "round_robin"
@@ -118,6 +123,8 @@ class RouteOptions:
     edits_request: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "next_upstream_codes", frozenset(
+            int(c[5:]) for c in self.next_upstream if c.startswith("http_")))
         object.__setattr__(self, "edits_request", self.upstream_host is not None or self.forwarded_prefix is not None
                            or self.rewrite is not None or self.path_edit is not None
                            or bool(self.request_headers) or not self.x_forward)
@@ -310,7 +317,8 @@ def parse_route_options(annotations: dict[str, str],
     take("enable-access-log", parse_bool, "access_log")
     take("service-upstream", parse_bool, "service_upstream")
     take("ssl-passthrough", parse_bool, "ssl_passthrough")
-    take("proxy-next-upstream", _parse_next_upstream)
+    take("proxy-next-upstream", _parse_next_upstream, "next_upstream")
+    take("proxy-next-upstream-timeout", _parse_seconds_or_zero, "next_upstream_timeout")
     tries = take("proxy-next-upstream-tries", _parse_count)
     if tries is not None:
         values["next_upstream_tries"] = tries or 1_000_000  # nginx: 0 is no limit
@@ -555,12 +563,20 @@ _NEXT_UPSTREAM = {"error", "timeout", "invalid_header", "http_500", "http_502", 
                   "http_404", "http_429", "non_idempotent", "off"}
 
 
-def _parse_next_upstream(value: str) -> tuple[str, ...]:
+def _parse_next_upstream(value: str) -> frozenset:
     conditions = tuple(value.split())
     unknown = [c for c in conditions if c not in _NEXT_UPSTREAM]
     if unknown or not conditions:
         raise ValueError(f"unknown condition {unknown[0] if unknown else ''!r}; expected error, timeout, http_502 ...")
-    return conditions
+    return frozenset() if "off" in conditions else frozenset(conditions)
+
+
+def _parse_seconds_or_zero(value: str) -> float:
+    """proxy-next-upstream-timeout: whole seconds, 0 for no limit."""
+    text = value.strip().removesuffix("s")
+    if not text.isdigit():
+        raise ValueError("expected a whole number of seconds (0: no limit)")
+    return float(text)
 
 
 def _parse_auth_type(value: str) -> str:

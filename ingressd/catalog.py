@@ -143,8 +143,8 @@ proxy-request-buffering | partial | ingressd streams request bodies to the upstr
 proxy-connect-timeout | yes | seconds
 proxy-read-timeout | yes | seconds
 proxy-send-timeout | yes | seconds
-proxy-next-upstream | partial | ingressd moves to the next endpoint on connection errors and connect timeouts (nginx's "error timeout", the default); http_5xx conditions are not retried
-proxy-next-upstream-timeout | no | {LATER}
+proxy-next-upstream | partial | error, timeout, http_500/502/503/504/403/404/429, non_idempotent and off as nginx (default "error timeout"; invalid_header is accepted, an invalid response head is a 502); a request whose body was already streamed to the upstream is not sent again (nginx buffers bodies and can resend them)
+proxy-next-upstream-timeout | yes | seconds for all tries of a request (0: no limit)
 proxy-next-upstream-tries | yes | default 3, never more than the endpoints; 0: all of them
 proxy-cookie-domain | no | Set-Cookie is passed unchanged
 proxy-cookie-path | no | Set-Cookie is passed unchanged
@@ -310,9 +310,9 @@ proxy-buffer-size | accepted | sizes only
 proxy-buffering | accepted | ingressd streams responses
 proxy-cookie-path | no | Set-Cookie is passed unchanged
 proxy-cookie-domain | no | Set-Cookie is passed unchanged
-proxy-next-upstream | no | {LATER}
-proxy-next-upstream-timeout | no | {LATER}
-proxy-next-upstream-tries | no | {LATER}
+proxy-next-upstream | partial | error, timeout, http_500/502/503/504/403/404/429, non_idempotent and off as nginx (default "error timeout"; invalid_header is accepted, an invalid response head is a 502); a request whose body was already streamed to the upstream is not sent again (nginx buffers bodies and can resend them)
+proxy-next-upstream-timeout | yes | seconds for all tries of a request (0: no limit)
+proxy-next-upstream-tries | yes | default 3, never more than the endpoints; 0: all of them
 proxy-redirect-from | no | Location is passed unchanged
 proxy-request-buffering | partial | request bodies are streamed
 proxy-http-version | accepted | ingressd speaks HTTP/1.1 to upstreams

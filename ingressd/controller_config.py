@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 
 from . import catalog
-from .annotations import (DEFAULTS, Defaults, RouteOptions, _parse_load_balance, parse_bool, parse_listener_ciphers,
+from .annotations import (DEFAULTS, Defaults, RouteOptions, _parse_count, _parse_load_balance, _parse_next_upstream,
+                          _parse_seconds_or_zero, parse_bool, parse_listener_ciphers,
                           parse_seconds, parse_size)
 from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
 from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
@@ -154,6 +155,10 @@ _TRUST_KEYS = {
     "proxy-real-ip-cidr": ("proxy_real_ip_cidr", _trust_cidrs),
     "use-proxy-protocol": ("use_proxy_protocol", parse_bool),
 }
+def _parse_tries(value: str) -> int:
+    return _parse_count(value) or 1_000_000  # nginx: 0 is no limit
+
+
 _OPTION_KEYS = {
     "proxy-body-size": ("body_size_limit", parse_size),
     "proxy-connect-timeout": ("connect_timeout", parse_seconds),
@@ -162,6 +167,9 @@ _OPTION_KEYS = {
     "ssl-redirect": ("ssl_redirect", parse_bool),
     "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
     "load-balance": ("load_balance", _parse_load_balance),
+    "proxy-next-upstream": ("next_upstream", _parse_next_upstream),
+    "proxy-next-upstream-timeout": ("next_upstream_timeout", _parse_seconds_or_zero),
+    "proxy-next-upstream-tries": ("next_upstream_tries", _parse_tries),
 }
 _GLOBAL_AUTH_KEYS = {
     "global-auth-url": ("url", extauth.parse_url),

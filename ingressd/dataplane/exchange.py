@@ -128,6 +128,7 @@ class Exchange:
     upgrade = False  # the request asks to switch protocols and is proxied as such
     expect_continue = False
     attempts = 0
+    first_try = 0.0  # Timers.now of the first attempt (proxy-next-upstream-timeout)
     replayable = True  # nothing of the request body is lost if it must be sent again
     connecting = False
     aborted = False

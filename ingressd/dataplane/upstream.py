@@ -34,6 +34,7 @@ log = logging.getLogger("ingressd.upstream")
 MAX_RINGS = 1024  # hash rings and sticky maps kept (by endpoint set) before starting afresh
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is an upstream error (502)
 
+_NON_IDEMPOTENT = (b"POST", b"LOCK", b"PATCH")  # nginx's: not sent again unless "non_idempotent"
 _CHUNKED_FIELD = re.compile(rb"^transfer-encoding:[ \t]*chunked[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -123,6 +124,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.close()
         if exchange is not None:
+            exchange.upstream = None
+            if self.pool.may_retry(exchange, "timeout", sent=True):
+                self.pool.proxy(exchange, fresh=True)
+                return
             limit = self.read_timeout if exchange.request_done else self.send_timeout
             exchange.fail(504, f"upstream {exchange.route.backend.name} did not answer within {limit:g}s")
 
@@ -145,6 +150,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if not exchange.response_started and self.requests > 1 and exchange.replayable:
             # A pooled connection the upstream had closed just as we reused it: try a fresh one.
+            self.pool.proxy(exchange, fresh=True)
+            return
+        if self.pool.may_retry(exchange, "error", sent=True):  # proxy-next-upstream error
             self.pool.proxy(exchange, fresh=True)
             return
         exchange.fail(502, f"upstream {exchange.route.backend.name} closed the connection"
@@ -243,6 +251,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if status > 599 or status < 100:  # RFC 9110 §15: outside 100..599 is invalid (httptools takes 000..999)
             raise ValueError(f"invalid status {status}")
+        if status in exchange.route.options.next_upstream_codes and self.pool.may_retry(exchange, status, sent=True):
+            # proxy-next-upstream http_NNN: this answer is dropped unread, the next endpoint asked.
+            self.exchange = None
+            exchange.upstream = None
+            self.close()
+            self.pool.proxy(exchange, fresh=True)
+            return
         lower = b"\n" + fields.lower()
         chunked = False
         if b"\ntransfer-encoding" in lower:
@@ -344,6 +359,8 @@ class UpstreamPool:
         else:
             endpoint = self.choose(exchange, options.balance, backend)
         exchange.attempts += 1
+        if exchange.attempts == 1:
+            exchange.first_try = self.timers.now  # proxy-next-upstream-timeout counts from here
         if not fresh:
             tls = options.upstream_tls
             conn = self.acquire(endpoint if tls is None else (endpoint, tls))
@@ -458,12 +475,35 @@ class UpstreamPool:
     def dial_failed(self, exchange: Exchange, status: int, detail: str) -> None:
         if exchange.aborted or not exchange.connecting:
             return
-        route = exchange.route  # proxy-next-upstream-tries (3), never more than the endpoints
-        backend = route.backend if exchange.balanced is None else exchange.balanced[0]
-        if exchange.attempts < min(len(backend.endpoints), route.options.next_upstream_tries):
+        if self.may_retry(exchange, "timeout" if status == 504 else "error", sent=False):
             self.proxy(exchange, fresh=True)
         else:
             exchange.fail(status, detail)
+
+    def may_retry(self, exchange: Exchange, condition, sent: bool) -> bool:
+        """Whether proxy-next-upstream sends ``exchange`` to the next endpoint after ``condition``
+        ("error", "timeout" or a status): the route lists it, tries (3, never more than the
+        endpoints) and proxy-next-upstream-timeout remain, nothing was answered yet, and, once the
+        request was sent, it can be sent again (no body streamed; POST, PATCH and LOCK only with
+        "non_idempotent", as nginx)."""
+        options = exchange.route.options
+        if exchange.aborted or exchange.response_started:
+            return False
+        allowed = options.next_upstream_codes if isinstance(condition, int) else options.next_upstream
+        if condition not in allowed:
+            return False
+        route = exchange.route
+        backend = route.backend if exchange.balanced is None else exchange.balanced[0]
+        if exchange.attempts >= min(len(backend.endpoints), options.next_upstream_tries):
+            return False
+        if options.next_upstream_timeout and self.timers.now - exchange.first_try >= options.next_upstream_timeout:
+            return False
+        if sent:
+            if not exchange.replayable:
+                return False
+            if exchange.method in _NON_IDEMPOTENT and "non_idempotent" not in options.next_upstream:
+                return False
+        return True
 
     # --- idle connections -------------------------------------------------------------------------
 
