@@ -262,7 +262,7 @@ class _Translation:
                     if opts.auth_secret is not None:
                         route_opts = self.basic_auth(ingress, route_opts)
                     if opts.ext_auth is not None:
-                        route_opts = self.ext_auth(ingress, route_opts, path.path, controller.defaults)
+                        route_opts = self.ext_auth(ingress, route_opts, path.path, controller.defaults, rule.host)
                     if opts.error_codes:
                         route_opts = dataclasses.replace(route_opts, custom_errors=self.custom_errors(
                             ingress, opts, error_backend, rule.host, path, backend))
@@ -473,13 +473,18 @@ class _Translation:
         return CustomErrors(opts.error_codes, route, ingress.meta.namespace, ingress.meta.name,
                             path.backend.service, path.backend.port)
 
-    def ext_auth(self, ingress: Ingress, opts: RouteOptions, path: str, defaults) -> RouteOptions:
+    def ext_auth(self, ingress: Ingress, opts: RouteOptions, path: str, defaults, host: str) -> RouteOptions:
         """``auth-url``: the ``auth-proxy-set-headers`` ConfigMap read; global auth left out of
-        ``no-auth-locations``."""
+        ``no-auth-locations``; a warning when the client's Host chooses the auth server."""
         auth = opts.ext_auth
         if auth.source == "global-auth-url" and any(
                 path == exempt or path.startswith(exempt.rstrip("/") + "/") for exempt in defaults.no_auth_locations):
             return dataclasses.replace(opts, ext_auth=None)
+        if (not host or is_wildcard(host)) and auth.url.host_is_variable:
+            self.report(WARNING, ingress, f"{auth.source} {auth.url.text} takes its server from the request's Host, "
+                                          f"and rule host {host or '(any)'} admits any such name: a client can "
+                                          "choose the server that authorizes it (as in ingress-nginx); name the "
+                                          "auth server's host in the URL", "annotation")
         if auth.proxy_headers_ref is None:
             return opts
         key = ("ext_auth", ingress.meta.key, id(auth))

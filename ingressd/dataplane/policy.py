@@ -13,6 +13,8 @@ ingress-nginx's order, for one request (after a route's fixed answer, ``options.
    phase, before its access phase, as all of the above);
 7. ``limit-rps`` / ``limit-rpm``: 503 (``limit-req-status-code``) past the rate and burst (nginx's
    preaccess phase; the one rule with state: the limiter's buckets, per configuration);
+   (``limit-connections`` is counted by the connection, ``http.ClientConnection.hold``, once no
+   rule here answers: it has state that lives as long as the request);
 8. ``whitelist-source-range`` / ``denylist-source-range`` / ``block-cidrs``: 403;
    authentication ingressd cannot do (digest, client certificates): 503;
    ``auth-type: basic``: 401 without valid credentials (``DEFER`` when a password must be hashed);

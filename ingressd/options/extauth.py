@@ -79,6 +79,14 @@ class Template:
     def text(self) -> str:
         return "".join(part if i % 2 == 0 else "$" + part for i, part in enumerate(self.parts))
 
+    @property
+    def host_is_variable(self) -> bool:
+        """Whether a variable is part of the URL's authority (``https://$host/...``)."""
+        if len(self.parts) == 1:
+            return False
+        rest = self.parts[0].partition("://")[2]
+        return "/" not in rest and "?" not in rest
+
 
 def parse_template(value: str) -> Template:
     if any(ord(ch) < 0x21 or ord(ch) == 0x7f or ch in '"\\\'' for ch in value):

@@ -155,7 +155,7 @@ def global_proxy(tmp_path_factory, backend, auth):
             m.ingress("exempt", [m.rule("e.example.com", m.path("/", "svc-a"))],
                       annotations={"enable-global-auth": "false"}),
         ],
-    }, args=["--workers", "1"])
+    }, args=["--workers", "2"])  # the configuration pickled to worker processes
     yield inst
     inst.stop()
 

@@ -7,6 +7,7 @@ import pytest
 from support import client as h
 from support import manifests as m
 from support.ingressd import launch
+from support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -17,7 +18,7 @@ def proxy(tmp_path_factory, backend):
                   "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
                   "data": {"limit-conn-status-code": "429"}}
     inst = launch(tmp_path_factory.mktemp("limitconn"), {
-        "svc.yaml": backend.services("a"),
+        "svc.yaml": backend.services("a", "ws"),
         "cm.yaml": [controller],
         "ing.yaml": [
             m.ingress("limited", [m.rule("limited.example.com", m.path("/", "svc-a"))],
@@ -25,6 +26,7 @@ def proxy(tmp_path_factory, backend):
             m.ingress("exempt", [m.rule("exempt.example.com", m.path("/", "svc-a"))],
                       annotations={"limit-connections": "1", "limit-whitelist": "127.0.0.0/8"}),
             m.ingress("free", [m.rule("free.example.com", m.path("/", "svc-a"))]),
+            m.ingress("ws", [m.rule("ws.example.com", m.path("/", "svc-ws"))], annotations={"limit-connections": "1"}),
         ],
     }, args=["--workers", "1"])
     yield inst
@@ -75,3 +77,12 @@ def test_limit_whitelist_exempts(proxy):
         _release(proxy, "ex0")
         held.read_response()
         held.close()
+
+
+def test_websocket_counts_until_closed(proxy):
+    with h.ws_connect(proxy.http_port, "ws.example.com") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"
+        assert proxy.get("/ws", "ws.example.com").status == 429  # the open websocket holds the one slot
+    wait_until(lambda: proxy.get("/ws", "ws.example.com").status != 429, timeout=10,
+               message="slot released when the websocket closed")

@@ -30,6 +30,7 @@ class AuthServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # head and body are two writes
 
             def setup(self):
                 super().setup()

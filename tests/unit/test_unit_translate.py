@@ -506,3 +506,12 @@ def test_default_backend_annotation_serves_services_without_endpoints_and_errors
     errors = route.options.custom_errors
     assert errors.codes == {404, 503} and errors.route.backend.service == "errors"
     assert errors.route.labels[:3] == ("default", "web", "errors")
+
+
+def test_auth_url_from_the_host_header_is_reported_on_any_host_rules():
+    from unitkit import svc_with_endpoints as swe
+    ann = {NGINX + "auth-url": "https://$host/oauth2/auth"}
+    config = compile_config(*swe("web"), ingress("any", rule(None, path("/", "web")), annotations=ann),
+                            ingress("named", rule("foo.com", path("/", "web")), annotations=ann))
+    warned = [d.message for d in config.diagnostics if "choose the server that authorizes it" in d.message]
+    assert len(warned) == 1 and "(any)" in warned[0]
