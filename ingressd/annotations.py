@@ -98,6 +98,7 @@ class RouteOptions:
     # proxy-next-upstream: when to try the next endpoint ("error", "timeout", "http_502", ...,
     # "non_idempotent"); ingress-nginx's default "error timeout"; empty: never ("off").
     next_upstream: frozenset = frozenset(("error", "timeout"))
+    request_buffering: bool = False  # proxy-request-buffering on: the whole body is read before the upstream is asked
     next_upstream_timeout: float = 0.0  # proxy-next-upstream-timeout: seconds for all tries (0: no limit)
     next_upstream_codes: frozenset = field(default=frozenset(), compare=False)  # the http_NNN of next_upstream
     # load-balance, upstream-hash-by, affinity: cookie (options.balance); ``balance`` is what the data
@@ -332,7 +333,7 @@ def parse_route_options(annotations: dict[str, str],
         take(name, parse_size)
     take("proxy-buffers-number", _parse_count)
     take("proxy-buffering", _parse_on_off)
-    take("proxy-request-buffering", _parse_on_off)
+    take("proxy-request-buffering", _parse_on_off, "request_buffering")
     take("proxy-http-version", _parse_http_version)
 
     protocol = take("backend-protocol", _parse_backend_protocol)

@@ -139,7 +139,7 @@ proxy-buffering | accepted | ingressd streams responses with backpressure (as "o
 proxy-buffers-number | accepted | ingressd streams responses
 proxy-buffer-size | accepted | sizes only: ingressd streams responses
 proxy-max-temp-file-size | accepted | ingressd never buffers to disk
-proxy-request-buffering | partial | ingressd streams request bodies to the upstream (as "off"); "on" is not honoured
+proxy-request-buffering | partial | "on" reads the whole body (in memory, bounded by proxy-body-size; with "0" it streams) before asking the upstream, and proxy-next-upstream can resend it; but ingressd's default is "off" (streamed), ingress-nginx's "on"
 proxy-connect-timeout | yes | seconds
 proxy-read-timeout | yes | seconds
 proxy-send-timeout | yes | seconds
@@ -314,7 +314,7 @@ proxy-next-upstream | partial | error, timeout, http_500/502/503/504/403/404/429
 proxy-next-upstream-timeout | yes | seconds for all tries of a request (0: no limit)
 proxy-next-upstream-tries | yes | default 3, never more than the endpoints; 0: all of them
 proxy-redirect-from | no | Location is passed unchanged
-proxy-request-buffering | partial | request bodies are streamed
+proxy-request-buffering | partial | as the annotation: "on" honoured, default "off"
 proxy-http-version | accepted | ingressd speaks HTTP/1.1 to upstreams
 ssl-redirect | yes | the default of every Ingress
 force-ssl-redirect | yes | the default of every Ingress

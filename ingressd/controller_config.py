@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import catalog
 from .annotations import (DEFAULTS, Defaults, RouteOptions, _parse_count, _parse_load_balance, _parse_next_upstream,
-                          _parse_seconds_or_zero, parse_bool, parse_listener_ciphers,
+                          _parse_on_off, _parse_seconds_or_zero, parse_bool, parse_listener_ciphers,
                           parse_seconds, parse_size)
 from .dataplane.logformat import DEFAULT_TEMPLATE, LogFormat, unknown_variables
 from .config import ClientLimits, ClientTrust, TLSSettings, UpstreamLimits, parse_cidrs
@@ -167,6 +167,7 @@ _OPTION_KEYS = {
     "ssl-redirect": ("ssl_redirect", parse_bool),
     "force-ssl-redirect": ("force_ssl_redirect", parse_bool),
     "load-balance": ("load_balance", _parse_load_balance),
+    "proxy-request-buffering": ("request_buffering", _parse_on_off),
     "proxy-next-upstream": ("next_upstream", _parse_next_upstream),
     "proxy-next-upstream-timeout": ("next_upstream_timeout", _parse_seconds_or_zero),
     "proxy-next-upstream-tries": ("next_upstream_tries", _parse_tries),

@@ -128,6 +128,8 @@ class Exchange:
     upgrade = False  # the request asks to switch protocols and is proxied as such
     expect_continue = False
     attempts = 0
+    buffered: list[bytes] | None = None  # proxy-request-buffering on: the whole framed body, kept for retries
+    deferred = False  # started before its body was complete (buffering): on_message_complete starts it
     first_try = 0.0  # Timers.now of the first attempt (proxy-next-upstream-timeout)
     replayable = True  # nothing of the request body is lost if it must be sent again
     connecting = False
@@ -160,6 +162,9 @@ class Exchange:
         if upstream is not None:
             upstream.write(data)
             return
+        if self.buffered is not None:  # bounded by proxy-body-size (buffering is off without a limit)
+            self.buffered.append(data)
+            return
         if self.pending is None:
             self.pending = []
         self.pending.append(data)
@@ -169,6 +174,8 @@ class Exchange:
             self.conn.pause(PAUSE_PENDING)
 
     def take_pending(self) -> list[bytes] | None:
+        if self.buffered is not None:  # the whole body, as often as it is sent (retries)
+            return self.buffered
         pending, self.pending, self.pending_bytes = self.pending, None, 0
         if pending is not None:
             self.conn.resume(PAUSE_PENDING)

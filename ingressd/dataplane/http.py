@@ -519,6 +519,12 @@ class ClientConnection(asyncio.Protocol):
             if exchange.request_done or not exchange.keep_alive:
                 self.finish(exchange)
             return
+        if exchange.buffered is not None and not exchange.request_done:
+            if exchange.expect_continue:  # ask for the body now; the upstream is asked once it is here
+                exchange.expect_continue = False
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            exchange.deferred = True
+            return
         if exchange.gate is not None:
             asyncio.get_running_loop().create_task(self.pass_gate(exchange))
             return
@@ -720,6 +726,9 @@ class ClientConnection(asyncio.Protocol):
 
         exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
         exchange.replayable = exchange.body_mode == NO_BODY
+        if options.request_buffering and not exchange.replayable and options.body_size_limit is not None:
+            exchange.buffered = []  # proxy-request-buffering on: read it all first, resendable
+            exchange.replayable = True
         exchange.head = upstream_head(exchange, head, forwarded, forwarded_host)
         self.deadline = self.timers.now + self.limits.body_timeout if exchange.body_mode != NO_BODY else 0.0
         if self.active is None:
@@ -769,6 +778,11 @@ class ClientConnection(asyncio.Protocol):
             return
         if exchange.body_mode == CHUNKED_BODY:
             exchange.send_upstream(b"0\r\n\r\n")
+        if exchange.deferred:  # proxy-request-buffering on: the body is all here, ask the upstream
+            exchange.deferred = False
+            if not exchange.aborted and exchange is self.active:
+                self.start(exchange)
+            return
         if exchange.upstream is not None:
             exchange.upstream.request_sent()
         if exchange.response_done and exchange is self.active:

@@ -105,3 +105,27 @@ def test_the_configmap_sets_the_default_and_annotations_override_it():
     client = get(r)
     r.upstream().send(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
     assert client.response().status == 502
+
+
+def test_request_buffering_on_reads_the_body_first_and_can_resend_it():
+    r = rig({"proxy-request-buffering": "on", "proxy-next-upstream": "http_503 non_idempotent"})
+    client = r.client()
+    client.send(b"POST / HTTP/1.1\r\nHost: a.com\r\nContent-Length: 7\r\n\r\npay")
+    assert r.dialed == []  # nothing asked of an upstream until the whole body is here
+    client.send(b"load")
+    assert len(r.dialed) == 1 and r.upstream().received().endswith(b"\r\n\r\npayload")
+    r.upstream().send(UNAVAILABLE)
+    assert len(r.dialed) == 2 and r.upstream().received().endswith(b"\r\n\r\npayload")  # sent again, whole
+    r.upstream().send(OK)
+    assert client.response().status == 200
+
+
+def test_request_buffering_answers_expect_continue_itself():
+    r = rig({"proxy-request-buffering": "on"})
+    client = r.client()
+    client.send(b"PUT / HTTP/1.1\r\nHost: a.com\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    assert client.received().startswith(b"HTTP/1.1 100 Continue") and r.dialed == []
+    client.send(b"ok")
+    assert r.upstream().received().endswith(b"ok") and b"expect" not in r.upstream().received().lower()
+    r.upstream().send(OK)
+    assert [response.status for response in client.responses()] == [100, 200]  # one 100, from ingressd
