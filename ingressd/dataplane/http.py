@@ -539,7 +539,21 @@ class ClientConnection(asyncio.Protocol):
                 return self._bad(exchange, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
             if head.upgrade is not None and parser.should_upgrade():
                 return self._bad(exchange, "upgrade request with a body")
+        if not self.route(exchange, head, head.upgrade is not None and parser.should_upgrade()):
+            return
+        self.deadline = self.timers.now + self.limits.body_timeout if exchange.body_mode != NO_BODY else 0.0
+        if self.active is None:
+            self.active = exchange
+            self.start(exchange)
+        else:
+            self.queue.append(exchange)
+            self.pause(PAUSE_PIPELINE)
 
+    def route(self, exchange: Exchange, head, upgrade: bool) -> bool:
+        """Route a parsed request head and prepare its upstream head: True when it is to be
+        proxied, False when answered locally (``_local``, ``_bad``). Shared with HTTP/2
+        (``h2client``), whose streams provide the attributes used here."""
+        method = exchange.method
         url = exchange.url
         raw_host = head.raw_host
         if raw_host is None and not exchange.http10:
@@ -611,16 +625,10 @@ class ClientConnection(asyncio.Protocol):
         if cors is not None:
             exchange.response_fields = cors.response_headers(origin)
 
-        exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
+        exchange.upgrade = upgrade
         exchange.replayable = exchange.body_mode == NO_BODY
         exchange.head = upstream_head(exchange, head, forwarded, forwarded_host)
-        self.deadline = self.timers.now + self.limits.body_timeout if exchange.body_mode != NO_BODY else 0.0
-        if self.active is None:
-            self.active = exchange
-            self.start(exchange)
-        else:
-            self.queue.append(exchange)
-            self.pause(PAUSE_PIPELINE)
+        return True
 
     def on_body(self, body: bytes) -> None:
         self.unparsed = 0

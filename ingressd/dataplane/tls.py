@@ -17,11 +17,12 @@ CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDS
            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 
 
-def new_context(cert: Certificate) -> ssl.SSLContext:
+def new_context(cert: Certificate, http2: bool = False) -> ssl.SSLContext:
+    """A server context for ``cert``; ALPN offers h2 (preferred) and http/1.1 with ``http2``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(CIPHERS)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     load_certificate(ctx, cert)
     return ctx
@@ -40,13 +41,14 @@ def load_certificate(ctx: ssl.SSLContext, cert: Certificate) -> None:
 class TLSContexts:
     """The contexts for the current configuration; switched by the SNI callback per handshake."""
 
-    def __init__(self) -> None:
+    def __init__(self, http2: bool = False) -> None:
+        self.http2 = http2  # ALPN offers h2 (--http2)
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._config: Config | None = None
         self._fallback_cert = fake_certificate()
         self.fallback_cert = self._fallback_cert
         # Clients without SNI get the listener's own certificate: the current fallback.
-        self.listener_context = new_context(self._fallback_cert)
+        self.listener_context = new_context(self._fallback_cert, http2)
         self.listener_context.sni_callback = self._on_sni
 
     client_ca: tuple | None = None  # (CA file or None for the system's, required): see request_client_certificates
@@ -54,7 +56,7 @@ class TLSContexts:
     def _context(self, cert: Certificate) -> ssl.SSLContext:
         ctx = self._contexts.get(cert.fingerprint)
         if ctx is None:
-            ctx = self._contexts[cert.fingerprint] = new_context(cert)
+            ctx = self._contexts[cert.fingerprint] = new_context(cert, self.http2)
             if self.client_ca is not None:
                 _verify_clients(ctx, *self.client_ca)
         return ctx
