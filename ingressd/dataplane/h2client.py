@@ -139,7 +139,7 @@ class Stream:
     reads the connection's facts through it)."""
 
     __slots__ = ("conn", "id", "exchange", "client_ip", "hsts", "paused", "unacked", "out", "out_bytes",
-                 "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent")
+                 "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused")
 
     def __init__(self, conn: H2ClientConnection, stream_id: int):
         self.conn = conn
@@ -154,6 +154,7 @@ class Stream:
         self.head: list[tuple[bytes, bytes]] | None = None  # a response head not yet framed
         self.end_pending = False  # the response ends once ``out`` is sent
         self.blocked = 0  # _BLOCKED_* bits: the upstream is not read
+        self.upstream_paused: UpstreamSide | None = None  # the upstream connection paused for this stream
         self.deadline = 0.0
         self.finished = False  # the exchange is over (recorded)
         self.closed = False  # the stream is gone from the connection
@@ -238,6 +239,8 @@ class Stream:
             return
         self.out.append(data)
         self.out_bytes += len(data)
+        if self.blocked and self.upstream_paused is None:
+            self.conn.sync_upstream(self)  # blocked before its upstream was attached
         self.conn.pump(self)
 
     def send_end(self, exchange: Exchange) -> None:
@@ -350,6 +353,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.window_start = 0.0  # the current one-second window of the flood counters
         self.window_resets = self.window_control = 0
         self.goaway_reason = ""
+        self.partial_since = 0.0  # when a request head that is still incomplete began
 
     @property
     def active(self) -> bool:
@@ -401,10 +405,21 @@ class H2ClientConnection(asyncio.Protocol):
             self.goaway(code, str(error) or type(error).__name__)
             return
         buffered = getattr(self.h2.incoming_buffer, "_headers_buffer", None)
-        if buffered and sum(len(frame.data) for frame in buffered) > self.limits.max_head_bytes:
-            # HEADERS + CONTINUATION without END_HEADERS, past the head limit (the CONTINUATION flood)
-            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "request head too large")
-            return
+        if buffered:  # HEADERS + CONTINUATION without END_HEADERS yet
+            if sum(len(frame.data) for frame in buffered) > self.limits.max_head_bytes:  # the CONTINUATION flood
+                self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "request head too large")
+                return
+            if not self.partial_since:  # ... and a slow one: header-timeout to complete it
+                self.partial_since = self.timers.now
+                limit = self.partial_since + self.limits.header_timeout
+                if not self.deadline or self.deadline > limit:
+                    self.deadline = limit
+        elif self.partial_since:
+            self.partial_since = 0.0
+            if not self.streams:
+                self.idle_check()
+            elif not self.write_paused:
+                self.deadline = 0.0
         for event in events:
             if self.closed:
                 return
@@ -448,11 +463,14 @@ class H2ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.deadline = self.timers.now + SEND_TIMEOUT  # a client not reading at all
         for stream in self.streams.values():
             self.block(stream, _BLOCKED_TRANSPORT)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.deadline = 0.0
+        self.idle_check()
         for stream in list(self.streams.values()):
             self.unblock(stream, _BLOCKED_TRANSPORT)
 
@@ -466,7 +484,8 @@ class H2ClientConnection(asyncio.Protocol):
             self.count_reset()
             return
         self.streams[stream_id] = stream
-        self.deadline = 0.0
+        if not self.write_paused and not self.partial_since:
+            self.deadline = 0.0
         self.limits = limits = self.ctx.config.client
         if self.listener.hsts:
             stream.hsts = self.hsts = self.ctx.config.hsts
@@ -479,7 +498,9 @@ class H2ClientConnection(asyncio.Protocol):
         exchange.url = pseudo.get(b":path", b"")
         exchange.is_head = method == b"HEAD"
         exchange.head_size = sum(len(name) + len(value) + 4 for name, value in event.headers)
-        ended = event.stream_ended is not None
+        ended = exchange.request_done = event.stream_ended is not None
+        if self.write_paused:
+            stream.blocked = _BLOCKED_TRANSPORT
         if error is not None:
             return stream._bad(exchange, "CONNECT is not supported", 501) if error == "CONNECT" else \
                 stream._bad(exchange, error)
@@ -491,12 +512,8 @@ class H2ClientConnection(asyncio.Protocol):
         if ended and exchange.body_mode == LENGTH_BODY:
             return stream._bad(exchange, "Content-Length without a body")
         if not stream.route(exchange, head, False):
-            if ended:
-                exchange.request_done = True
             return
-        if ended:
-            exchange.request_done = True
-        else:
+        if not ended:
             stream.deadline = self.timers.now + limits.body_timeout
             self.timers.add(stream)
         if exchange.expect_continue:
@@ -640,21 +657,30 @@ class H2ClientConnection(asyncio.Protocol):
         self.forget(stream)
 
     def block(self, stream: Stream, reason: int) -> None:
-        if not stream.blocked:
-            upstream = stream.exchange.upstream if stream.exchange is not None else None
-            if upstream is not None:
-                upstream.pause_reading()
         stream.blocked |= reason
+        self.sync_upstream(stream)
 
     def unblock(self, stream: Stream, reason: int) -> None:
         if stream.blocked & reason:
             stream.blocked &= ~reason
-            if not stream.blocked:
-                upstream = stream.exchange.upstream if stream.exchange is not None else None
-                if upstream is not None:
-                    upstream.resume_reading()
-                if stream.deadline and stream.exchange is not None and stream.exchange.request_done:
-                    stream.deadline = 0.0
+            self.sync_upstream(stream)
+            if not stream.blocked and stream.deadline and stream.exchange is not None \
+                    and stream.exchange.request_done:
+                stream.deadline = 0.0
+
+    @staticmethod
+    def sync_upstream(stream: Stream) -> None:
+        """Read the stream's upstream connection only while the client takes what it sends."""
+        exchange = stream.exchange
+        upstream = exchange.upstream if exchange is not None else None
+        if upstream is None:
+            stream.upstream_paused = None
+        elif stream.blocked and stream.upstream_paused is not upstream:
+            stream.upstream_paused = upstream
+            upstream.pause_reading()
+        elif not stream.blocked and stream.upstream_paused is upstream:
+            stream.upstream_paused = None
+            upstream.resume_reading()
 
     # --- streams and the connection -----------------------------------------------------------------
 
@@ -696,7 +722,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.idle_check()
 
     def idle_check(self) -> None:
-        if not self.streams and not self.closed:
+        if not self.streams and not self.closed and not self.write_paused and not self.partial_since:
             self.deadline = self.timers.now + self.limits.keepalive_timeout
 
     def count_reset(self) -> None:
@@ -744,9 +770,17 @@ class H2ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def on_timeout(self) -> None:
-        """No request head in header-timeout, or idle past keep-alive: GOAWAY NO_ERROR and close."""
-        if self.streams:
+        """No request head in header-timeout, or idle past keep-alive: GOAWAY NO_ERROR and close;
+        a head begun and not finished in header-timeout, or a client reading nothing for SEND_TIMEOUT:
+        close."""
+        if self.write_paused:
+            log.info("closing HTTP/2 connection from %s: not reading for %gs", self.client_ip, SEND_TIMEOUT)
+            self.closed = True
+            self.transport.abort()
+        elif self.partial_since:
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "request head not completed in time")
+        elif self.streams:
             self.deadline = 0.0
-            return
-        self.goaway(h2.errors.ErrorCodes.NO_ERROR, "idle")
+        else:
+            self.goaway(h2.errors.ErrorCodes.NO_ERROR, "idle")
 

@@ -146,6 +146,7 @@ class RawClient:
         self.host = host
         self.events: list = []
         self.closed = False
+        self.ack = True  # give received DATA back to the server's windows
 
     def send(self, data: bytes | None = None) -> None:
         self.sock.sendall(data if data is not None else self.conn.data_to_send())
@@ -168,6 +169,9 @@ class RawClient:
             self.closed = True
             return []
         events = self.conn.receive_data(data)
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length and self.ack:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         self.send()
         self.events += events
         return events
@@ -350,3 +354,88 @@ def test_header_list_too_large(h2px, ca):
 def test_goaway_counted_in_metrics(h2px, ca):
     test_ping_flood(h2px, ca)
     wait_until(lambda: 'ingressd_http2_goaway_total{code="ENHANCE_YOUR_CALM"}' in h2px.metrics(), timeout=10)
+
+
+# --- timeouts and slow readers (keep-alive, client-header-timeout, client-body-timeout: 2 s) ------
+
+
+@pytest.fixture(scope="module")
+def h2short(tmp_path_factory, backend, ca):
+    cert = certs.issue(ca, HOST)
+    inst = launch(tmp_path_factory.mktemp("http2-short"), {
+        "svc.yaml": backend.services("a"),
+        "secrets.yaml": [m.tls_secret("h2-tls", *cert)],
+        "cm.yaml": [{"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+                     "data": {"keep-alive": "2", "client-header-timeout": "2", "client-body-timeout": "2"}}],
+        "ing.yaml": [m.ingress("ing-h2", [m.rule(HOST, m.path("/", "svc-a"))], tls=[([HOST], "h2-tls")])],
+    }, args=["--http2", "--workers", "1"])
+    yield inst
+    inst.stop()
+
+
+def test_idle_connection_goaway(h2short, ca):
+    c = RawClient(h2short, ca)
+    c.request(1)
+    c.send()
+    assert c.until(lambda e: isinstance(e, h2.events.StreamEnded)) is not None
+    started = time.monotonic()
+    event = c.goaway(timeout=10)
+    assert event is not None and event.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert 1.5 < time.monotonic() - started < 5
+    c.close()
+
+
+def test_incomplete_head_timeout(h2short, ca):
+    """HEADERS without END_HEADERS and no CONTINUATION: closed after client-header-timeout."""
+    from hyperframe.frame import HeadersFrame
+    c = RawClient(h2short, ca)
+    assert c.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged)) is not None  # acknowledged now
+    frame = HeadersFrame(1)
+    frame.data = c.conn.encoder.encode(c.headers())
+    c.send(frame.serialize())
+    started = time.monotonic()
+    event = c.goaway(timeout=10)
+    assert event is not None and event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert 1.5 < time.monotonic() - started < 5
+    c.close()
+
+
+def test_stalled_body_408(h2short, ca):
+    c = RawClient(h2short, ca)
+    c.conn.send_headers(1, [(b":method", b"POST"), *c.headers()[1:], (b"content-length", b"100")])
+    c.conn.send_data(1, b"x" * 10)
+    c.send()
+    head = c.until(lambda e: isinstance(e, h2.events.ResponseReceived), timeout=10)
+    assert head is not None and dict(head.headers)[b":status"] == b"408"
+    # the connection itself stays usable
+    c.request(3)
+    c.send()
+    assert c.until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 3) is not None
+    c.close()
+
+
+def test_zero_window_reader_stays_bounded(h2short, ca):
+    """A client that opens no window for 4 large downloads: ingressd stops reading the upstream
+    (its memory does not grow by the 400 MB), and other streams on the connection go on."""
+    c = RawClient(h2short, ca)
+    c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    c.send()
+    before = h2short.memory_kb("VmRSS")
+    for stream_id in (1, 3, 5, 7):
+        c.request(stream_id, "/download?size=100000000")
+    c.send()
+    heads = lambda: [e for e in c.events if isinstance(e, h2.events.ResponseReceived)]
+    wait_until(lambda: c.read(0.2) is not None and len(heads()) == 4, timeout=10)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        c.read(0.2)
+    grown = h2short.memory_kb("VmRSS") - before
+    assert grown < 30_000, f"ingressd grew by {grown} kB for stalled streams"
+    # one stream's window opened: it is served while the others stay stalled
+    c.conn.increment_flow_control_window(1_000_000, stream_id=1)
+    c.conn.increment_flow_control_window(10_000_000)
+    c.send()
+    got = lambda: sum(len(e.data) for e in c.events if isinstance(e, h2.events.DataReceived) and e.stream_id == 1)
+    wait_until(lambda: c.read(0.2) is not None and got() >= 1_000_000, timeout=10)
+    c.close()
