@@ -33,6 +33,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 
 from . import responses
 from .exchange import CHUNKED_BODY, LENGTH_BODY, NO_BODY, Exchange, UpstreamSide
@@ -354,6 +355,8 @@ class H2ClientConnection(asyncio.Protocol):
         self.window_resets = self.window_control = 0
         self.goaway_reason = ""
         self.partial_since = 0.0  # when a request head that is still incomplete began
+        self.served = 0  # streams accepted
+        self.draining = False  # a GOAWAY NO_ERROR was sent: no new stream, close once the last ends
 
     @property
     def active(self) -> bool:
@@ -420,6 +423,15 @@ class H2ClientConnection(asyncio.Protocol):
                 self.idle_check()
             elif not self.write_paused:
                 self.deadline = 0.0
+        try:
+            self.handle(events)
+        except Exception:  # a bug here must not leave the connection hanging
+            log.exception("internal error on an HTTP/2 connection from %s", self.client_ip)
+            self.goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "internal error")
+            return
+        self.flush()
+
+    def handle(self, events: list) -> None:
         for event in events:
             if self.closed:
                 return
@@ -445,7 +457,6 @@ class H2ClientConnection(asyncio.Protocol):
                 self.close()
                 return
             # TrailersReceived: dropped (HTTP/1.1 upstreams get no request trailers); StreamEnded follows
-        self.flush()
 
     def eof_received(self) -> bool | None:
         return False
@@ -478,11 +489,17 @@ class H2ClientConnection(asyncio.Protocol):
 
     def on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
+        if self.draining:  # after our GOAWAY: the client retries it on a new connection
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         stream = Stream(self, stream_id)
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             self.count_reset()
             return
+        self.served += 1
+        if self.served >= self.limits.keepalive_requests:
+            self.drain(stream_id)  # keep-alive-requests, as nginx: this stream is the last
         self.streams[stream_id] = stream
         if not self.write_paused and not self.partial_since:
             self.deadline = 0.0
@@ -722,8 +739,22 @@ class H2ClientConnection(asyncio.Protocol):
         self.idle_check()
 
     def idle_check(self) -> None:
-        if not self.streams and not self.closed and not self.write_paused and not self.partial_since:
+        if self.streams or self.closed:
+            return
+        if self.draining:
+            self.flush()
+            self.close()
+        elif not self.write_paused and not self.partial_since:
             self.deadline = self.timers.now + self.limits.keepalive_timeout
+
+    def drain(self, last_stream_id: int) -> None:
+        """GOAWAY NO_ERROR naming the last stream served; the ones open finish first. (Framed here:
+        ``h2`` sends nothing more on a connection once it has sent GOAWAY itself.)"""
+        self.draining = True
+        frame = hyperframe.frame.GoAwayFrame(0)
+        frame.last_stream_id = last_stream_id
+        frame.error_code = h2.errors.ErrorCodes.NO_ERROR
+        self.h2._data_to_send += frame.serialize()
 
     def count_reset(self) -> None:
         self.resets += 1
@@ -749,8 +780,8 @@ class H2ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.goaway_reason = reason
-        log.info("closing HTTP/2 connection from %s: %s (%s)", self.client_ip, reason,
-                 getattr(code, "name", code))
+        log.log(logging.DEBUG if code == h2.errors.ErrorCodes.NO_ERROR else logging.INFO,
+                "closing HTTP/2 connection from %s: %s (%s)", self.client_ip, reason, getattr(code, "name", code))
         self.ctx.recorder.h2_goaway(getattr(code, "name", str(code)))
         try:
             self.h2.close_connection(error_code=code)

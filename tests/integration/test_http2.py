@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import ssl
+import threading
 import time
 
 import h2.config
@@ -178,12 +179,13 @@ class RawClient:
 
     def until(self, predicate, timeout=10.0):
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.closed:
-            self.read(0.5)
+        while True:
             found = [e for e in self.events if predicate(e)]
             if found:
                 return found[0]
-        return None
+            if time.monotonic() >= deadline or self.closed:
+                return None
+            self.read(0.5)
 
     def goaway(self, timeout=10.0):
         return self.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), timeout)
@@ -360,15 +362,46 @@ def test_goaway_counted_in_metrics(h2px, ca):
 
 
 @pytest.fixture(scope="module")
-def h2short(tmp_path_factory, backend, ca):
-    cert = certs.issue(ca, HOST)
+def sink():
+    """An upstream that accepts connections and never reads from them."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def h2short(tmp_path_factory, backend, ca, sink):
+    cert = certs.issue(ca, HOST, "sink.example.com")
     inst = launch(tmp_path_factory.mktemp("http2-short"), {
-        "svc.yaml": backend.services("a"),
+        "svc.yaml": backend.services("a") + m.service_with_endpoints("svc-sink", sink),
         "secrets.yaml": [m.tls_secret("h2-tls", *cert)],
         "cm.yaml": [{"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
-                     "data": {"keep-alive": "2", "client-header-timeout": "2", "client-body-timeout": "2"}}],
-        "ing.yaml": [m.ingress("ing-h2", [m.rule(HOST, m.path("/", "svc-a"))], tls=[([HOST], "h2-tls")])],
+                     "data": {"keep-alive": "2", "client-header-timeout": "2", "client-body-timeout": "2",
+                              "keep-alive-requests": "10"}}],
+        "ing.yaml": [m.ingress("ing-h2", [m.rule(HOST, m.path("/", "svc-a"))], tls=[([HOST], "h2-tls")]),
+                     m.ingress("ing-sink", [m.rule("sink.example.com", m.path("/", "svc-sink"))],
+                               tls=[(["sink.example.com"], "h2-tls")], annotations={"proxy-body-size": "0"})],
     }, args=["--http2", "--workers", "1"])
     yield inst
     inst.stop()
@@ -439,3 +472,51 @@ def test_zero_window_reader_stays_bounded(h2short, ca):
     got = lambda: sum(len(e.data) for e in c.events if isinstance(e, h2.events.DataReceived) and e.stream_id == 1)
     wait_until(lambda: c.read(0.2) is not None and got() >= 1_000_000, timeout=10)
     c.close()
+
+
+def test_upload_to_an_upstream_not_reading_is_bounded(h2short, ca):
+    """The request body's window is given back only as the upstream takes the bytes: a 50 MB upload
+    to an upstream that never reads stops after a few MB (socket buffers and one window)."""
+    c = RawClient(h2short, ca, host="sink.example.com")
+    c.conn.send_headers(1, [(b":method", b"POST"), *c.headers()[1:], (b"content-length", b"50000000")])
+    c.send()
+    sent = 0
+    last_growth = time.monotonic()
+    deadline = last_growth + 15
+    while time.monotonic() < deadline and time.monotonic() - last_growth < 1.5:
+        window = min(c.conn.local_flow_control_window(1), c.conn.max_outbound_frame_size)
+        if window > 0:
+            c.conn.send_data(1, b"u" * window)
+            c.send()
+            sent += window
+            last_growth = time.monotonic()
+        else:
+            c.read(0.1)
+    assert sent < 20_000_000, f"{sent} bytes of the body accepted by ingressd"
+    assert sent > 65535  # the first window at least, and what the upstream's socket took
+    c.close()
+
+
+def test_keepalive_requests_graceful_goaway(h2short, ca, ca_pem):
+    """keep-alive-requests (10 here): GOAWAY NO_ERROR naming the 10th stream, which is still answered;
+    curl moves to a new connection for the 11th request."""
+    c = RawClient(h2short, ca)
+    ended = lambda: {e.stream_id for e in c.events if isinstance(e, h2.events.StreamEnded)}
+    for i in range(10):
+        c.request(1 + 2 * i)
+        c.send()
+        wait_until(lambda: c.read(0.2) is not None and (1 + 2 * i) in ended() or c.closed, timeout=10)
+    goaway = c.goaway(timeout=10)
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+    assert goaway.last_stream_id == 19
+    assert ended() >= {1 + 2 * i for i in range(9)}  # (h2's client drops what follows a GOAWAY)
+    c.close()
+    urls = []
+    for i in range(12):
+        urls += ["-o", "/dev/null", h2short.url(HOST, f"/echo?i={i}", https=True)]
+    proc = h.curl("--http2", "--cacert", str(ca_pem), "--resolve", h2short.resolve(HOST, https=True),
+                  "-w", "%{http_code} %{num_connects}\n", *urls)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().split()
+    assert lines[0::2] == ["200"] * 12, lines
+    assert sum(int(n) for n in lines[1::2]) == 2, lines
