@@ -415,7 +415,7 @@ def test_idle_connection_goaway(h2short, ca):
     started = time.monotonic()
     event = c.goaway(timeout=10)
     assert event is not None and event.error_code == h2.errors.ErrorCodes.NO_ERROR
-    assert 1.5 < time.monotonic() - started < 5
+    assert 0.5 < time.monotonic() - started < 6  # 2 s, on the timers' coarse clock
     c.close()
 
 
@@ -430,7 +430,7 @@ def test_incomplete_head_timeout(h2short, ca):
     started = time.monotonic()
     event = c.goaway(timeout=10)
     assert event is not None and event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
-    assert 1.5 < time.monotonic() - started < 5
+    assert 0.5 < time.monotonic() - started < 6  # 2 s, on the timers' coarse clock
     c.close()
 
 
