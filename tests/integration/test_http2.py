@@ -20,7 +20,7 @@ import pytest
 from support import certs
 from support import client as h
 from support import manifests as m
-from support.ingressd import launch
+from support.ingressd import launch, sample_value
 from support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -122,6 +122,19 @@ def test_local_answers(h2px, ca_pem):
                   "-D", "-", "-o", "/dev/null", "--data-binary", "@-",
                   h2px.url("small.example.com", "/echo", https=True), input=big)
     assert proc.stdout.startswith(b"HTTP/2 413"), proc.stdout
+
+
+def test_metrics_and_access_log(h2px, ca_pem):
+    """Counted with the same labels as HTTP/1.1, logged with protocol HTTP/2.0."""
+    labels = dict(namespace="default", ingress="ing-h2", service="svc-a", host=HOST, method="POST", status="200")
+    before = sample_value(h2px.metrics(), "nginx_ingress_controller_requests", **labels)
+    marker = f"log-{time.monotonic_ns()}"
+    for _ in range(3):
+        proc = curl2(h2px, ca_pem, f"/echo?{marker}", "-d", "x=1", "-o", "/dev/null")
+        assert proc.returncode == 0, proc.stderr
+    wait_until(lambda: sample_value(h2px.metrics(), "nginx_ingress_controller_requests", **labels) - before == 3,
+               timeout=10)
+    wait_until(lambda: f"POST /echo?{marker} HTTP/2.0" in h2px.stdout(), timeout=10)
 
 
 def test_http11_still_offered(h2px, ca_pem):
