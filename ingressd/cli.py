@@ -211,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "ingressd_connections_refused_total (default: 16384, as ingress-nginx)")
     serve.add_argument("--hsts", action=argparse.BooleanOptionalAction, default=True,
                        help="send Strict-Transport-Security on HTTPS responses (default: on)")
-    serve.add_argument("--http2", action=argparse.BooleanOptionalAction, default=False,
-                       help="offer HTTP/2 (ALPN h2) on the HTTPS listener, as ingress-nginx's use-http2 "
-                            "(default: off for now)")
+    serve.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
+                       help="offer HTTP/2 (ALPN h2, preferred, and http/1.1) on the HTTPS listener, as "
+                            "ingress-nginx's use-http2 (default: on; --no-http2 offers http/1.1 only)")
     serve.add_argument("--metrics-per-undefined-host", action="store_true",
                        help="count requests for hosts no Ingress defines under their own label")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

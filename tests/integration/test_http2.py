@@ -1,4 +1,4 @@
-"""HTTP/2 from clients (``serve --http2``): curl --http2 through ingressd to the HTTP/1.1 backends,
+"""HTTP/2 from clients (``serve``'s default, ``--no-http2`` to turn off): curl --http2 through ingressd to the HTTP/1.1 backends,
 and the attack classes with raw frames built by ``h2`` over a real TLS socket."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def h2px(tmp_path_factory, backend, ca):
             m.ingress("ing-small", [m.rule("small.example.com", m.path("/", "svc-b"))],
                       tls=[(["small.example.com"], "h2-tls")], annotations={"proxy-body-size": "1k"}),
         ],
-    }, args=["--http2", "--workers", "1"])
+    }, args=["--workers", "1"])  # HTTP/2 is on by default
     yield inst
     inst.stop()
 
@@ -140,6 +140,23 @@ def test_metrics_and_access_log(h2px, ca_pem):
 def test_http11_still_offered(h2px, ca_pem):
     proc = curl2(h2px, ca_pem, "/echo", "--http1.1", "-o", "/dev/null", "-w", "%{http_version}")
     assert proc.stdout == b"1.1", proc.stdout
+
+
+def test_no_http2(tmp_path, backend, ca, ca_pem):
+    cert = certs.issue(ca, HOST)
+    inst = launch(tmp_path, {
+        "svc.yaml": backend.services("a"),
+        "secrets.yaml": [m.tls_secret("h2-tls", *cert)],
+        "ing.yaml": [m.ingress("ing-h2", [m.rule(HOST, m.path("/", "svc-a"))], tls=[([HOST], "h2-tls")])],
+    }, args=["--no-http2", "--workers", "1"])
+    try:
+        ctx = certs.client_context(ca, alpn=["h2", "http/1.1"])
+        with certs.handshake(inst.https_port, HOST, ctx) as s:
+            assert s.selected_alpn_protocol() == "http/1.1"
+        proc = curl2(inst, ca_pem, "/echo", "-o", "/dev/null", "-w", "%{http_version}")
+        assert proc.stdout == b"1.1", proc.stdout
+    finally:
+        inst.stop()
 
 
 # --- raw frames ---------------------------------------------------------------------------------
@@ -415,7 +432,7 @@ def h2short(tmp_path_factory, backend, ca, sink):
         "ing.yaml": [m.ingress("ing-h2", [m.rule(HOST, m.path("/", "svc-a"))], tls=[([HOST], "h2-tls")]),
                      m.ingress("ing-sink", [m.rule("sink.example.com", m.path("/", "svc-sink"))],
                                tls=[(["sink.example.com"], "h2-tls")], annotations={"proxy-body-size": "0"})],
-    }, args=["--http2", "--workers", "1"])
+    }, args=["--workers", "1"])
     yield inst
     inst.stop()
 
