@@ -39,7 +39,7 @@ def h2px(tmp_path_factory, backend, ca):
             m.ingress("ing-small", [m.rule("small.example.com", m.path("/", "svc-b"))],
                       tls=[(["small.example.com"], "h2-tls")], annotations={"proxy-body-size": "1k"}),
         ],
-    }, args=["--workers", "1"])  # HTTP/2 is on by default
+    }, args=["--workers", "2"])  # HTTP/2 is on by default, in every worker process
     yield inst
     inst.stop()
 
