@@ -14,7 +14,7 @@ Limits (each ends the connection with GOAWAY, or refuses one stream, and is coun
 SETTINGS_MAX_CONCURRENT_STREAMS 128 (REFUSED_STREAM beyond), RST_STREAM from the client (rapid
 reset, CVE-2023-44487), HEADERS + CONTINUATION larger than the head limit (CONTINUATION flood) and
 decoded header lists past ``max_head_bytes`` (HPACK bombs), PING / SETTINGS / PRIORITY / empty DATA
-floods, a connection without a complete request head in ``header_timeout`` or idle past
+floods, WINDOW_UPDATE frames beyond two per DATA frame sent (and some slack), a connection without a complete request head in ``header_timeout`` or idle past
 ``keepalive_timeout``, a request body stalled past ``body_timeout`` and a client that opens no
 window for ``SEND_TIMEOUT``.
 """
@@ -51,6 +51,7 @@ CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * 65535  # a paused stream never stal
 RESET_RATE = 100  # RST_STREAM (and refused streams) per second past which a client is a rapid-reset attacker
 RESET_MIN = 100  # ... and in all: above this, more resets than twice the responses completed
 CONTROL_RATE = 100  # PING, SETTINGS, PRIORITY and empty DATA frames per second
+WINDOW_UPDATE_SLACK = 200  # WINDOW_UPDATE frames beyond two per DATA frame sent
 
 # Response fields that have no meaning in HTTP/2 (RFC 9113 §8.2.2).
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -356,6 +357,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.goaway_reason = ""
         self.partial_since = 0.0  # when a request head that is still incomplete began
         self.served = 0  # streams accepted
+        self.data_frames = self.window_updates = 0  # DATA frames sent, WINDOW_UPDATE frames received
         self.draining = False  # a GOAWAY NO_ERROR was sent: no new stream, close once the last ends
 
     @property
@@ -443,6 +445,11 @@ class H2ClientConnection(asyncio.Protocol):
             elif kind is h2.events.StreamEnded:
                 self.on_end(event.stream_id)
             elif kind is h2.events.WindowUpdated:
+                self.window_updates += 1
+                if self.window_updates > 2 * self.data_frames + WINDOW_UPDATE_SLACK:
+                    # more than a reader consuming what was sent would ever need (a WINDOW_UPDATE flood)
+                    self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "too many WINDOW_UPDATE frames")
+                    return
                 self.on_window(event.stream_id)
             elif kind is h2.events.StreamReset:
                 self.on_reset(event)
@@ -640,6 +647,7 @@ class H2ClientConnection(asyncio.Protocol):
             stream.out_bytes -= len(data)
             last = stream.end_pending and not out
             conn.send_data(stream.id, data, end_stream=last)
+            self.data_frames += 1
             if last:
                 stream.end_pending = False
                 self.unblock(stream, _BLOCKED_WINDOW)

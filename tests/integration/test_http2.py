@@ -343,6 +343,20 @@ def test_settings_flood(h2px, ca):
     c.close()
 
 
+def test_window_update_flood(h2px, ca):
+    """WINDOW_UPDATE frames with nothing sent to open a window for: GOAWAY ENHANCE_YOUR_CALM."""
+    c = RawClient(h2px, ca)
+    for _ in range(400):
+        c.conn.increment_flow_control_window(1)
+    try:
+        c.send()
+    except OSError:
+        pass
+    event = c.goaway()
+    assert event is not None and event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    c.close()
+
+
 def test_continuation_flood(h2px, ca):
     """HEADERS then CONTINUATION frames without END_HEADERS: cut once past the head limit."""
     from hyperframe.frame import ContinuationFrame, HeadersFrame
