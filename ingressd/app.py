@@ -48,6 +48,7 @@ class ServeOptions:
     election_ttl: float = 15.0
     publish_service: str | None = None
     publish_status_addresses: tuple[str, ...] = ()
+    http2: bool = True  # --http2 / --no-http2: ALPN offers h2 on the HTTPS listener
     max_connections: int = 16384  # client connections per worker (ingress-nginx max-worker-connections)
     ssl_passthrough: bool = False  # --enable-ssl-passthrough (ingress-nginx's flag): honour ssl-passthrough
     # --proxy-api ADDR:PORT: configurable-http-proxy's REST API for JupyterHub (ingressd.chp.hub)

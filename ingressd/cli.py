@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "ingressd_connections_refused_total (default: 16384, as ingress-nginx)")
     serve.add_argument("--hsts", action=argparse.BooleanOptionalAction, default=True,
                        help="send Strict-Transport-Security on HTTPS responses (default: on)")
+    serve.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
+                       help="offer HTTP/2 (ALPN h2, preferred, and http/1.1) on the HTTPS listener, as "
+                            "ingress-nginx's use-http2 (default: on; --no-http2 offers http/1.1 only)")
     serve.add_argument("--metrics-per-undefined-host", action="store_true",
                        help="count requests for hosts no Ingress defines under their own label")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -350,7 +353,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers or default_worker_count(), certificates=_cert_settings(args),
         election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
         publish_status_addresses=tuple(args.publish_status_addresses or ()),
-        max_connections=args.max_worker_connections, proxy_api=args.proxy_api,
+        max_connections=args.max_worker_connections, http2=args.http2, proxy_api=args.proxy_api,
         proxy_api_host_routing=args.proxy_api_host_routing, ssl_passthrough=args.enable_ssl_passthrough,
         proxy_api_token=os.environ.get("CONFIGPROXY_AUTH_TOKEN") or None,
     )

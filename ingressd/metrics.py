@@ -94,6 +94,11 @@ class DataPlaneCollector:
                          "had --max-worker-connections open", "counter")
         refused.add_sample("ingressd_connections_refused_total", {"reason": "limit"}, counters.refused)
         yield refused
+        goaway = Metric("ingressd_http2_goaway", "HTTP/2 client connections ingressd ended with GOAWAY, by error "
+                        "code (ENHANCE_YOUR_CALM: a flood or rapid reset; NO_ERROR: idle)", "counter")
+        for code, count in sorted(getattr(counters, "h2_goaways", {}).items()):
+            goaway.add_sample("ingressd_http2_goaway_total", {"code": code}, count)
+        yield goaway
         total = Metric(PREFIX + "nginx_process_requests", "total number of client requests", "counter")
         total.add_sample(PREFIX + "nginx_process_requests_total", constant,
                          sum(stats.count for stats in counters.stats.values()))

@@ -135,6 +135,7 @@ class Exchange:
     connecting = False
     aborted = False
     http10 = False
+    http2 = False  # the request came on an HTTP/2 stream (h2client)
     # for metrics and the access log
     upstream_start = upstream_connected = upstream_header = 0.0
     sent = upstream_received = head_size = 0

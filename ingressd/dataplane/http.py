@@ -640,7 +640,21 @@ class ClientConnection(asyncio.Protocol):
                 return self._bad(exchange, "Transfer-Encoding in an HTTP/1.0 request")  # RFC 9112 §6.1
             if head.upgrade is not None and parser.should_upgrade():
                 return self._bad(exchange, "upgrade request with a body")
+        if not self.route(exchange, head, head.upgrade is not None and parser.should_upgrade()):
+            return
+        self.deadline = self.timers.now + self.limits.body_timeout if exchange.body_mode != NO_BODY else 0.0
+        if self.active is None:
+            self.active = exchange
+            self.start(exchange)
+        else:
+            self.queue.append(exchange)
+            self.pause(PAUSE_PIPELINE)
 
+    def route(self, exchange: Exchange, head, upgrade: bool) -> bool:
+        """Route a parsed request head and prepare its upstream head: True when it is to be
+        proxied, False when answered locally (``_local``, ``_bad``). Shared with HTTP/2
+        (``h2client``), whose streams provide the attributes used here."""
+        method = exchange.method
         url = exchange.url
         raw_host = head.raw_host
         if raw_host is None and not exchange.http10:
@@ -724,19 +738,13 @@ class ClientConnection(asyncio.Protocol):
         if options.custom_errors is not None:
             exchange.intercept = options.custom_errors
 
-        exchange.upgrade = head.upgrade is not None and parser.should_upgrade()
+        exchange.upgrade = upgrade
         exchange.replayable = exchange.body_mode == NO_BODY
         if options.request_buffering and not exchange.replayable and options.body_size_limit is not None:
             exchange.buffered = []  # proxy-request-buffering on: read it all first, resendable
             exchange.replayable = True
         exchange.head = upstream_head(exchange, head, forwarded, forwarded_host)
-        self.deadline = self.timers.now + self.limits.body_timeout if exchange.body_mode != NO_BODY else 0.0
-        if self.active is None:
-            self.active = exchange
-            self.start(exchange)
-        else:
-            self.queue.append(exchange)
-            self.pause(PAUSE_PIPELINE)
+        return True
 
     def on_body(self, body: bytes) -> None:
         self.unparsed = 0

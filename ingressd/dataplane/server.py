@@ -20,6 +20,7 @@ import ssl
 from ..config import Config
 from ..routing import RouteTable
 from . import passthrough, proxyproto
+from .h2client import H2ClientConnection
 from .http import HEADER_TIMEOUT, ClientConnection, ClientContext, Listener
 from .stats import AccessLog, Counters, Recorder, rss_bytes
 from .timers import Timers
@@ -64,7 +65,7 @@ def bind_listeners(host: str | None, http_port: int, https_port: int) -> dict[st
 class DataPlane:
     def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
                  per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False,
-                 max_connections: int = 16384, ssl_passthrough: bool = False):
+                 max_connections: int = 16384, ssl_passthrough: bool = False, http2: bool = False):
         self.ready = False
         self.hsts = hsts
         self.proxy_protocol = proxy_protocol  # use-proxy-protocol: a listener property, fixed at start
@@ -74,7 +75,8 @@ class DataPlane:
         self.recorder = Recorder(access_log, per_undefined_host)
         self.timers.on_tick.append(self.recorder.flush)
         self.ctx = ClientContext(Config(RouteTable()), self.timers, self.pool, self.recorder, https_port)
-        self.tls = TLSContexts()
+        self.http2 = http2  # ALPN offers h2 on the HTTPS listener (--http2)
+        self.tls = TLSContexts(http2)
         self.accepted = 0
         self.max_connections = max_connections
         self.refused = 0  # connections closed at once: the limit was reached
@@ -91,7 +93,8 @@ class DataPlane:
                    access_log=AccessLog(options.log_format) if options.access_log else None,
                    per_undefined_host=options.metrics_per_undefined_host,
                    proxy_protocol=options.settings.trust.use_proxy_protocol,
-                   max_connections=options.max_connections, ssl_passthrough=options.ssl_passthrough)
+                   max_connections=options.max_connections, ssl_passthrough=options.ssl_passthrough,
+                   http2=options.http2)
 
     @property
     def config(self) -> Config:
@@ -175,7 +178,7 @@ class DataPlane:
                     await passthrough.pass_through(loop, conn, route.backend, name)
                     return
         protocol = self._accept(listener)
-        if header is not None and isinstance(protocol, ClientConnection):
+        if header is not None and isinstance(protocol, (ClientConnection, Negotiate)):
             protocol.proxied = header
         try:
             await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.tls.listener_context,
@@ -193,6 +196,8 @@ class DataPlane:
                 log.warning("%d client connections open, the limit (--max-worker-connections): closing new ones "
                             "(%d so far)", len(self.ctx.connections), self.refused)
             return _Refused()
+        if self.http2 and listener.tls:
+            return Negotiate(self.ctx, listener)
         return ClientConnection(self.ctx, listener)
 
     async def drain(self, timeout: float) -> None:
@@ -247,6 +252,7 @@ class DataPlane:
         counters.stats = dict(recorder.stats)
         counters.accepted = self.accepted
         counters.refused = self.refused
+        counters.h2_goaways = dict(recorder.h2_goaways)
         counters.upgraded = recorder.upgraded
         counters.upgraded_lifetimes = recorder.upgraded_lifetimes
         counters.idle_upstream = self.pool.count()
@@ -260,6 +266,26 @@ class DataPlane:
     async def gather_counters(self) -> Counters:
         """Same as ``counters``; the shape the control plane also uses for worker processes."""
         return self.counters()
+
+
+class Negotiate(asyncio.Protocol):
+    """An HTTPS connection until its handshake is done: then the protocol ALPN chose serves it
+    (``h2client.H2ClientConnection`` for h2, ``http.ClientConnection`` otherwise)."""
+
+    def __init__(self, ctx: ClientContext, listener: Listener):
+        self.ctx = ctx
+        self.listener = listener
+        self.proxied: proxyproto.ProxyHeader | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+            protocol = H2ClientConnection(self.ctx, self.listener)
+        else:
+            protocol = ClientConnection(self.ctx, self.listener)
+        protocol.proxied = self.proxied
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
 
 
 class _Refused(asyncio.Protocol):

@@ -180,6 +180,7 @@ class Counters:
         self.reading = self.writing = self.waiting = 0
         self.accepted = self.upgraded = self.idle_upstream = self.upstream_new = self.upstream_reused = 0
         self.refused = 0  # connections closed at once over --max-worker-connections
+        self.h2_goaways: dict[str, int] = {}  # HTTP/2 connections ended by ingressd, by GOAWAY code
         self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
         self.rss = 0
         self.cpu = 0.0
@@ -197,6 +198,8 @@ class Counters:
         for name in ("reading", "writing", "waiting", "accepted", "upgraded", "idle_upstream", "upstream_new",
                      "upstream_reused", "rss", "cpu", "refused"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for code, count in getattr(other, "h2_goaways", {}).items():
+            self.h2_goaways[code] = self.h2_goaways.get(code, 0) + count
         _merge_histogram(self.upgraded_lifetimes, other.upgraded_lifetimes)
         return self
 
@@ -212,10 +215,14 @@ class Recorder:
         self.upgraded_lifetimes = Histogram(LIFETIME_BUCKETS)
         self._undefined_labels: dict[tuple, tuple] = {}
         self.line = None  # the ConfigMap's log-format-upstream, compiled (None: --log-format's lines)
+        self.h2_goaways: dict[str, int] = {}  # HTTP/2 connections ended by ingressd, by GOAWAY error code
 
     def configure(self, log_format: LogFormat | None) -> None:
         """A configuration's log-format-upstream (and escaping), compiled once per distinct format."""
         self.line = compile_format(log_format) if log_format is not None else None
+
+    def h2_goaway(self, code: str) -> None:
+        self.h2_goaways[code] = self.h2_goaways.get(code, 0) + 1
 
     def record(self, exchange: Exchange) -> None:
         """Count a finished exchange (and log it): the only per-request bookkeeping."""
@@ -270,7 +277,7 @@ class Recorder:
             "remote_addr": exchange.conn.client_ip,
             "time_local": self.access_log.time_local(),
             "request": "%s %s HTTP/%s" % (exchange.method.decode("latin-1"), exchange.url.decode("latin-1"),
-                                           "1.0" if exchange.http10 else "1.1"),
+                                           "2.0" if exchange.http2 else "1.0" if exchange.http10 else "1.1"),
             "status": exchange.status,
             "body_bytes_sent": exchange.sent,
             "http_referer": exchange.referer.decode("latin-1") or "-",

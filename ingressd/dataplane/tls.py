@@ -28,10 +28,12 @@ def configure(ctx: ssl.SSLContext, settings: TLSSettings, ciphers: str | None = 
     ctx.set_ciphers(ciphers or settings.ciphers)
 
 
-def new_context(cert: Certificate, settings: TLSSettings = TLSSettings(), ciphers: str | None = None) -> ssl.SSLContext:
+def new_context(cert: Certificate, settings: TLSSettings = TLSSettings(), ciphers: str | None = None,
+                http2: bool = False) -> ssl.SSLContext:
+    """A server context for ``cert``; ALPN offers h2 (preferred) and http/1.1 with ``http2``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     configure(ctx, settings, ciphers)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     load_certificate(ctx, cert)
     return ctx
@@ -50,14 +52,15 @@ def load_certificate(ctx: ssl.SSLContext, cert: Certificate) -> None:
 class TLSContexts:
     """The contexts for the current configuration; switched by the SNI callback per handshake."""
 
-    def __init__(self) -> None:
+    def __init__(self, http2: bool = False) -> None:
+        self.http2 = http2  # ALPN offers h2 (--http2)
         self._contexts: dict[tuple[str, str | None], ssl.SSLContext] = {}  # by (fingerprint, host ciphers)
         self._config: Config | None = None
         self.settings = TLSSettings()
         self._fallback_cert = fake_certificate()
         self.fallback_cert = self._fallback_cert
         # Clients without SNI get the listener's own certificate: the current fallback.
-        self.listener_context = new_context(self._fallback_cert)
+        self.listener_context = new_context(self._fallback_cert, http2=http2)
         self.listener_context.sni_callback = self._on_sni
 
     client_ca: tuple | None = None  # (CA file or None for the system's, required): see request_client_certificates
@@ -66,7 +69,7 @@ class TLSContexts:
         key = (cert.fingerprint, ciphers)
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = self._contexts[key] = new_context(cert, self.settings, ciphers)
+            ctx = self._contexts[key] = new_context(cert, self.settings, ciphers, http2=self.http2)
             if self.client_ca is not None:
                 _verify_clients(ctx, *self.client_ca)
         return ctx

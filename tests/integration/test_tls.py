@@ -135,8 +135,14 @@ def test_tls11_refused(tls):
             pass
 
 
+def test_alpn_h2_preferred(tls, ca):
+    ctx = certs.client_context(ca, alpn=["http/1.1", "h2"])
+    with certs.handshake(tls.https_port, "secure.example.com", ctx) as s:
+        assert s.selected_alpn_protocol() == "h2"  # HTTP/2 by default (--no-http2: see test_http2.py)
+
+
 def test_alpn_http11(tls, ca):
-    ctx = certs.client_context(ca, alpn=["h2", "http/1.1"])
+    ctx = certs.client_context(ca, alpn=["http/1.1"])
     with certs.handshake(tls.https_port, "secure.example.com", ctx) as s:
         assert s.selected_alpn_protocol() == "http/1.1"
 
