@@ -249,6 +249,22 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+
+def parse_wrk(out: str) -> WrkResult:
+    """wrk's summary: requests per second, the request count and the errors it reports."""
+    result = WrkResult(raw=out)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result.rps = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    result.requests = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        result.errors.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        result.errors["non2xx"] = int(m.group(1))
+    return result
+
 def wrk(url: str, seconds: int, conns: int = 32, headers: tuple[str, ...] = (), script: Path | None = None,
         cpu_pid: int | None = None, host: str = HOST) -> WrkResult:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}"]
@@ -262,17 +278,7 @@ def wrk(url: str, seconds: int, conns: int = 32, headers: tuple[str, ...] = (), 
     cpu0 = cpu_seconds(cpu_pid) if cpu_pid else None
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     cpu1 = cpu_seconds(cpu_pid) if cpu_pid else None
-    result = WrkResult(raw=out)
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    result.rps = float(m.group(1)) if m else 0.0
-    m = re.search(r"(\d+) requests in", out)
-    result.requests = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        result.errors.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        result.errors["non2xx"] = int(m.group(1))
+    result = parse_wrk(out)
     for pct, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M):
         result.latency[pct] = _ms(value)
     if cpu_pid and result.requests:

@@ -173,19 +173,7 @@ end
 """
 
 
-def parse_wrk(out: str) -> bench.WrkResult:
-    result = bench.WrkResult(raw=out)
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    result.rps = float(m.group(1)) if m else 0.0
-    m = re.search(r"(\d+) requests in", out)
-    result.requests = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        result.errors.update(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        result.errors["non2xx"] = int(m.group(1))
-    return result
+parse_wrk = bench.parse_wrk
 
 
 def proxy_core_times() -> tuple[float, float] | None:

@@ -120,10 +120,12 @@ class RouteOptions:
     x_forward: bool = True  # False (--no-x-forward): no X-Forwarded-*, X-Real-IP or X-Request-ID added
     error_pages: object = None  # chp.errors.ErrorPages: the bodies of ingressd's own 404/5xx answers
     static: tuple | None = None  # (status, content type, body) answered for every request (/_chp_healthz)
+    request_header_names: frozenset = field(default=frozenset(), compare=False)  # of request_headers
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "request_header_names", frozenset(name for name, _ in self.request_headers))
         object.__setattr__(self, "next_upstream_codes", frozenset(
             int(c[5:]) for c in self.next_upstream if c.startswith("http_")))
         object.__setattr__(self, "edits_request", self.upstream_host is not None or self.forwarded_prefix is not None

@@ -21,6 +21,10 @@ fi
 # Real configurable-http-proxy for tests/integration/test_chp_compare.py (which skips only without npm),
 # in the benchmark's npm prefix; never put on PATH (ingressd installs its own configurable-http-proxy).
 npm_prefix="${INGRESSD_BENCH_CACHE:-$HOME/.cache/ingressd-bench}/npm"
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null \
+    || echo "scripts/test.sh: could not install nodejs and npm (the CHP comparison will be skipped)" >&2
+fi
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
     && [ ! -e "$npm_prefix/node_modules/configurable-http-proxy/bin/configurable-http-proxy" ]; then
   mkdir -p "$npm_prefix"

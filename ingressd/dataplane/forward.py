@@ -169,8 +169,8 @@ def _edited_head(exchange: Exchange, head: RequestHead, options, forwarded: byte
     raw_host = head.raw_host or b""
     url, host, extra = edit_request(options, exchange.url, raw_host)
     lines = head.lines
-    if options.request_headers:  # --custom-header: replaces what the client sent under that name
-        names = {name for name, _ in options.request_headers}
+    names = options.request_header_names  # --custom-header, proxy-set-headers: replace the client's
+    if names:
         lines = [field for i in range(0, len(lines), 4) if lines[i].lower() not in names
                  for field in lines[i:i + 4]]
         for name, line in options.request_headers:
@@ -183,8 +183,7 @@ def _edited_head(exchange: Exchange, head: RequestHead, options, forwarded: byte
                       exchange.request_id, b"\r\n")
         if head.xff is not None:
             extra += b"X-Original-Forwarded-For: " + head.xff + b"\r\n"
-        if options.request_headers:  # proxy-set-headers may replace ingressd's own X-Forwarded-* lines too
-            names = {name for name, _ in options.request_headers}
+        if names:  # proxy-set-headers may replace ingressd's own X-Forwarded-* lines too
             forwarding = tuple(line + b"\r\n" for line in b"".join(forwarding).split(b"\r\n")
                                if line and line.partition(b":")[0].lower() not in names)
     else:  # --no-x-forward: the client's own forwarding headers pass unchanged, nothing is added

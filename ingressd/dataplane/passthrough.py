@@ -73,18 +73,25 @@ def server_name(data: bytes) -> str | None:
     return None
 
 
+async def peek(loop: asyncio.AbstractEventLoop, conn: socket.socket, size: int, what: str) -> bytes:
+    """Up to ``size`` bytes of ``conn`` (non-blocking) once it is readable, left unread; ConnectionError
+    when it closes before ``what``."""
+    readable = loop.create_future()
+    loop.add_reader(conn.fileno(), readable.set_result, None)
+    try:
+        await readable
+    finally:
+        loop.remove_reader(conn.fileno())
+    data = conn.recv(size, socket.MSG_PEEK)
+    if not data:
+        raise ConnectionError(f"closed before its {what}")
+    return data
+
+
 async def peek_server_name(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> str | None:
     """The SNI of the ClientHello arriving on ``conn``, leaving every byte unread."""
     while True:
-        readable = loop.create_future()
-        loop.add_reader(conn.fileno(), readable.set_result, None)
-        try:
-            await readable
-        finally:
-            loop.remove_reader(conn.fileno())
-        data = conn.recv(MAX_HELLO, socket.MSG_PEEK)
-        if not data:
-            raise ConnectionError("closed before its ClientHello")
+        data = await peek(loop, conn, MAX_HELLO, "ClientHello")
         try:
             return server_name(data)
         except NeedMore:

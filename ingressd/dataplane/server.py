@@ -301,15 +301,7 @@ async def _read_proxy_header(loop: asyncio.AbstractEventLoop, conn: socket.socke
     bytes are peeked until the header parses, then only its length is received."""
     conn.setblocking(False)
     while True:
-        readable = loop.create_future()
-        loop.add_reader(conn.fileno(), readable.set_result, None)
-        try:
-            await readable
-        finally:
-            loop.remove_reader(conn.fileno())
-        data = conn.recv(proxyproto.MAX_HEADER, socket.MSG_PEEK)
-        if not data:
-            raise ConnectionError("closed before its PROXY header")
+        data = await passthrough.peek(loop, conn, proxyproto.MAX_HEADER, "PROXY header")
         header = proxyproto.parse(data)
         if header is not None:
             conn.recv(header.length)
