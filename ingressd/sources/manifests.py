@@ -145,6 +145,7 @@ class ManifestDirectory:
         self._scan_lock = threading.Lock()  # one scan at a time (the poll loop, settle())
         self._lock = threading.Lock()  # guards what scan() hands to snapshot()
         self._touched: set[ObjectKey] = set()  # keys in files re-read since the last snapshot
+        self._dirty = False  # a file changed since the last snapshot (its diagnostics may have, alone)
         self._snapshot: Snapshot | None = None
         self._poller: asyncio.Task | None = None
         self._scanned = False
@@ -202,6 +203,7 @@ class ManifestDirectory:
             with self._lock:
                 self._files = files
                 self._touched |= touched
+                self._dirty = True
         missing = {root for root in self.roots if not Path(root).is_dir()}
         for root in missing - self._missing:
             log.error("manifest directory %s does not exist (yet)", root)
@@ -212,11 +214,12 @@ class ManifestDirectory:
     def snapshot(self) -> Snapshot:
         with self._lock:
             previous = self._snapshot
-            if previous is not None and not self._touched:
+            if previous is not None and not self._dirty:
                 self.feed.taken()
                 return previous
             files, touched = self._files, self._touched
             self._touched = set()
+            self._dirty = False
             self.feed.taken()
         index: dict[ObjectKey, KubeObject] = {}
         objects: list[KubeObject] = []

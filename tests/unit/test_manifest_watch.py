@@ -63,3 +63,26 @@ def test_a_new_file_in_a_subdirectory_is_seen(tmp_path):
             await source.close()
 
     assert "api" in asyncio.run(run())
+
+
+def test_a_file_with_nothing_valid_in_it_still_reports_its_errors(tmp_path):
+    """A broken file added while serving changes no object, only the diagnostics: a new snapshot
+    must carry them (it once returned the previous snapshot, and the error was never reported)."""
+    _write(tmp_path / "web.yaml", [ingress("web", rule("a.test", path("/", "web")))])
+
+    async def run():
+        source = ManifestDirectory(tmp_path, interval=3600)
+        await source.start()
+        try:
+            await source.synced()
+            first = source.snapshot()
+            await asyncio.sleep(0.05)
+            (tmp_path / "broken.yaml").write_text("kind: Ingress\nmetadata: [not, a, map]\n")
+            await asyncio.wait_for(source.changed(), 5)
+            return first, source.snapshot()
+        finally:
+            await source.close()
+
+    first, second = asyncio.run(run())
+    assert second is not first and second.objects == first.objects
+    assert any("broken.yaml" in (d.origin or "") for d in second.diagnostics), second.diagnostics
