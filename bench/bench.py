@@ -802,6 +802,17 @@ https://:{https_port} {{
     return Proxy("caddy", "Caddy", http_port, https_port, [proc])
 
 
+def start_floor(ctx) -> Proxy:
+    """bench/floor_proxy.py: the platform's floor (uvloop + httptools + ssl, no features); see its docstring."""
+    http_port, https_port = free_port(), free_port()
+    proc = Proc("floor", [sys.executable, str(BENCH / "floor_proxy.py"), str(http_port), str(https_port),
+                          str(ctx.ports["upstream"]), str(ctx.cert), str(ctx.key)], ctx.workdir, PROXY_CORE)
+    wait_port(http_port, proc)
+    wait_port(https_port, proc)
+    return Proxy("floor", "python floor", http_port, https_port, [proc], streaming=False,
+                 note="minimal uvloop+httptools proxy, no features")
+
+
 def start_chp(ctx) -> Proxy:
     """configurable-http-proxy serves HTTP or HTTPS per process: two processes, both on core 0."""
     token = "bench-token"
@@ -1554,8 +1565,9 @@ def main() -> int:
     global PIN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~3 minutes: shorter rounds, smaller scale checks")
-    parser.add_argument("--proxies", default="ingressd,nginx,haproxy,envoy,caddy,chp",
-                        help="comma-separated subset of ingressd,nginx,haproxy,envoy,caddy,chp")
+    parser.add_argument("--proxies", default="ingressd,nginx,floor,haproxy,envoy,caddy,chp",
+                        help="comma-separated subset of ingressd,nginx,floor,haproxy,envoy,caddy,chp "
+                             "(floor: bench/floor_proxy.py, the least Python on these libraries can do)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,streaming,latency,"
                                                    "profile,ingresses,websockets,churn")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs, profiles)")
@@ -1676,9 +1688,9 @@ def main() -> int:
             proxies[-1].streaming = False
         proxies.append(start_nginx(ctx, "nginx", access_log=False))
         proxies.append(start_nginx(ctx, "nginx-log", access_log=True))
-        starters = {"haproxy": start_haproxy, "envoy": start_envoy, "caddy": start_caddy, "chp": start_chp}
+        starters = {"floor": start_floor, "haproxy": start_haproxy, "envoy": start_envoy, "caddy": start_caddy, "chp": start_chp}
         for name in wanted:
-            if name in starters and name in ctx.tools:
+            if name in starters and (name in ctx.tools or name == "floor"):
                 try:
                     proxies.append(starters[name](ctx))
                 except Exception as error:

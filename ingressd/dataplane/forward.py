@@ -38,14 +38,15 @@ _CLIENT_FORWARDING = frozenset(name for name, kind in _REQUEST_HEADERS.items()
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._*")
 _host_cache: dict[bytes, str | None] = {}
-_request_ids = itertools.count(getrandbits(63))
-_request_id_prefix = b"%016x" % getrandbits(64)
+# The per-process random half above 64 bits, the counter below: one format per request.
+_request_ids = itertools.count((getrandbits(64) << 64) | getrandbits(63))
 
 
 def new_request_id() -> bytes:
     """32 hex digits as ingress-nginx's $req_id: a random per-process half and a counter, unique
-    without a random draw per request."""
-    return b"%s%016x" % (_request_id_prefix, next(_request_ids) & 0xFFFFFFFFFFFFFFFF)
+    without a random draw per request (the counter starts at random and would need 2**63
+    requests to reach the random half)."""
+    return b"%032x" % next(_request_ids)
 
 
 def parse_host(raw: bytes) -> str | None:

@@ -57,6 +57,27 @@ _OPTIONS_ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n"
 _HOP_BY_HOP = re.compile(
     rb"^(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade)[ \t]*:[^\n]*\n",
     re.IGNORECASE | re.MULTILINE)
+# Cheap tests before the regular expression: names that start a hop-by-hop field other than
+# Connection ("\nte" covers te, trailer and transfer-encoding), after lower-casing.
+_RARE_HOP_BY_HOP = (b"\nte", b"\ntr", b"\nkeep-alive", b"\nproxy-connection", b"\nupgrade")
+
+
+def without_hop_by_hop(fields: bytes, lowered: bytes) -> bytes:
+    """``fields`` without its hop-by-hop lines (``_HOP_BY_HOP``); ``lowered`` is
+    ``b"\n" + fields.lower()``. The usual response has one ``Connection:`` line at most, cut out
+    by slicing; anything else takes the regular expression."""
+    for name in _RARE_HOP_BY_HOP:
+        if lowered.find(name) >= 0:  # (find: ``in`` first tries the name as an integer, raising)
+            return _HOP_BY_HOP.sub(b"", fields)
+    start = lowered.find(b"\nconnection")
+    if start < 0:
+        return fields
+    if lowered[start + 11:start + 12] != b":" or lowered.find(b"\nconnection", start + 11) >= 0:
+        return _HOP_BY_HOP.sub(b"", fields)
+    end = fields.find(b"\n", start)  # lowered[start] is the newline before the line fields[start:]
+    return fields[:start] + fields[end + 1:] if end >= 0 else fields[:start]
+
+
 _UPGRADE_FIELD = re.compile(rb"^upgrade[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -319,13 +340,13 @@ class ClientConnection(asyncio.Protocol):
         edit = exchange.route.options.response_headers  # add-headers, hide-headers, custom-headers
         if edit is not None:
             fields = edit.strip.sub(b"", fields)
-        lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
+        lowered = b"\n" + fields.lower()
+        lines = [b"HTTP/1.1", status_line, b"\r\n", without_hop_by_hop(fields, lowered)]
         if edit is not None:
             lines.append(edit.lines)
-        lowered = b"\n" + fields.lower()
-        if b"\ndate:" not in lowered:  # RFC 9110 §6.6.1, as nginx (which always sends its own)
+        if lowered.find(b"\ndate:") < 0:  # RFC 9110 §6.6.1, as nginx (which always sends its own)
             lines.append(responses.date_line())
-        if self.hsts and b"\nstrict-transport-security:" not in lowered:
+        if self.hsts and lowered.find(b"\nstrict-transport-security:") < 0:
             lines.append(self.hsts)
         if exchange.response_fields:
             lines.append(exchange.response_fields)
@@ -361,7 +382,7 @@ class ClientConnection(asyncio.Protocol):
 
     def send_upgrade(self, exchange: Exchange, status_line: bytes, fields: bytes, upstream: UpstreamSide) -> None:
         lines = [b"HTTP/1.1", status_line, b"\r\n", _HOP_BY_HOP.sub(b"", fields)]
-        if self.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
+        if self.hsts and (b"\n" + fields.lower()).find(b"\nstrict-transport-security:") < 0:
             lines.append(self.hsts)
         if exchange.response_fields:  # CORS, the affinity cookie
             lines.append(exchange.response_fields)

@@ -219,8 +219,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         exchange = self.exchange
         buffer, start = self.buffer, self.head_start
-        while buffer[start:start + 1] in (b"\r", b"\n"):  # empty lines before a status line (httptools skips them)
-            start += 1
+        if buffer[start:start + 1] != b"H":  # empty lines before a status line (httptools skips them)
+            while buffer[start:start + 1] in (b"\r", b"\n"):
+                start += 1
         end = buffer.find(b"\r\n\r\n", start)
         line_end = buffer.find(b"\r\n", start)
         if end < 0 or line_end < 0 or end - start > MAX_HEAD_BYTES:
@@ -260,7 +261,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         lower = b"\n" + fields.lower()
         chunked = False
-        if b"\ntransfer-encoding" in lower:
+        if lower.find(b"\ntransfer-encoding") >= 0:
             # httptools takes any coding list (a body read until the close when chunked is not
             # last) and a repeated chunked; as nginx, only exactly one "chunked" is forwarded
             # (the client side drops the field: a gzip coding would reach the client unannounced).
@@ -271,7 +272,7 @@ class UpstreamConnection(asyncio.Protocol):
             chunked = True
         if exchange.is_head or status == 204 or status == 304:
             body = RESPONSE_EMPTY
-        elif b"\ncontent-length:" in lower:
+        elif lower.find(b"\ncontent-length:") >= 0:
             body = RESPONSE_LENGTH
         elif chunked:
             body = RESPONSE_CHUNKED
