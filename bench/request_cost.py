@@ -29,16 +29,21 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "unit")]
 from dataplanekit import Rig  # noqa: E402
 from unitkit import compile_config, ingress, path, rule, svc_with_endpoints  # noqa: E402
 
+from ingressd.config import ClientTrust  # noqa: E402
 from ingressd.dataplane.stats import AccessLog  # noqa: E402
+
+# ingressd chp's (CHP's xfwd): every peer's X-Forwarded-* kept and appended to
+CHP_TRUST = ClientTrust(use_forwarded_headers=True, compute_full_forwarded_for=True, address_from_headers=False)
 
 REQUEST = (b"GET / HTTP/1.1\r\nHost: bench.localhost\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n")
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 04 Dec 2026 03:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\nhello world\n")
 
 
-def run(requests: int, access_log: bool, scheme: str = "http") -> tuple[float, Rig]:
+def run(requests: int, access_log: bool, scheme: str = "http", trusted: bool = False) -> tuple[float, Rig]:
+    settings = {"trust": CHP_TRUST} if trusted else {}
     config = compile_config(ingress("bench", rule("bench.localhost", path("/", "web"))),
-                            svc_with_endpoints("web", ("10.0.0.1",)))
+                            svc_with_endpoints("web", ("10.0.0.1",)), **settings)
     log = AccessLog(fd=os.open(os.devnull, os.O_WRONLY)) if access_log else None
     rig = Rig(config, access_log=log)
     done = 0
@@ -69,24 +74,26 @@ def main() -> int:
     parser.add_argument("--once", action="store_true",
                         help="one run, no warm-up: for instruction counts, e.g. the difference of two "
                              "`valgrind --tool=callgrind` runs with different --requests")
+    parser.add_argument("--trusted-peer", action="store_true",
+                        help="the peer's forwarded headers are believed, as in ingressd chp")
     parser.add_argument("--https", action="store_true", help="the client connection is an HTTPS one (no TLS here)")
     args = parser.parse_args()
     scheme = "https" if args.https else "http"
     if args.once:
-        run(args.requests, args.access_log, scheme)
+        run(args.requests, args.access_log, scheme, args.trusted_peer)
         return 0
-    run(min(20_000, args.requests), args.access_log, scheme)  # warm-up
+    run(min(20_000, args.requests), args.access_log, scheme, args.trusted_peer)  # warm-up
     if args.profile:
         profile = cProfile.Profile()
         profile.enable()
-        cost, _ = run(args.requests, args.access_log, scheme)
+        cost, _ = run(args.requests, args.access_log, scheme, args.trusted_peer)
         profile.disable()
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(25)
         print(out.getvalue())
         print(f"{cost:.2f} us/request under cProfile")
         return 0
-    costs = sorted(run(args.requests, args.access_log, scheme)[0] for _ in range(5))
+    costs = sorted(run(args.requests, args.access_log, scheme, args.trusted_peer)[0] for _ in range(5))
     print(f"ingressd's Python work per request ({scheme}, access log {'on' if args.access_log else 'off'}): "
           f"median {costs[2]:.2f} us (min {costs[0]:.2f}, max {costs[-1]:.2f}; {args.requests:,} requests x 5)")
     return 0

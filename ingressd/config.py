@@ -85,9 +85,12 @@ class ClientTrust:
     # appends to X-Forwarded-For and keeps -Proto/-Host/-Port, but never believes a client's address).
     address_from_headers: bool = True
     networks: tuple = field(default=(), compare=False, repr=False)  # proxy_real_ip_cidr, parsed
+    # forwarded_for_header is not X-Forwarded-For: every request is read for it (trust.for_request)
+    custom_for_header: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "networks", parse_cidrs(self.proxy_real_ip_cidr))
+        object.__setattr__(self, "custom_for_header", self.forwarded_for_header.lower() != "x-forwarded-for")
         name = self.forwarded_for_header
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ValueError(f"forwarded-for-header {name!r} is not a header name")

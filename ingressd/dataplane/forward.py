@@ -22,19 +22,22 @@ if TYPE_CHECKING:
     from .exchange import Exchange
 
 # How a request header is treated when building the upstream request.
-_FORWARD, _HOST, _DROP, _REQUEST_ID, _XFF, _CONNECTION, _UPGRADE, _EXPECT, _LENGTH, _TE, _REFERER, _AGENT = range(12)
+(_FORWARD, _HOST, _DROP, _REQUEST_ID, _XFF, _CONNECTION, _UPGRADE, _EXPECT, _LENGTH, _TE, _REFERER, _AGENT,
+ _FORWARDING) = range(13)
 _REQUEST_HEADERS = {
     b"referer": _REFERER, b"user-agent": _AGENT,
     b"host": _HOST, b"x-request-id": _REQUEST_ID, b"x-forwarded-for": _XFF, b"connection": _CONNECTION,
     b"upgrade": _UPGRADE, b"expect": _EXPECT, b"content-length": _LENGTH, b"transfer-encoding": _TE,
     b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b"trailer": _DROP, b"proxy": _DROP,
-    b"x-real-ip": _DROP, b"x-forwarded-host": _DROP, b"x-forwarded-port": _DROP, b"x-forwarded-proto": _DROP,
+    # dropped; a trusted proxy's values are read by trust.for_request (the request is marked for it)
+    b"x-forwarded-host": _FORWARDING, b"x-forwarded-port": _FORWARDING, b"x-forwarded-proto": _FORWARDING,
+    b"x-real-ip": _DROP,
     b"x-forwarded-scheme": _DROP, b"x-scheme": _DROP, b"x-original-forwarded-for": _DROP,
 }
 _CONNECTION_OPTIONS = (b"keep-alive", b"close", b"upgrade")
 # What read_headers takes out of a request that a route without X-Forwarded-* passes as sent.
 _CLIENT_FORWARDING = frozenset(name for name, kind in _REQUEST_HEADERS.items()
-                               if kind in (_DROP, _XFF, _REQUEST_ID) and name.startswith(b"x-"))
+                               if kind in (_DROP, _XFF, _REQUEST_ID, _FORWARDING) and name.startswith(b"x-"))
 
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._*")
 _host_cache: dict[bytes, str | None] = {}
@@ -78,7 +81,7 @@ def parse_host(raw: bytes) -> str | None:
 class RequestHead:
     """What ``read_headers`` found besides the forwarded lines (one per request, slots only)."""
 
-    __slots__ = ("lines", "raw_host", "request_id", "xff", "upgrade", "expect", "error", "status")
+    __slots__ = ("lines", "raw_host", "request_id", "xff", "upgrade", "expect", "error", "status", "forwarding")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []  # name, b": ", value, b"\r\n" for every forwarded header
@@ -89,6 +92,7 @@ class RequestHead:
         self.expect = False
         self.error: str | None = None  # why the request is malformed
         self.status = 400  # the answer when it is
+        self.forwarding = False  # an X-Forwarded-For, -Host, -Port or -Proto is present
 
 
 def read_headers(exchange: Exchange) -> RequestHead:
@@ -126,6 +130,9 @@ def read_headers(exchange: Exchange) -> RequestHead:
             lines += (name, b": ", value, b"\r\n")
         elif kind == _XFF:
             head.xff = value if head.xff is None else head.xff + b", " + value
+            head.forwarding = True
+        elif kind == _FORWARDING:
+            head.forwarding = True
         elif kind == _EXPECT:
             head.expect = value.lower() == b"100-continue"
         elif kind == _UPGRADE:

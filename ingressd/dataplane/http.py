@@ -722,11 +722,15 @@ class ClientConnection(asyncio.Protocol):
         exchange.expect_continue = head.expect and exchange.body_mode != NO_BODY and not exchange.http10
         listener = self.listener
         tls, scheme, forwarded, forwarded_host = listener.tls, listener.scheme, self.forwarded, None
-        if self.trust is not None:  # a trusted proxy's X-Forwarded-* (trust.py)
-            trusted = for_request(self.trust, exchange, self.peer_ip, scheme, listener.port, self.proxied_ip)
-            self.client_ip, scheme, forwarded, forwarded_host = (trusted.client_ip, trusted.scheme, trusted.lines,
-                                                                 trusted.host)
-            tls = scheme == "https"
+        trust = self.trust
+        if trust is not None:  # a trusted proxy's X-Forwarded-* (trust.py)
+            if head.forwarding or trust.custom_for_header:
+                trusted = for_request(trust, exchange, self.peer_ip, scheme, listener.port, self.proxied_ip)
+                self.client_ip, scheme, forwarded, forwarded_host = (trusted.client_ip, trusted.scheme,
+                                                                     trusted.lines, trusted.host)
+                tls = scheme == "https"
+            else:  # nothing forwarded: for_request's answer is the connection's own lines
+                self.client_ip = self.proxied_ip or self.peer_ip
         config = ctx.config
         if listener.hsts:
             self.hsts = config.hsts

@@ -214,3 +214,36 @@ def test_proxy_protocol_with_forwarded_headers_the_proxy_header_wins():
     rig.client(peer=("10.0.0.5", 1), proxy_protocol=True).send(v2() + FORGED)
     fields = upstream_fields(rig)
     assert fields["x-real-ip"] == "198.51.100.1" and fields["x-forwarded-proto"] == "https"
+
+
+@pytest.mark.parametrize("trust", [
+    ClientTrust(use_forwarded_headers=True, proxy_real_ip_cidr=("10.0.0.0/8",)),
+    ClientTrust(use_forwarded_headers=True, compute_full_forwarded_for=True),
+    ClientTrust(use_forwarded_headers=True, compute_full_forwarded_for=True, address_from_headers=False),  # chp
+])
+def test_a_request_without_forwarded_headers_after_one_with_them(trust):
+    """The connection's own forwarding lines serve a trusted peer's request that forwards nothing
+    (trust.for_request is skipped): they must equal what for_request would make, and the address
+    an earlier request on the same keep-alive connection gave is not kept."""
+    rig = rig_with(trust)
+    client = rig.client(peer=("10.0.0.5", 1000))
+    client.send(FORGED)
+    upstream = rig.upstream()
+    upstream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    upstream.take()
+    client.send(b"GET / HTTP/1.1\r\nHost: a.com\r\nUser-Agent: t\r\n\r\n")
+    fields = upstream_fields(rig)
+    assert fields["x-forwarded-for"] == fields["x-real-ip"] == "10.0.0.5" == client.conn.client_ip
+    assert fields["x-forwarded-proto"] == fields["x-forwarded-scheme"] == fields["x-scheme"] == "http"
+    assert fields["x-forwarded-host"] == "a.com" and fields["x-forwarded-port"] == "80"
+    exchange = type("E", (), {"headers": [(b"Host", b"a.com"), (b"User-Agent", b"t")]})()
+    from ingressd.dataplane.trust import for_request
+    slow = for_request(trust, exchange, "10.0.0.5", "http", 80)
+    assert client.conn.forwarded == slow.lines and slow.host is None and slow.client_ip == "10.0.0.5"
+
+
+def test_a_custom_forwarded_for_header_is_always_read():
+    rig = rig_with(ClientTrust(enable_real_ip=True, forwarded_for_header="CF-Connecting-IP"))
+    client = rig.client(peer=("10.0.0.5", 1))
+    client.send(b"GET / HTTP/1.1\r\nHost: a.com\r\nCF-Connecting-IP: 198.51.100.1\r\n\r\n")
+    assert upstream_fields(rig)["x-real-ip"] == "198.51.100.1"
