@@ -114,19 +114,19 @@ class AccessLog:
         return self._stamp
 
     def write(self, fields: dict) -> None:
-        if self.json:
-            line = json.dumps(fields, separators=(",", ":"))
-        else:
-            f = fields
-            line = (f'{f["remote_addr"]} - - [{f["time_local"]}] "{f["request"]}" {f["status"]} '
-                    f'{f["body_bytes_sent"]} "{f["http_referer"]}" "{f["http_user_agent"]}" '
-                    f'{f["request_length"]} {f["request_time"]} [{f["proxy_upstream_name"]}] [{f.get("proxy_alternative_upstream_name", "")}] '
-                    f'{f["upstream_addr"]} {f["upstream_response_length"]} {f["upstream_response_time"]} '
-                    f'{f["upstream_status"]} {f["req_id"]} {f["namespace"]} {f["ingress"]} {f["service"]}')
-        self.lines.append(line)
-        self.size += len(line)
-        if self.size > 64 * 1024:
-            self.flush()
+        self.write_line(json.dumps(fields, separators=(",", ":")) if self.json else self.text(fields))
+
+    @staticmethod
+    def text(fields: dict) -> str:
+        """ingress-nginx's ``upstream`` log format (plus namespace, Ingress and Service), from the
+        fields of ``Recorder.log_fields``; ``Recorder.log_exchange`` writes the same line directly."""
+        f = fields
+        return (f'{f["remote_addr"]} - - [{f["time_local"]}] "{f["request"]}" {f["status"]} '
+                f'{f["body_bytes_sent"]} "{f["http_referer"]}" "{f["http_user_agent"]}" '
+                f'{f["request_length"]} {f["request_time"]} [{f["proxy_upstream_name"]}] '
+                f'[{f.get("proxy_alternative_upstream_name", "")}] '
+                f'{f["upstream_addr"]} {f["upstream_response_length"]} {f["upstream_response_time"]} '
+                f'{f["upstream_status"]} {f["req_id"]} {f["namespace"]} {f["ingress"]} {f["service"]}')
 
     def write_line(self, line: str) -> None:
         self.lines.append(line)
@@ -265,15 +265,44 @@ class Recorder:
 
     def log_exchange(self, exchange: Exchange, now: float) -> None:
         line = self.line
+        access_log = self.access_log
         if line is not None:
             if exchange.upgrade and exchange.status == 101:
                 return  # logged when the tunnel closes, as nginx does
-            self.access_log.write_line(line(exchange, now, self.access_log))
+            access_log.write_line(line(exchange, now, access_log))
             return
+        if access_log.json:
+            access_log.write(self.log_fields(exchange, now))
+            return
+        # The text line straight from the exchange (AccessLog.text of log_fields, without the dict).
+        route = exchange.route
+        backend = route.backend
+        balanced = exchange.balanced
+        address = exchange.upstream_addr
+        if exchange.upstream_header:
+            upstream = (f'{address[0]}:{address[1]} {exchange.upstream_received} '
+                        f'{round(now - exchange.upstream_start, 3)}' if address else
+                        f'- {exchange.upstream_received} {round(now - exchange.upstream_start, 3)}')
+        else:
+            upstream = f'{address[0]}:{address[1]} - -' if address else "- - -"
+        access_log.write_line(
+            f'{exchange.conn.client_ip} - - [{access_log.time_local()}] '
+            f'"{exchange.method.decode("latin-1")} {exchange.url.decode("latin-1")} '
+            f'HTTP/{"2.0" if exchange.http2 else "1.0" if exchange.http10 else "1.1"}" {exchange.status} '
+            f'{exchange.sent} "{exchange.referer.decode("latin-1") or "-"}" '
+            f'"{exchange.user_agent.decode("latin-1") or "-"}" {exchange.head_size + exchange.received} '
+            f'{round(now - exchange.started, 3)} '
+            f'[{backend.name if backend is not None else "upstream-default-backend"}] '
+            f'[{"" if balanced is None or balanced[0] is backend else balanced[0].name}] {upstream} '
+            f'{exchange.upstream_status or "-"} {exchange.request_id.decode("latin-1")} '
+            f'{route.namespace or "-"} {route.ingress or "-"} {route.service or "-"}')
+
+    def log_fields(self, exchange: Exchange, now: float) -> dict:
+        """One exchange's access log fields, named as nginx's variables (the JSON format's keys)."""
         route = exchange.route
         proxied = bool(exchange.upstream_header)
         address = exchange.upstream_addr
-        self.access_log.write({
+        return {
             "remote_addr": exchange.conn.client_ip,
             "time_local": self.access_log.time_local(),
             "request": "%s %s HTTP/%s" % (exchange.method.decode("latin-1"), exchange.url.decode("latin-1"),
@@ -295,7 +324,7 @@ class Recorder:
             "service": route.service or "-",
             **({} if exchange.balanced is None or exchange.balanced[0] is route.backend else
                {"proxy_alternative_upstream_name": exchange.balanced[0].name}),  # served by a canary
-        })
+        }
 
     def tunnel_opened(self) -> None:
         self.upgraded += 1
