@@ -121,11 +121,12 @@ class AccessLog:
         """ingress-nginx's ``upstream`` log format (plus namespace, Ingress and Service), from the
         fields of ``Recorder.log_fields``; ``Recorder.log_exchange`` writes the same line directly."""
         f = fields
+        seconds = (lambda v: v if isinstance(v, str) else f"{v:.3f}")  # nginx's milliseconds: 0.000
         return (f'{f["remote_addr"]} - - [{f["time_local"]}] "{f["request"]}" {f["status"]} '
                 f'{f["body_bytes_sent"]} "{f["http_referer"]}" "{f["http_user_agent"]}" '
-                f'{f["request_length"]} {f["request_time"]} [{f["proxy_upstream_name"]}] '
+                f'{f["request_length"]} {seconds(f["request_time"])} [{f["proxy_upstream_name"]}] '
                 f'[{f.get("proxy_alternative_upstream_name", "")}] '
-                f'{f["upstream_addr"]} {f["upstream_response_length"]} {f["upstream_response_time"]} '
+                f'{f["upstream_addr"]} {f["upstream_response_length"]} {seconds(f["upstream_response_time"])} '
                 f'{f["upstream_status"]} {f["req_id"]} {f["namespace"]} {f["ingress"]} {f["service"]}')
 
     def write_line(self, line: str) -> None:
@@ -281,8 +282,8 @@ class Recorder:
         address = exchange.upstream_addr
         if exchange.upstream_header:
             upstream = (f'{address[0]}:{address[1]} {exchange.upstream_received} '
-                        f'{round(now - exchange.upstream_start, 3)}' if address else
-                        f'- {exchange.upstream_received} {round(now - exchange.upstream_start, 3)}')
+                        f'{now - exchange.upstream_start:.3f}' if address else
+                        f'- {exchange.upstream_received} {now - exchange.upstream_start:.3f}')
         else:
             upstream = f'{address[0]}:{address[1]} - -' if address else "- - -"
         access_log.write_line(
@@ -291,7 +292,7 @@ class Recorder:
             f'HTTP/{"2.0" if exchange.http2 else "1.0" if exchange.http10 else "1.1"}" {exchange.status} '
             f'{exchange.sent} "{exchange.referer.decode("latin-1") or "-"}" '
             f'"{exchange.user_agent.decode("latin-1") or "-"}" {exchange.head_size + exchange.received} '
-            f'{round(now - exchange.started, 3)} '
+            f'{now - exchange.started:.3f} '
             f'[{backend.name if backend is not None else "upstream-default-backend"}] '
             f'[{"" if balanced is None or balanced[0] is backend else balanced[0].name}] {upstream} '
             f'{exchange.upstream_status or "-"} {exchange.request_id.decode("latin-1")} '
