@@ -141,7 +141,8 @@ class Stream:
     reads the connection's facts through it)."""
 
     __slots__ = ("conn", "id", "exchange", "client_ip", "hsts", "paused", "unacked", "out", "out_bytes",
-                 "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused")
+                 "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused",
+                 "trailers")
 
     def __init__(self, conn: H2ClientConnection, stream_id: int):
         self.conn = conn
@@ -161,6 +162,7 @@ class Stream:
         self.finished = False  # the exchange is over (recorded)
         self.closed = False  # the stream is gone from the connection
         self.local_sent = False
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent to end the stream
 
     # --- what http.ClientConnection.route reads -----------------------------------------------
 
@@ -251,6 +253,11 @@ class Stream:
         self.end_pending = True
         self.conn.pump(self)
         self.conn.flush()
+
+    def send_trailers(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        """Trailers from an HTTP/2 upstream (gRPC's grpc-status): the HEADERS frame that ends the stream."""
+        if not self.closed:
+            self.trailers = [field for field in trailers if field[0] not in _HOP_BY_HOP] or None
 
     def send_upgrade(self, exchange: Exchange, status_line: bytes, fields: bytes, upstream: UpstreamSide) -> None:
         upstream.close()  # never asked for over HTTP/2 (no Upgrade field reaches an upstream)
@@ -624,7 +631,7 @@ class H2ClientConnection(asyncio.Protocol):
         out = stream.out
         if stream.head is not None:
             head, stream.head = stream.head, None
-            end = stream.end_pending and not out
+            end = stream.end_pending and not out and stream.trailers is None
             conn.send_headers(stream.id, head, end_stream=end)
             if end:
                 stream.end_pending = False
@@ -645,7 +652,7 @@ class H2ClientConnection(asyncio.Protocol):
             else:
                 out.pop(0)
             stream.out_bytes -= len(data)
-            last = stream.end_pending and not out
+            last = stream.end_pending and not out and stream.trailers is None
             conn.send_data(stream.id, data, end_stream=last)
             self.data_frames += 1
             if last:
@@ -654,9 +661,12 @@ class H2ClientConnection(asyncio.Protocol):
                 self.stream_sent(stream)
                 return
         self.unblock(stream, _BLOCKED_WINDOW)
-        if stream.end_pending:  # nothing left to frame: an empty DATA ends the stream
+        if stream.end_pending:  # nothing left to frame: trailers or an empty DATA end the stream
             stream.end_pending = False
-            conn.end_stream(stream.id)
+            if stream.trailers is not None:
+                conn.send_headers(stream.id, stream.trailers, end_stream=True)
+            else:
+                conn.end_stream(stream.id)
             self.stream_sent(stream)
 
     def on_window(self, stream_id: int) -> None:
