@@ -315,6 +315,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.timers = pool.timers
         self.endpoint = endpoint
         self.key = key
+        self.tls = tls
         self.scheme = b"http" if tls is None else b"https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
@@ -323,6 +324,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.streams: dict[int, H2UpstreamStream] = {}
         self.waiting: deque[Exchange] = deque()  # until connected, or until a stream slot frees
         self.connected = False
+        self.settled = False  # the server's first SETTINGS frame was received
         self.closed = False
         self.draining = False  # GOAWAY received: no new streams
         self.write_paused = False
@@ -331,10 +333,17 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     # --- capacity ----------------------------------------------------------------------------------
 
+    def stream_limit(self) -> int:
+        """Streams this connection may carry now: until the server's first SETTINGS frame says how
+        many it takes (RFC 9113 §6.5.2: unlimited until then, which no server means), one."""
+        if not self.settled:
+            return 1
+        return min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
+
     def room(self) -> int:
-        limit = MAX_STREAMS
-        if self.connected:
-            limit = min(limit, self.h2.remote_settings.max_concurrent_streams)
+        """How many more exchanges the pool may give this connection. Before the server's
+        SETTINGS, optimistically MAX_STREAMS: the excess waits here for them, then ``spill``s."""
+        limit = self.stream_limit() if self.settled else MAX_STREAMS
         return limit - len(self.streams) - len(self.waiting)
 
     def usable(self) -> bool:
@@ -342,7 +351,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def send(self, exchange: Exchange) -> None:
         """Start ``exchange`` on this connection now, or once it is connected or has room."""
-        if self.connected and not self.waiting and self.room() > 0:
+        if self.connected and not self.waiting and len(self.streams) < self.stream_limit():
             self.attach(exchange)
         else:
             exchange.connecting = True
@@ -351,8 +360,10 @@ class H2UpstreamConnection(asyncio.Protocol):
     def start_waiting(self) -> None:
         waiting = self.waiting
         while waiting and self.connected and not self.closed:
-            limit = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
-            if len(self.streams) >= limit:
+            if len(self.streams) >= self.stream_limit():
+                if not self.settled:
+                    return  # the server's SETTINGS say how many more
+                self.spill()
                 return
             exchange = waiting.popleft()
             if exchange.aborted or not exchange.connecting:
@@ -361,6 +372,14 @@ class H2UpstreamConnection(asyncio.Protocol):
                 self.pool.pool.proxy(exchange, fresh=True)
             else:
                 self.attach(exchange)
+
+    def spill(self) -> None:
+        """The server takes fewer streams than wait here: the others go to another connection."""
+        waiting, self.waiting = self.waiting, deque()
+        for exchange in waiting:
+            if not exchange.aborted and exchange.connecting:
+                exchange.connecting = False
+                self.pool.send(exchange, self.endpoint, self.tls)
 
     # --- asyncio.Protocol ------------------------------------------------------------------------------
 
@@ -425,6 +444,7 @@ class H2UpstreamConnection(asyncio.Protocol):
                         clients.add(stream.exchange.conn)
                     stream.on_reset(event.error_code)
             elif kind is h2.events.RemoteSettingsChanged:
+                self.settled = True
                 if _settings.INITIAL_WINDOW_SIZE in event.changed_settings:
                     self.on_window(0)
                 self.start_waiting()
