@@ -264,7 +264,7 @@ class Stream:
         self.cut()
 
     def send_local(self, exchange: Exchange, data: bytes) -> None:
-        if self.closed or self.local_sent:
+        if self.closed or self.local_sent or self.conn.closed:
             return
         self.local_sent = True
         status, headers, body = split_response(data)
@@ -625,7 +625,7 @@ class H2ClientConnection(asyncio.Protocol):
     def pump(self, stream: Stream) -> None:
         """Frame a stream's waiting response as far as the client's windows allow; when they are
         exhausted, stop reading its upstream until a WINDOW_UPDATE (or SEND_TIMEOUT: reset)."""
-        if stream.closed:
+        if stream.closed or self.closed:  # closed: GOAWAY received, the streams end with the connection
             return
         conn = self.h2
         out = stream.out

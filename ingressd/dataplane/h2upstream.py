@@ -38,6 +38,7 @@ import h2.exceptions
 import h2.settings
 
 from . import grpcstatus, responses
+from .hpack_literal import LiteralEncoder
 from .exchange import PAUSE_UPSTREAM, RESPONSE_CHUNKED, RESPONSE_EMPTY, RESPONSE_LENGTH, Exchange
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ class H2UpstreamStream:
     def on_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         exchange = self.exchange
         if exchange is not None and exchange.response_started:
-            exchange.response_trailers([field for field in headers if field[0][:1] != b":"])
+            exchange.response_trailers([(name.lower(), value) for name, value in headers if name[:1] != b":"])
 
     def on_end(self) -> None:
         exchange = self.exchange
@@ -318,9 +319,14 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.tls = tls
         self.scheme = b"http" if tls is None else b"https"
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        # No validation of header fields either way: ours come from validated client requests
+        # (httptools, h2client) and forward.upstream_head; the upstream's are filtered on the way to
+        # the client (hop-by-hop fields dropped, framing ingressd's own). Framing, stream states and
+        # flow control are still checked by h2. (Validation cost a tenth of a unary call's CPU.)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False, validate_inbound_headers=True))
+            normalize_outbound_headers=False, validate_inbound_headers=False, normalize_inbound_headers=False))
+        self.h2.encoder = LiteralEncoder()  # static table and literals, as nginx's grpc_pass (hpack_literal)
         self.streams: dict[int, H2UpstreamStream] = {}
         self.waiting: deque[Exchange] = deque()  # until connected, or until a stream slot frees
         self.connected = False
@@ -418,45 +424,60 @@ class H2UpstreamConnection(asyncio.Protocol):
         clients = set()
         streams = self.streams
         for event in events:
-            kind = type(event)
             stream = streams.get(getattr(event, "stream_id", 0))
-            if kind is h2.events.DataReceived:
-                if stream is None:
-                    self.acknowledge(event.stream_id, event.flow_controlled_length)
-                else:
-                    stream.on_data(event.data, event.flow_controlled_length)
-            elif kind is h2.events.ResponseReceived:
+            try:
+                self.handle(event, stream, clients)
+            except Exception:  # a bug here must not take the connection's other streams with it
+                log.exception("internal error on a stream to upstream %s:%d", *self.endpoint)
                 if stream is not None:
-                    stream.on_head(event.headers, event.stream_ended is not None)
-            elif kind is h2.events.StreamEnded:
-                if stream is not None:
-                    if stream.exchange is not None:
-                        clients.add(stream.exchange.conn)
-                    stream.on_end()
-            elif kind is h2.events.TrailersReceived:
-                if stream is not None:
-                    stream.on_trailers(event.headers)
-            elif kind is h2.events.WindowUpdated:
-                self.on_window(event.stream_id)
-            elif kind is h2.events.StreamReset:
-                if stream is not None:
-                    if stream.exchange is not None:
-                        clients.add(stream.exchange.conn)
-                    stream.on_reset(event.error_code)
-            elif kind is h2.events.RemoteSettingsChanged:
-                self.settled = True
-                if _settings.INITIAL_WINDOW_SIZE in event.changed_settings:
-                    self.on_window(0)
-                self.start_waiting()
-            elif kind is h2.events.ConnectionTerminated:
-                self.on_goaway(event.last_stream_id, event.error_code)
-            if stream is not None and stream.exchange is not None:
-                clients.add(stream.exchange.conn)
+                    exchange = stream.exchange
+                    self.reset(stream, _Codes.INTERNAL_ERROR)
+                    if exchange is not None and not exchange.response_done:
+                        exchange.upstream = None
+                        exchange.fail(502, "internal error")
+                if self.closed:
+                    return
         self.flush()
         for client in clients:
             client.flush()
         if not self.closed:
             self.idle_check()
+
+    def handle(self, event, stream: H2UpstreamStream | None, clients: set) -> None:
+        """One event of ``h2`` (the clients whose responses moved are collected in ``clients``)."""
+        kind = type(event)
+        if kind is h2.events.DataReceived:
+            if stream is None:
+                self.acknowledge(event.stream_id, event.flow_controlled_length)
+            else:
+                stream.on_data(event.data, event.flow_controlled_length)
+        elif kind is h2.events.ResponseReceived:
+            if stream is not None:
+                stream.on_head(event.headers, event.stream_ended is not None)
+        elif kind is h2.events.StreamEnded:
+            if stream is not None:
+                if stream.exchange is not None:
+                    clients.add(stream.exchange.conn)
+                stream.on_end()
+        elif kind is h2.events.TrailersReceived:
+            if stream is not None:
+                stream.on_trailers(event.headers)
+        elif kind is h2.events.WindowUpdated:
+            self.on_window(event.stream_id)
+        elif kind is h2.events.StreamReset:
+            if stream is not None:
+                if stream.exchange is not None:
+                    clients.add(stream.exchange.conn)
+                stream.on_reset(event.error_code)
+        elif kind is h2.events.RemoteSettingsChanged:
+            self.settled = True
+            if _settings.INITIAL_WINDOW_SIZE in event.changed_settings:
+                self.on_window(0)
+            self.start_waiting()
+        elif kind is h2.events.ConnectionTerminated:
+            self.on_goaway(event.last_stream_id, event.error_code)
+        if stream is not None and stream.exchange is not None:
+            clients.add(stream.exchange.conn)
 
     def on_window(self, stream_id: int) -> None:
         if stream_id:

@@ -67,3 +67,26 @@ def test_a_grpc_route_without_endpoints_answers_unavailable_trailers_only():
     assert answer.status == 200 and answer.body == b"" and answer.content_type == b""
     assert b"Content-Type: application/grpc\r\n" in answer.headers and b"grpc-status: 14\r\n" in answer.headers
     assert b"service default/gone not found" in answer.headers
+
+
+def test_literal_encoder_round_trips_through_a_real_hpack_decoder():
+    import hpack
+
+    from ingressd.dataplane.hpack_literal import LiteralEncoder
+    encoder, decoder = LiteralEncoder(), hpack.Decoder()  # lengths past one and two continuation bytes:
+    blocks = [
+        [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"grpc.example.com"), (b":path", b"/a.B/C"),
+         (b"content-type", b"application/grpc"), (b"te", b"trailers"), (b"x-request-id", b"0123456789abcdef")],
+        [(b":method", b"GET"), (b":path", b"/"), (b"user-agent", b"u" * 126), (b"x-long", b"v" * 127),
+         (b"x-longer", b"w" * 20_000), (b"x-" + b"n" * 200, b""), (b"accept-encoding", b"gzip, deflate")],
+    ]
+    first = encoder.encode(blocks[0])
+    assert first[:1] == b"\x20"  # a dynamic table of size 0, announced once
+    assert b"grpc.example.com" in first  # plain strings, no Huffman coding
+    assert decoder.decode(first, raw=True) == blocks[0]
+    second = encoder.encode(blocks[1])
+    assert second[:1] != b"\x20" and decoder.decode(second, raw=True) == blocks[1]
+    encoder.header_table_size = 1024  # the upstream's SETTINGS_HEADER_TABLE_SIZE changed
+    again = encoder.encode(blocks[0])
+    assert again[:1] == b"\x20" and decoder.decode(again, raw=True) == blocks[0]
+    assert len(decoder.header_table.dynamic_entries) == 0  # nothing was ever indexed
