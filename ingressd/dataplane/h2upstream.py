@@ -596,6 +596,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         except (h2.exceptions.ProtocolError, KeyError):  # closed on the h2 side already
             pass
         self.forget(stream)
+        self.flush_soon()
 
     def forget(self, stream: H2UpstreamStream) -> None:
         if stream.client_paused and stream.exchange is not None:
@@ -666,7 +667,6 @@ class H2UpstreamPool:
         self.pool = pool  # the HTTP/1.1 pool: endpoint choice, retries, limits
         self.timers = pool.timers
         self.conns: dict[object, list[H2UpstreamConnection]] = {}
-        self.new = 0  # connections dialed
         self.requests = 0  # streams started
 
     def send(self, exchange: Exchange, endpoint: tuple[str, int], tls, fresh: bool = False) -> None:
@@ -677,12 +677,13 @@ class H2UpstreamPool:
         elif not fresh:
             for conn in conns:
                 if conn.usable() and conn.room() > 0:
+                    self.pool.reused += 1  # ingressd_upstream_connections_total{result="reused"}
                     conn.send(exchange)
                     return
         conn = H2UpstreamConnection(self, endpoint, key, tls)
         conns.append(conn)
         conn.send(exchange)
-        self.new += 1
+        self.pool.new += 1
         asyncio.get_running_loop().create_task(self.connect(conn, exchange, tls))
 
     async def connect(self, conn: H2UpstreamConnection, exchange: Exchange, tls) -> None:

@@ -545,7 +545,7 @@ class UpstreamPool:
                 conn.close()
 
     def count(self) -> int:
-        return sum(len(idle) for idle in self.idle.values())
+        return sum(len(idle) for idle in self.idle.values()) + self.h2.count()
 
 
 def dial_tcp(pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]) -> None:

@@ -36,7 +36,8 @@ HOLE_HOST = "hole.example.com"
 STREAM_HOST = "stream.example.com"
 NARROW_HOST = "narrow.example.com"
 RESTART_HOST = "restart.example.com"
-HOSTS = (HOST, TLS_HOST, DOWN_HOST, EMPTY_HOST, SLOW_HOST, HOLE_HOST, STREAM_HOST, NARROW_HOST, RESTART_HOST)
+HALF_HOST = "half.example.com"
+HOSTS = (HOST, TLS_HOST, DOWN_HOST, EMPTY_HOST, SLOW_HOST, HOLE_HOST, STREAM_HOST, NARROW_HOST, RESTART_HOST, HALF_HOST)
 UPSTREAM_NAME = "grpcs-svc.default.svc"
 
 
@@ -94,6 +95,7 @@ def ingress_file(extra_annotations: dict | None = None) -> list[dict]:
         m.ingress("stream", [m.rule(STREAM_HOST, m.path("/", "grpc-svc"))], tls=tls, annotations=grpc_ann),
         m.ingress("narrow", [m.rule(NARROW_HOST, m.path("/", "narrow-svc"))], tls=tls, annotations=grpc_ann),
         m.ingress("restart", [m.rule(RESTART_HOST, m.path("/", "restart-svc"))], tls=tls, annotations=grpc_ann),
+        m.ingress("half", [m.rule(HALF_HOST, m.path("/", "half-svc"))], tls=tls, annotations=grpc_ann),
     ]
 
 
@@ -109,6 +111,9 @@ def px(tmp_path_factory, ca, upstreams, black_hole, narrow, restart_port):
         "svc.yaml": [*grpc_service("grpc-svc", plain.port), *grpc_service("grpcs-svc", secure.port),
                      *grpc_service("down-svc", free_port()), *grpc_service("hole-svc", black_hole),
                      *grpc_service("narrow-svc", narrow.port), *grpc_service("restart-svc", restart_port),
+                     # the server listens on 127.0.0.1 only: 127.0.0.2 refuses
+                     m.service("half-svc", [m.port_spec(None, 80, plain.port)]),
+                     m.endpoint_slice("half-svc", [(None, plain.port)], ["127.0.0.2", "127.0.0.1"]),
                      m.service("empty-svc", [m.port_spec(None, 80, 80)]),
                      m.tls_secret("grpc-tls", *cert), ca_secret],
         "ing.yaml": ingress_file(),
@@ -178,7 +183,8 @@ def test_bidirectional_streaming(px, ca_pem):
 
 def test_a_client_that_reads_nothing_stops_the_upstream(px, ca_pem, upstreams):
     """Flow control tied to backpressure: a raw HTTP/2 client opens no window beyond its first 64 KiB;
-    the server's stream of 64 KiB messages stalls within a few windows (not gigabytes later)."""
+    the server's stream of 64 KiB messages stalls within a few windows (not gigabytes later). When the
+    client goes away, the upstream call is cancelled."""
     service = upstreams[0].service
     service.flooded = 0
     with raw_stream(px, ca_pem, HOST, b"/test.Echo/Flood") as (sock, conn):
@@ -195,6 +201,8 @@ def test_a_client_that_reads_nothing_stops_the_upstream(px, ca_pem, upstreams):
         conn.increment_flow_control_window(1 << 24, stream_id=1)
         sock.sendall(conn.data_to_send())
         wait_until(lambda: service.flooded > before, 10, message="the stream did not move on again")
+    # The client went away: ingressd cancels the upstream stream (RST_STREAM), the handler ends.
+    wait_until(lambda: service.flooding == 0, 10, message="the upstream call was not cancelled")
 
 
 # --- statuses and trailers ----------------------------------------------------------------------------
@@ -299,6 +307,13 @@ def test_max_concurrent_streams_of_the_server_is_respected(px, ca_pem, narrow):
         slow = stub(ch, "Slow")
         assert concurrently(6, lambda: slow(b"0.5", timeout=10)) == [b"late"] * 6
     assert len(set(narrow.service.peers)) >= 3, narrow.service.peers
+
+
+def test_a_refused_endpoint_is_skipped_for_the_next(px, ca_pem):
+    """proxy-next-upstream "error" (the default): a refused connection tries the next endpoint."""
+    with channel(px, ca_pem, HALF_HOST) as ch:
+        unary = stub(ch, "Unary")
+        assert [unary(b"%d" % i, timeout=10) for i in range(4)] == [b"echo:%d" % i for i in range(4)]
 
 
 def test_upstream_restart_goaway_then_a_new_connection(px, ca_pem, restart_port):

@@ -38,6 +38,7 @@ class EchoService(grpc.GenericRpcHandler):
             f"/{SERVICE}/Flood": grpc.unary_stream_rpc_method_handler(self.flood, _identity, _identity),
         }
         self.flooded = 0  # bytes Flood produced
+        self.flooding = 0  # Flood calls under way
 
     def service(self, handler_call_details):
         return self._methods.get(handler_call_details.method)
@@ -65,9 +66,13 @@ class EchoService(grpc.GenericRpcHandler):
     def flood(self, request: bytes, context):
         """64 KiB messages for as long as the call lasts (``flooded`` counts them)."""
         chunk = b"f" * 65536
-        while context.is_active() and not self.stopping.is_set():
-            self.flooded += len(chunk)
-            yield chunk
+        self.flooding += 1
+        try:
+            while context.is_active() and not self.stopping.is_set():
+                self.flooded += len(chunk)
+                yield chunk
+        finally:
+            self.flooding -= 1
 
     def slow(self, request: bytes, context) -> bytes:
         self.peers.append(context.peer())
