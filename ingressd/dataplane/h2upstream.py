@@ -101,6 +101,13 @@ def response_fields(headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, boo
     return status, b"".join(lines), length
 
 
+def resendable(exchange: Exchange) -> bool:
+    """Whether a stream the server did not process (GOAWAY above its last stream, REFUSED_STREAM)
+    is sent again: RFC 9113 §8.7 makes it safe whatever the method, when its body is still at hand;
+    at most proxy-next-upstream-tries times in all, so a server refusing everything ends it."""
+    return exchange.replayable and exchange.attempts < max(exchange.route.options.next_upstream_tries, 1)
+
+
 class H2UpstreamStream:
     """One exchange on an upstream connection: its ``exchange.UpstreamSide``."""
 
@@ -301,11 +308,24 @@ class H2UpstreamStream:
             return
         exchange.upstream = None
         pool = self.conn.pool.pool
-        if code == _Codes.REFUSED_STREAM and not exchange.response_started and exchange.replayable:
+        if code == _Codes.REFUSED_STREAM and not exchange.response_started and resendable(exchange):
             pool.proxy(exchange, fresh=True)  # not processed (RFC 9113 §8.7): safe to send again
             return
         name = getattr(code, "name", code)
         exchange.fail(502, f"upstream {exchange.route.backend.name} reset the stream ({name})")
+
+
+_STATES, _INPUTS = h2.connection.ConnectionState, h2.connection.ConnectionInputs
+
+
+class _DrainingStateMachine(h2.connection.H2ConnectionStateMachine):
+    """``h2`` refuses every frame once it has received GOAWAY, yet RFC 9113 §6.8 lets the streams up
+    to the GOAWAY's last stream id finish (grpcio's graceful stop sends GOAWAY, PING, GOAWAY and then
+    the answers). Here GOAWAY leaves the connection open; ``H2UpstreamConnection.draining`` keeps new
+    streams off it."""
+
+    _transitions = {**h2.connection.H2ConnectionStateMachine._transitions,
+                    (_STATES.CLIENT_OPEN, _INPUTS.RECV_GOAWAY): (None, _STATES.CLIENT_OPEN)}
 
 
 class H2UpstreamConnection(asyncio.Protocol):
@@ -327,6 +347,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False, normalize_inbound_headers=False))
         self.h2.encoder = LiteralEncoder()  # static table and literals, as nginx's grpc_pass (hpack_literal)
+        self.h2.state_machine = _DrainingStateMachine()
         self.streams: dict[int, H2UpstreamStream] = {}
         self.waiting: deque[Exchange] = deque()  # until connected, or until a stream slot frees
         self.connected = False
@@ -336,6 +357,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self.flush_pending = False
         self.deadline = 0.0
+        self.connect_timeout = 5.0  # also for the server's SETTINGS, the end of HTTP/2's handshake
 
     # --- capacity ----------------------------------------------------------------------------------
 
@@ -407,9 +429,9 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.pool.dial_failed(self, 502, f"upstream chose {alpn} by ALPN, not h2")
             return
         self.connected = True
+        self.deadline = self.timers.now + self.connect_timeout  # for the server's SETTINGS (on_timeout)
         self.flush()
         self.start_waiting()
-        self.idle_check()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -470,7 +492,9 @@ class H2UpstreamConnection(asyncio.Protocol):
                     clients.add(stream.exchange.conn)
                 stream.on_reset(event.error_code)
         elif kind is h2.events.RemoteSettingsChanged:
-            self.settled = True
+            if not self.settled:
+                self.settled = True
+                self.deadline = 0.0
             if _settings.INITIAL_WINDOW_SIZE in event.changed_settings:
                 self.on_window(0)
             self.start_waiting()
@@ -500,7 +524,7 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.forget(stream)
             if exchange is not None and not exchange.response_started:
                 exchange.upstream = None
-                if exchange.replayable:
+                if resendable(exchange):
                     self.pool.pool.proxy(exchange, fresh=True)
                 else:
                     exchange.fail(502, f"upstream {exchange.route.backend.name} went away (GOAWAY)")
@@ -524,9 +548,9 @@ class H2UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.abort_all("closed the connection" + (f" ({exc})" if exc else ""))
 
-    def abort_all(self, why: str) -> None:
-        """The connection is gone: every exchange still on it fails (or, unanswered and resendable,
-        is sent again elsewhere)."""
+    def abort_all(self, why: str, status: int = 502) -> None:
+        """The connection is gone: every exchange still on it fails with ``status`` (or, as
+        proxy-next-upstream allows, goes to the next endpoint)."""
         was_closed = self.closed
         self.closed = True
         self.timers.discard(self)
@@ -543,15 +567,15 @@ class H2UpstreamConnection(asyncio.Protocol):
             if exchange is None or exchange.response_done:
                 continue
             exchange.upstream = None
-            if pool.may_retry(exchange, "error", sent=True):
+            if pool.may_retry(exchange, "timeout" if status == 504 else "error", sent=True):
                 pool.proxy(exchange, fresh=True)
             else:
-                exchange.fail(502, f"upstream {exchange.route.backend.name} {why}")
+                exchange.fail(status, f"upstream {exchange.route.backend.name} {why}")
             exchange.conn.flush()
         waiting, self.waiting = self.waiting, deque()
-        for exchange in waiting:
-            if not exchange.aborted and exchange.connecting:
-                pool.proxy(exchange, fresh=True)
+        for exchange in waiting:  # never sent: as a failed dial (the next endpoint, within the tries)
+            pool.dial_failed(exchange, status, f"upstream {exchange.route.backend.name} {why}")
+            exchange.conn.flush()
 
     # --- streams -----------------------------------------------------------------------------------
 
@@ -565,7 +589,8 @@ class H2UpstreamConnection(asyncio.Protocol):
         conn.send_headers(stream_id, headers, end_stream=ended)
         stream.end_sent = stream.end_requested = ended
         self.streams[stream_id] = stream
-        self.deadline = 0.0
+        if self.settled:  # else the deadline is the SETTINGS one (on_timeout)
+            self.deadline = 0.0
         exchange.upstream = stream
         exchange.connecting = False
         exchange.upstream_connected = monotonic()
@@ -616,6 +641,8 @@ class H2UpstreamConnection(asyncio.Protocol):
                 pass
 
     def idle_check(self) -> None:
+        if not self.settled:
+            return  # the deadline is the SETTINGS one
         if self.streams or self.waiting:
             self.deadline = 0.0
         elif self.draining:
@@ -624,7 +651,12 @@ class H2UpstreamConnection(asyncio.Protocol):
             self.deadline = self.timers.now + self.pool.pool.idle_timeout
 
     def on_timeout(self) -> None:
-        if not self.streams and not self.waiting:
+        if not self.settled:
+            # Connected, but no SETTINGS within proxy-connect-timeout: not an HTTP/2 server (or a
+            # stalled one). What waits here was never sent: it may go to the next endpoint.
+            log.warning("upstream %s:%d sent no HTTP/2 SETTINGS within %gs", *self.endpoint, self.connect_timeout)
+            self.abort_all(f"sent no HTTP/2 SETTINGS within {self.connect_timeout:g}s", 504)
+        elif not self.streams and not self.waiting:
             self.close()
         else:
             self.deadline = 0.0
@@ -681,6 +713,7 @@ class H2UpstreamPool:
                     conn.send(exchange)
                     return
         conn = H2UpstreamConnection(self, endpoint, key, tls)
+        conn.connect_timeout = exchange.route.options.connect_timeout
         conns.append(conn)
         conn.send(exchange)
         self.pool.new += 1

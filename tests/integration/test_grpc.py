@@ -37,7 +37,9 @@ STREAM_HOST = "stream.example.com"
 NARROW_HOST = "narrow.example.com"
 RESTART_HOST = "restart.example.com"
 HALF_HOST = "half.example.com"
-HOSTS = (HOST, TLS_HOST, DOWN_HOST, EMPTY_HOST, SLOW_HOST, HOLE_HOST, STREAM_HOST, NARROW_HOST, RESTART_HOST, HALF_HOST)
+MUTE_HOST = "mute.example.com"
+HOSTS = (HOST, TLS_HOST, DOWN_HOST, EMPTY_HOST, SLOW_HOST, HOLE_HOST, STREAM_HOST, NARROW_HOST, RESTART_HOST, HALF_HOST,
+         MUTE_HOST)
 UPSTREAM_NAME = "grpcs-svc.default.svc"
 
 
@@ -65,14 +67,24 @@ def restart_port():
     return free_port()
 
 
-@pytest.fixture(scope="module")
-def black_hole():
+def listening_socket() -> socket.socket:
     """A listening socket nobody accepts on: connections open, nothing is ever answered."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    yield sock.getsockname()[1]
-    sock.close()
+    return sock
+
+
+@pytest.fixture(scope="module")
+def black_hole():
+    with listening_socket() as sock:
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mute_hole():
+    with listening_socket() as sock:
+        yield sock.getsockname()[1]
 
 
 def grpc_service(name: str, port: int) -> list[dict]:
@@ -96,11 +108,13 @@ def ingress_file(extra_annotations: dict | None = None) -> list[dict]:
         m.ingress("narrow", [m.rule(NARROW_HOST, m.path("/", "narrow-svc"))], tls=tls, annotations=grpc_ann),
         m.ingress("restart", [m.rule(RESTART_HOST, m.path("/", "restart-svc"))], tls=tls, annotations=grpc_ann),
         m.ingress("half", [m.rule(HALF_HOST, m.path("/", "half-svc"))], tls=tls, annotations=grpc_ann),
+        m.ingress("mute", [m.rule(MUTE_HOST, m.path("/", "mute-svc"))], tls=tls,
+                  annotations={**grpc_ann, "proxy-connect-timeout": "1", "proxy-read-timeout": "2"}),
     ]
 
 
 @pytest.fixture(scope="module")
-def px(tmp_path_factory, ca, upstreams, black_hole, narrow, restart_port):
+def px(tmp_path_factory, ca, upstreams, black_hole, mute_hole, narrow, restart_port):
     import base64
     plain, secure, upstream_ca = upstreams
     cert = certs.issue(ca, *HOSTS)
@@ -110,6 +124,7 @@ def px(tmp_path_factory, ca, upstreams, black_hole, narrow, restart_port):
     inst = launch(tmp_path_factory.mktemp("grpc"), {
         "svc.yaml": [*grpc_service("grpc-svc", plain.port), *grpc_service("grpcs-svc", secure.port),
                      *grpc_service("down-svc", free_port()), *grpc_service("hole-svc", black_hole),
+                     *grpc_service("mute-svc", mute_hole),
                      *grpc_service("narrow-svc", narrow.port), *grpc_service("restart-svc", restart_port),
                      # the server listens on 127.0.0.1 only: 127.0.0.2 refuses
                      m.service("half-svc", [m.port_spec(None, 80, plain.port)]),
@@ -270,6 +285,19 @@ def curl_http1(px, ca_pem, *headers: str) -> bytes:
     return proc.stdout
 
 
+def test_an_upstream_that_never_speaks_http2_fails_every_call(px, ca_pem):
+    """The black hole accepts TCP and never sends SETTINGS: the call sent at once and those waiting for
+    the SETTINGS all end after proxy-connect-timeout (the HTTP/2 handshake is part of connecting)."""
+    started = time.monotonic()
+    with channel(px, ca_pem, MUTE_HOST) as ch:
+        unary = stub(ch, "Unary")
+        errors = concurrently(3, lambda: rpc_error(lambda: unary(b"x", timeout=30)))
+    assert time.monotonic() - started < 10
+    assert {error.code() for error in errors} == {grpc.StatusCode.DEADLINE_EXCEEDED}
+    details = sorted(error.details() for error in errors)
+    assert all("sent no HTTP/2 SETTINGS within 1s" in d for d in details), details
+
+
 def test_http1_client_with_te_trailers_gets_chunked_trailers(px, ca_pem):
     out = curl_http1(px, ca_pem, "TE: trailers")
     assert b"echo:hi" in out
@@ -327,6 +355,24 @@ def test_upstream_restart_goaway_then_a_new_connection(px, ca_pem, restart_port)
             server = EchoServer(restart_port)
             assert unary(b"two", timeout=10) == b"echo:two"
             assert server.service.peers  # served by the new server
+    finally:
+        server.stop()
+
+
+def test_a_call_in_flight_finishes_after_the_servers_graceful_goaway(px, ca_pem, restart_port):
+    """grpcio's graceful stop sends GOAWAY (then PING, GOAWAY) and still answers the calls it has:
+    they complete through ingressd (h2 alone would refuse every frame after the first GOAWAY)."""
+    server = EchoServer(restart_port)
+    try:
+        with channel(px, ca_pem, RESTART_HOST) as ch, ThreadPoolExecutor(1) as pool:
+            slow = stub(ch, "Slow")
+            assert slow(b"0", timeout=10) == b"late"  # the connection exists
+            del server.service.peers[:]
+            call = pool.submit(slow, b"1.5", timeout=20)
+            wait_until(lambda: server.service.peers, 10, message="the call did not reach the server")
+            stopped = server.server.stop(grace=10)  # GOAWAY now, the call in the handler still answered
+            assert call.result(timeout=20) == b"late"
+            stopped.wait(10)
     finally:
         server.stop()
 
