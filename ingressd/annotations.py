@@ -81,6 +81,7 @@ class RouteOptions:
     from_to_www: bool = False
     upstream_tls_spec: UpstreamTLSSpec | None = None  # backend-protocol HTTPS (+ proxy-ssl-*)
     upstream_tls: object = None  # options.upstream_tls.UpstreamTLS, built by the translator
+    grpc: bool = False  # backend-protocol GRPC/GRPCS: HTTP/2 to the upstream (dataplane.h2upstream)
     rate_limits: tuple = ()  # options.ratelimit.RequestRate zones (limit-rps, limit-rpm)
     conn_limit: object = None  # options.ratelimit.ConnectionLimit (limit-connections)
     error_codes: frozenset = frozenset()  # custom-http-errors (the annotation, else the ConfigMap's)
@@ -168,6 +169,8 @@ class RouteOptions:
             parts.append("refused")
         if self.upstream_tls is not None:
             parts.append("upstream=" + self.upstream_tls.describe())
+        if self.grpc:
+            parts.append("grpc")
         if self.balance is not None:
             parts.append(self.balance.describe())
         if self.response_headers is not None:
@@ -340,8 +343,7 @@ def parse_route_options(annotations: dict[str, str],
 
     protocol = take("backend-protocol", _parse_backend_protocol)
     if protocol in ("GRPC", "GRPCS"):
-        warnings.append(f"annotation {NGINX}backend-protocol: {protocol} is not supported yet (HTTP/2 to upstreams "
-                        "is planned); the upstream is spoken to over HTTP/1.1")
+        values["grpc"] = True
     elif protocol in ("AUTO_HTTP", "FCGI"):
         warnings.append(f"annotation {NGINX}backend-protocol: {protocol} is not supported; using HTTP")
     if protocol in ("HTTPS", "GRPCS"):
@@ -356,7 +358,7 @@ def parse_route_options(annotations: dict[str, str],
             if value is not None:
                 spec[key] = value.decode() if isinstance(value, bytes) else value
         take("proxy-ssl-verify-depth", _parse_count)
-        values["upstream_tls_spec"] = UpstreamTLSSpec(**spec)
+        values["upstream_tls_spec"] = UpstreamTLSSpec(**spec, http2=protocol == "GRPCS")
 
     auth_type = take("auth-type", _parse_auth_type)
     if auth_type == "basic":

@@ -71,7 +71,7 @@ auth-keepalive-share-vars | no | nginx variables do not exist in ingressd
 auth-proxy-set-headers | yes | NAMESPACE/NAME of a ConfigMap whose keys and values are sent to the auth service
 auth-snippet | no | {SNIPPET}
 enable-global-auth | yes | default true: the ConfigMap's global-auth-url applies
-backend-protocol | yes | HTTP and HTTPS; GRPC/GRPCS are reported when used and spoken to over HTTP/1.1 until HTTP/2 upstreams exist (issue 13); AUTO_HTTP and FCGI: reported, HTTP
+backend-protocol | yes | HTTP, HTTPS, GRPC (HTTP/2 with prior knowledge) and GRPCS (TLS, ALPN h2, with the proxy-ssl-* annotations): streams multiplexed on pooled HTTP/2 connections, trailers forwarded, failures as gRPC statuses in trailers-only answers (UNAVAILABLE, DEADLINE_EXCEEDED); AUTO_HTTP and FCGI: reported, HTTP
 canary | yes | a canary Ingress's paths split the main Ingress's route of the same host, path and pathType (the main Ingress's other annotations apply); precedence: affinity, then header, cookie, weight; the oldest canary of a route wins; a canary spec.defaultBackend is reported and ignored
 canary-by-header | yes | `always` / `never`, else the other rules
 canary-by-header-value | yes | the header value that selects the canary

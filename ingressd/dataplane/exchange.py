@@ -14,7 +14,7 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING, Protocol
 
-from . import responses
+from . import grpcstatus, responses
 
 if TYPE_CHECKING:
     from ..routing import Route
@@ -23,6 +23,9 @@ log = logging.getLogger("ingressd.http")
 
 # How a request body is framed (and whether there is one).
 NO_BODY, LENGTH_BODY, CHUNKED_BODY = 0, 1, 2
+# A body of unknown length for an HTTP/2 upstream (backend-protocol GRPC/GRPCS): the client sides
+# hand its bytes over as they are, without chunked framing (``http.ClientConnection.route``).
+UNFRAMED_BODY = 3
 # How a response body ends, as the upstream framed it.
 RESPONSE_EMPTY, RESPONSE_LENGTH, RESPONSE_CHUNKED, RESPONSE_UNTIL_CLOSE = 0, 1, 2, 3
 
@@ -51,6 +54,11 @@ class ClientSide(Protocol):
 
     def send_end(self, exchange: Exchange) -> None:
         """The response is complete (written out now)."""
+
+    def send_trailers(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        """Response trailers (lower-case names) from an HTTP/2 upstream, before ``send_end``:
+        HTTP/2 clients get a trailing HEADERS frame, HTTP/1.1 ones chunked trailers if they
+        sent ``TE: trailers`` (otherwise they are dropped)."""
 
     def send_upgrade(self, exchange: Exchange, status_line: bytes, fields: bytes, upstream: UpstreamSide) -> None:
         """The upstream switched protocols: answer 101 and tunnel bytes from now on."""
@@ -136,6 +144,7 @@ class Exchange:
     aborted = False
     http10 = False
     http2 = False  # the request came on an HTTP/2 stream (h2client)
+    te_trailers = False  # the client sent "TE: trailers" (forward.read_headers)
     # for metrics and the access log
     upstream_start = upstream_connected = upstream_header = 0.0
     sent = upstream_received = head_size = 0
@@ -203,6 +212,9 @@ class Exchange:
         self.upstream_received += len(data)
         self.conn.send_body(self, data)
 
+    def response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.conn.send_trailers(self, trailers)
+
     def response_complete(self) -> None:
         self.response_done = True
         self.upstream = None
@@ -225,9 +237,19 @@ class Exchange:
         if self.aborted:
             return
         if self.response_started:
+            if self.route.options.grpc and not self.response_done and (self.http2 or self.te_trailers):
+                # A gRPC response under way ends with the status in its trailers, not a cut.
+                self.response_done = True
+                self.conn.send_trailers(self, grpcstatus.status_fields(grpcstatus.status_for(status), detail))
+                self.conn.send_end(self)
+                self.conn.finish(self)
+                return
             self.conn.cut()
             return
         log.warning("%s %s: %d %s", self.host or "-", self.url.decode("latin-1"), status, detail)
+        if self.route.options.grpc:  # backend-protocol GRPC(S): a trailers-only answer (grpcstatus)
+            self.answer(200, b"", grpcstatus.trailers_only(status, detail), content_type=b"")
+            return
         # The connection stays usable when nothing of the request is left unread.
         self.keep_alive = self.keep_alive and (self.request_done or self.body_mode == NO_BODY)
         errors = self.intercept

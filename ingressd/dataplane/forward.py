@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 
 # How a request header is treated when building the upstream request.
 (_FORWARD, _HOST, _DROP, _REQUEST_ID, _XFF, _CONNECTION, _UPGRADE, _EXPECT, _LENGTH, _TE, _REFERER, _AGENT,
- _FORWARDING) = range(13)
+ _FORWARDING, _TE_FIELD) = range(14)
 _REQUEST_HEADERS = {
     b"referer": _REFERER, b"user-agent": _AGENT,
     b"host": _HOST, b"x-request-id": _REQUEST_ID, b"x-forwarded-for": _XFF, b"connection": _CONNECTION,
     b"upgrade": _UPGRADE, b"expect": _EXPECT, b"content-length": _LENGTH, b"transfer-encoding": _TE,
-    b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _DROP, b"trailer": _DROP, b"proxy": _DROP,
+    b"keep-alive": _DROP, b"proxy-connection": _DROP, b"te": _TE_FIELD, b"trailer": _DROP, b"proxy": _DROP,
     # dropped; a trusted proxy's values are read by trust.for_request (the request is marked for it)
     b"x-forwarded-host": _FORWARDING, b"x-forwarded-port": _FORWARDING, b"x-forwarded-proto": _FORWARDING,
     b"x-real-ip": _DROP,
@@ -137,6 +137,8 @@ def read_headers(exchange: Exchange) -> RequestHead:
             head.expect = value.lower() == b"100-continue"
         elif kind == _UPGRADE:
             head.upgrade = value
+        elif kind == _TE_FIELD:  # hop-by-hop; "trailers" says the client takes response trailers
+            exchange.te_trailers = exchange.te_trailers or b"trailers" in value.lower()
         elif kind == _CONNECTION and value.lower() not in _CONNECTION_OPTIONS:
             connection = value if connection is None else connection + b"," + value
     if connection is not None:

@@ -26,7 +26,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from . import responses
 from .exchange import (CHUNKED_BODY, NO_BODY, PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM, PENDING_LIMIT,
-                       RESPONSE_CHUNKED,
+                       RESPONSE_CHUNKED, UNFRAMED_BODY,
                        RESPONSE_UNTIL_CLOSE, Exchange, UpstreamSide)
 from . import proxyproto
 from ..options import extauth
@@ -374,6 +374,11 @@ class ClientConnection(asyncio.Protocol):
             self.out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
             self.out.append(data)
+
+    def send_trailers(self, exchange: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        if exchange.chunked_out and exchange.te_trailers:  # the last chunk with trailers (RFC 9112 §7.1.2)
+            exchange.chunked_out = False
+            self.out += (b"0\r\n", *(b"%s: %s\r\n" % field for field in trailers), b"\r\n")
 
     def send_end(self, exchange: Exchange) -> None:
         if exchange.chunked_out:
@@ -769,6 +774,8 @@ class ClientConnection(asyncio.Protocol):
             exchange.buffered = []  # proxy-request-buffering on: read it all first, resendable
             exchange.replayable = True
         exchange.head = upstream_head(exchange, head, forwarded, forwarded_host)
+        if options.grpc and exchange.body_mode == CHUNKED_BODY:
+            exchange.body_mode = UNFRAMED_BODY  # HTTP/2 upstream: DATA frames, no chunks (h2upstream)
         return True
 
     def on_body(self, body: bytes) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..routing import ACME_CHALLENGE_PREFIX, Route
-from . import responses
+from . import grpcstatus, responses
 
 
 class Answer(NamedTuple):
@@ -107,6 +107,8 @@ def backend_answer(route: Route) -> Answer | None:
             return None
         return Answer(404, responses.DEFAULT_BACKEND_BODY)
     if backend.error is not None:
+        if options.grpc:  # backend-protocol GRPC(S): UNAVAILABLE in a trailers-only answer
+            return Answer(200, headers=grpcstatus.trailers_only(503, backend.error), content_type=b"")
         return Answer(503, responses.error_body(503, backend.error))
     return None
 

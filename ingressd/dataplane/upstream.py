@@ -23,6 +23,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from ..options import balance as lb
 from .exchange import (PAUSE_UPSTREAM, RESPONSE_CHUNKED, RESPONSE_EMPTY, RESPONSE_LENGTH, RESPONSE_UNTIL_CLOSE,
                        Exchange)
+from .h2upstream import H2UpstreamPool
 
 if TYPE_CHECKING:
     from .timers import Timers
@@ -331,6 +332,7 @@ class UpstreamPool:
         self.idle_timeout, self.max_idle, self.max_requests = 60.0, 320, 10_000
         self.new = 0  # connections dialed
         self.reused = 0  # exchanges sent on a pooled connection
+        self.h2 = H2UpstreamPool(self)  # HTTP/2 upstreams (backend-protocol GRPC, GRPCS)
 
     # --- proxying ---------------------------------------------------------------------------------
 
@@ -362,6 +364,11 @@ class UpstreamPool:
         exchange.attempts += 1
         if exchange.attempts == 1:
             exchange.first_try = self.timers.now  # proxy-next-upstream-timeout counts from here
+        if options.grpc:  # backend-protocol GRPC(S): a stream on an HTTP/2 connection
+            if not exchange.upstream_start:
+                exchange.upstream_start = monotonic()
+            self.h2.send(exchange, endpoint, options.upstream_tls, fresh)
+            return
         if not fresh:
             tls = options.upstream_tls
             conn = self.acquire(endpoint if tls is None else (endpoint, tls))
@@ -533,12 +540,13 @@ class UpstreamPool:
                 del self.idle[conn.pool_key]
 
     def close_idle(self) -> None:
+        self.h2.close_idle()
         for idle in list(self.idle.values()):
             for conn in list(idle):
                 conn.close()
 
     def count(self) -> int:
-        return sum(len(idle) for idle in self.idle.values())
+        return sum(len(idle) for idle in self.idle.values()) + self.h2.count()
 
 
 def dial_tcp(pool: UpstreamPool, exchange: Exchange, endpoint: tuple[str, int]) -> None:

@@ -116,6 +116,9 @@ class Discard:
     def send_end(self, exchange) -> None:
         pass
 
+    def send_trailers(self, exchange, trailers) -> None:
+        pass
+
     def finish(self, exchange) -> None:
         if exchange.conn is not self:
             return

@@ -40,6 +40,7 @@ class UpstreamTLSSpec:
     sni: bool = False  # proxy-ssl-server-name
     protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
     ciphers: str | None = None
+    http2: bool = False  # backend-protocol GRPCS: ALPN offers h2 only
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -55,7 +56,8 @@ class UpstreamTLS:
 
     def describe(self) -> str:
         verify = self.context.verify_mode == ssl.CERT_REQUIRED
-        return f"https{'+verify' if verify else ''}{'(' + self.server_name + ')' if self.server_name else ''}"
+        scheme = "h2s" if self.recipe and self.recipe[0].http2 else "https"  # GRPCS: h2 over TLS
+        return f"{scheme}{'+verify' if verify else ''}{'(' + self.server_name + ')' if self.server_name else ''}"
 
 
 def build(spec: UpstreamTLSSpec, default_name: str, ca_pem: bytes | None, *, unusable: bool = False) -> UpstreamTLS:
@@ -74,6 +76,8 @@ def build(spec: UpstreamTLSSpec, default_name: str, ca_pem: bytes | None, *, unu
             context.set_ciphers(spec.ciphers)
         except ssl.SSLError:
             raise ValueError(f"proxy-ssl-ciphers {spec.ciphers!r} names no cipher OpenSSL knows") from None
+    if spec.http2:
+        context.set_alpn_protocols(["h2"])
     name = spec.name or default_name
     if spec.verify:
         if not ca_pem:

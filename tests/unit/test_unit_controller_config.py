@@ -112,14 +112,18 @@ def test_every_parsed_annotation_is_in_the_catalogue():
         assert catalog.ANNOTATIONS[name].status in (catalog.YES, catalog.ACCEPTED, catalog.PARTIAL), name
 
 
-def test_backend_protocol_https_builds_one_context_per_setting_and_grpc_is_reported():
+def test_backend_protocol_https_builds_one_context_per_setting_and_grpc_speaks_h2():
     docs = [ingress(name, rule(f"{name}.com", path("/", "web")), annotations={
-        NGINX + "backend-protocol": protocol}) for name, protocol in (("a", "HTTPS"), ("b", "https"), ("c", "GRPC"))]
+        NGINX + "backend-protocol": protocol}) for name, protocol in (("a", "HTTPS"), ("b", "https"), ("c", "GRPC"),
+                                                                      ("d", "GRPCS"))]
     config = compile_config(*docs, svc_with_endpoints("web"))
     a, b = (config.table.lookup(h, "/").options.upstream_tls for h in ("a.com", "b.com"))
     assert a is b and a.server_name is None and a.context.verify_mode.name == "CERT_NONE"
-    assert config.table.lookup("c.com", "/").options.upstream_tls is None
-    assert any("GRPC is not supported yet" in m for m in messages(config))
+    assert not config.table.lookup("a.com", "/").options.grpc
+    c, d = (config.table.lookup(h, "/").options for h in ("c.com", "d.com"))
+    assert c.grpc and c.upstream_tls is None  # cleartext h2 with prior knowledge
+    assert d.grpc and d.upstream_tls is not a and d.upstream_tls.describe() == "h2s"  # TLS, ALPN h2
+    assert not any("GRPC" in m for m in messages(config))
 
 
 def test_proxy_ssl_verify_without_a_ca_fails_closed():
