@@ -17,12 +17,21 @@ decoded header lists past ``max_head_bytes`` (HPACK bombs), PING / SETTINGS / PR
 floods, WINDOW_UPDATE frames beyond two per DATA frame sent (and some slack), a connection without a complete request head in ``header_timeout`` or idle past
 ``keepalive_timeout``, a request body stalled past ``body_timeout`` and a client that opens no
 window for ``SEND_TIMEOUT``.
+
+Websockets over HTTP/2 (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised; an extended
+CONNECT (``:protocol websocket``) is routed as a GET upgrade and proxied as an HTTP/1.1 ``Upgrade:
+websocket`` request. The upstream's 101 becomes ``:status 200`` and the stream a tunnel: DATA frames
+to the upstream and back under flow control, END_STREAM or RST_STREAM closing the upstream and the
+upstream's close ending the stream. Like HTTP/1.1 tunnels, no timeout and no configuration change
+closes one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import socket
 from time import monotonic
 from typing import TYPE_CHECKING
@@ -129,7 +138,7 @@ def request_headers(headers: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, byt
     authority = pseudo.get(b":authority")
     if not host and authority is not None:
         fields.insert(0, (b"host", authority))
-    if pseudo.get(b":method") == b"CONNECT":
+    if pseudo.get(b":method") == b"CONNECT" and b":protocol" not in pseudo:  # extended CONNECT: RFC 8441
         return pseudo, fields, "CONNECT"
     if pseudo.get(b":scheme", b"").lower() not in _SCHEMES:
         return pseudo, fields, "unknown :scheme"
@@ -141,7 +150,8 @@ class Stream:
     reads the connection's facts through it)."""
 
     __slots__ = ("conn", "id", "exchange", "client_ip", "hsts", "paused", "unacked", "out", "out_bytes",
-                 "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused")
+                 "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused",
+                 "connect", "tunnel", "early", "client_ended", "tunnel_at", "tunnel_in", "tunnel_out")
 
     def __init__(self, conn: H2ClientConnection, stream_id: int):
         self.conn = conn
@@ -161,6 +171,13 @@ class Stream:
         self.finished = False  # the exchange is over (recorded)
         self.closed = False  # the stream is gone from the connection
         self.local_sent = False
+        # websockets over HTTP/2 (RFC 8441): an extended CONNECT stream and, after the 101, its tunnel
+        self.connect = False
+        self.tunnel: UpstreamSide | None = None
+        self.early: list[bytes] | None = None  # DATA before the upstream switched protocols (unacknowledged)
+        self.client_ended = False  # the client sent END_STREAM
+        self.tunnel_at = 0.0
+        self.tunnel_in = self.tunnel_out = 0  # tunnel bytes from / to the client
 
     # --- what http.ClientConnection.route reads -----------------------------------------------
 
@@ -223,6 +240,12 @@ class Stream:
             self.conn.h2.send_headers(self.id, headers)
 
     def send_head(self, exchange: Exchange, status: int, status_line: bytes, fields: bytes, body: int) -> None:
+        if self.connect and status < 300:  # a 2xx would tell the client its websocket is open (RFC 8441 §5)
+            exchange.status = 502
+            log.warning("%s %s: the upstream answered %d to a websocket upgrade", exchange.host,
+                        exchange.url.decode("latin-1"), status)
+            self.cut()
+            return
         headers = [(b":status", b"%d" % status)]
         fields_to_headers(fields, headers)
         lowered = b"\n" + fields.lower()
@@ -253,8 +276,11 @@ class Stream:
         self.conn.flush()
 
     def send_upgrade(self, exchange: Exchange, status_line: bytes, fields: bytes, upstream: UpstreamSide) -> None:
-        upstream.close()  # never asked for over HTTP/2 (no Upgrade field reaches an upstream)
-        self.cut()
+        if not self.connect or self.closed:  # only an extended CONNECT asks an upstream to switch
+            upstream.close()
+            self.cut()
+            return
+        self.conn.open_tunnel(self, exchange, fields, upstream)
 
     def send_local(self, exchange: Exchange, data: bytes) -> None:
         if self.closed or self.local_sent:
@@ -291,7 +317,7 @@ class Stream:
         self.finished = True
         self.conn.ctx.recorder.record(exchange)
         self.conn.answered += 1
-        if not self.out and not self.end_pending and self.head is None:
+        if not self.out and not self.end_pending and self.head is None and self.tunnel is None:
             self.conn.stream_sent(self)
 
     def pause(self, reason: int) -> None:
@@ -305,11 +331,21 @@ class Stream:
                 self.conn.acknowledge(self, unacked)
                 self.conn.flush()
 
-    def tunnel_send(self, data: bytes) -> None:  # no tunnels over HTTP/2 (yet)
-        pass
+    def tunnel_send(self, data: bytes) -> None:
+        """Bytes from the upstream of a websocket: DATA frames as the client's windows allow (the
+        upstream is not read while they are exhausted)."""
+        if self.closed or not data:
+            return
+        self.tunnel_out += len(data)
+        self.out.append(data)
+        self.out_bytes += len(data)
+        self.conn.pump(self)
+        self.conn.flush()
 
     def tunnel_closed_by_upstream(self) -> None:
-        pass
+        if self.tunnel is not None:  # (not when ingressd closed it: close_tunnel has ended the stream)
+            self.conn.close_tunnel(self)
+            self.conn.end_tunnel_stream(self)
 
     # --- timers ------------------------------------------------------------------------------------
 
@@ -390,6 +426,7 @@ class H2ClientConnection(asyncio.Protocol):
         conn.local_settings = _LocalSettings(client=False, initial_values={
             _settings_codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             _settings_codes.MAX_HEADER_LIST_SIZE: head_limit,
+            _settings_codes.ENABLE_CONNECT_PROTOCOL: 1,  # websockets over HTTP/2 (RFC 8441)
         })
         conn.decoder.max_header_list_size = head_limit
         conn.initiate_connection()
@@ -475,6 +512,8 @@ class H2ClientConnection(asyncio.Protocol):
         for stream in list(self.streams.values()):
             self.timers.discard(stream)
             stream.closed = True
+            if stream.tunnel is not None:
+                self.close_tunnel(stream)
             if stream.exchange is not None and not stream.finished:
                 stream.exchange.abort()
         self.streams.clear()
@@ -528,6 +567,8 @@ class H2ClientConnection(asyncio.Protocol):
         if error is not None:
             return stream._bad(exchange, "CONNECT is not supported", 501) if error == "CONNECT" else \
                 stream._bad(exchange, error)
+        if method == b"CONNECT":
+            return self.on_extended_connect(stream, exchange, pseudo, ended)
         head = read_headers(exchange)
         if head.error is not None:
             return stream._bad(exchange, head.error, head.status)
@@ -553,6 +594,8 @@ class H2ClientConnection(asyncio.Protocol):
         if stream is None or stream.exchange is None:
             self.acknowledge(None, size, event.stream_id)
             return
+        if stream.connect:
+            return self.tunnel_data(stream, data, size)
         exchange = stream.exchange
         exchange.received += len(data)
         if stream.deadline and not exchange.request_done:
@@ -586,6 +629,8 @@ class H2ClientConnection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is None or stream.exchange is None:
             return
+        if stream.connect:
+            return self.tunnel_ended_by_client(stream)
         exchange = stream.exchange
         if exchange.request_done:
             return
@@ -634,7 +679,7 @@ class H2ClientConnection(asyncio.Protocol):
             window = min(conn.local_flow_control_window(stream.id), conn.max_outbound_frame_size)
             if window <= 0:
                 self.block(stream, _BLOCKED_WINDOW)
-                if not stream.deadline:
+                if not stream.deadline and stream.tunnel is None:  # (a tunnel waits as long as it takes)
                     stream.deadline = self.timers.now + SEND_TIMEOUT
                     self.timers.add(stream)
                 return
@@ -675,7 +720,7 @@ class H2ClientConnection(asyncio.Protocol):
         if not stream.finished:
             return
         exchange = stream.exchange
-        if exchange is not None and not exchange.request_done:
+        if exchange is not None and (not exchange.request_done or (stream.connect and not stream.client_ended)):
             # Answered before the whole body came: the client may stop sending it (RFC 9113 §8.1).
             self.reset(stream, h2.errors.ErrorCodes.NO_ERROR)
             return
@@ -697,7 +742,7 @@ class H2ClientConnection(asyncio.Protocol):
     def sync_upstream(stream: Stream) -> None:
         """Read the stream's upstream connection only while the client takes what it sends."""
         exchange = stream.exchange
-        upstream = exchange.upstream if exchange is not None else None
+        upstream = stream.tunnel or (exchange.upstream if exchange is not None else None)
         if upstream is None:
             stream.upstream_paused = None
         elif stream.blocked and stream.upstream_paused is not upstream:
@@ -706,6 +751,107 @@ class H2ClientConnection(asyncio.Protocol):
         elif not stream.blocked and stream.upstream_paused is upstream:
             stream.upstream_paused = None
             upstream.resume_reading()
+
+    # --- websockets over HTTP/2 (RFC 8441 extended CONNECT) ------------------------------------------
+
+    def on_extended_connect(self, stream: Stream, exchange: Exchange, pseudo: dict[bytes, bytes], ended: bool) -> None:
+        """``:method CONNECT`` with ``:protocol websocket``: routed exactly as an HTTP/1.1 GET asking
+        ``Upgrade: websocket`` and proxied as one over the upstream pools (which open a tunnel on
+        its 101). The upstream gets the handshake fields it needs and an HTTP/2 client does not
+        send (Sec-WebSocket-Key; its Accept is dropped from the answer, RFC 8441 §5)."""
+        stream.connect = True
+        if pseudo.get(b":protocol", b"").lower() != b"websocket":
+            return stream._bad(exchange, "unsupported :protocol", 501)
+        if ended:
+            return stream._bad(exchange, "extended CONNECT without a stream to tunnel")
+        exchange.method = b"GET"
+        headers = exchange.headers
+        names = {name for name, _ in headers}
+        headers.append((b"upgrade", b"websocket"))
+        if b"sec-websocket-key" not in names:
+            headers.append((b"sec-websocket-key", base64.b64encode(os.urandom(16))))
+        if b"sec-websocket-version" not in names:
+            headers.append((b"sec-websocket-version", b"13"))
+        head = read_headers(exchange)
+        if head.error is not None:
+            return stream._bad(exchange, head.error, head.status)
+        if exchange.body_mode != NO_BODY:
+            return stream._bad(exchange, "extended CONNECT with a request body")
+        exchange.request_done = True  # the upstream request is its head; DATA frames are the tunnel's
+        stream.early = []
+        if stream.route(exchange, head, True):
+            self.ctx.pool.proxy(exchange)
+
+    def open_tunnel(self, stream: Stream, exchange: Exchange, fields: bytes, upstream: UpstreamSide) -> None:
+        """The upstream switched protocols: :status 200, then the stream is the websocket's tunnel."""
+        headers = [(b":status", b"200")]
+        fields_to_headers(fields, headers)
+        headers = [pair for pair in headers if pair[0] != b"sec-websocket-accept"]
+        if stream.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
+            fields_to_headers(stream.hsts, headers)
+        if exchange.response_fields:  # CORS, the affinity cookie
+            fields_to_headers(exchange.response_fields, headers)
+        exchange.sent += sum(len(name) + len(value) + 4 for name, value in headers)
+        self.h2.send_headers(stream.id, headers)
+        stream.tunnel = upstream
+        stream.tunnel_at = monotonic()
+        self.ctx.recorder.tunnel_opened()
+        early, stream.early = stream.early, None
+        for data in early or ():
+            stream.tunnel_in += len(data)
+            upstream.write(data)
+        if stream.blocked:
+            self.sync_upstream(stream)
+        if not stream.paused and stream.unacked:
+            unacked, stream.unacked = stream.unacked, 0
+            self.acknowledge(stream, unacked)
+        stream.finish(exchange)  # counted and logged as the 101 of an HTTP/1.1 websocket
+        self.flush()
+
+    def tunnel_data(self, stream: Stream, data: bytes, size: int) -> None:
+        """A DATA frame on an extended CONNECT stream: to the upstream once it has switched protocols
+        (before, held unacknowledged: the stream's window bounds it); window given back as the
+        upstream takes the bytes."""
+        upstream = stream.tunnel
+        if upstream is not None:
+            stream.tunnel_in += len(data)
+            if data:
+                upstream.write(data)  # may pause the stream (PAUSE_UPSTREAM): acknowledged on resume
+        elif stream.early is not None and not stream.finished and not stream.closed:
+            if data:
+                stream.early.append(data)
+            stream.unacked += size
+            return
+        if stream.paused:
+            stream.unacked += size
+        else:
+            self.acknowledge(stream, size)
+
+    def tunnel_ended_by_client(self, stream: Stream) -> None:
+        """END_STREAM from the client (its websocket's TCP FIN, RFC 8441 §4): as an HTTP/1.1 client's
+        half-close ends its tunnel, the upstream is closed and the stream ended."""
+        stream.client_ended = True
+        if stream.tunnel is not None:
+            self.close_tunnel(stream)
+            self.end_tunnel_stream(stream)
+        elif stream.finished and not stream.out and not stream.end_pending and not stream.closed:
+            self.stream_sent(stream)  # answered without a tunnel (refused, local answer)
+
+    def end_tunnel_stream(self, stream: Stream) -> None:
+        """The tunnel is closed: END_STREAM after what is still waiting for the client's window."""
+        if not stream.closed:
+            stream.end_pending = True
+            self.pump(stream)
+            self.flush()
+
+    def close_tunnel(self, stream: Stream) -> None:
+        upstream, stream.tunnel = stream.tunnel, None
+        if upstream is None:
+            return
+        stream.upstream_paused = None
+        upstream.close()
+        self.ctx.recorder.tunnel_closed(stream.client_ip, stream.tunnel_at, stream.tunnel_out, stream.tunnel_in,
+                                        stream.exchange)
 
     # --- streams and the connection -----------------------------------------------------------------
 
@@ -731,6 +877,8 @@ class H2ClientConnection(asyncio.Protocol):
         stream.closed = True
         stream.out = []
         self.timers.discard(stream)
+        if stream.tunnel is not None:
+            self.close_tunnel(stream)
         exchange = stream.exchange
         if exchange is not None and not stream.finished:
             exchange.abort()
