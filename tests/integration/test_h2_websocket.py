@@ -182,3 +182,34 @@ def test_unknown_host_and_protocol(wsd, ca):
     # both streams are closed by ingressd after the answer (the client never ended them)
     assert client.until(lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == 3) is not None
     client.close()
+
+
+def test_chromium_uses_rfc8441_through_ingressd(wsd, tmp_path):
+    """A real client: headless chromium opens a page over HTTP/2, then a websocket to the same host,
+    which it sends as an extended CONNECT on that connection since ingressd advertises
+    ENABLE_CONNECT_PROTOCOL; the echo comes back and the access log shows the websocket as HTTP/2."""
+    from test_status_page import CHROMIUM, Browser  # the DevTools driver of the status page's test
+
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (apt-get install -y chromium; scripts/test.sh installs it)")
+    browser = Browser(tmp_path / "chromium", extra_args=(
+        f"--host-resolver-rules=MAP {HOST} 127.0.0.1", "--ignore-certificate-errors"))
+    try:
+        browser.start()
+        origin = f"https://{HOST}:{wsd.https_port}"
+        browser.call("Page.navigate", url=f"{origin}/echo?page=1")
+        wait_until(lambda: browser.evaluate("document.readyState") == "complete"
+                   and browser.evaluate("location.href").startswith(origin), 30, message="the page loaded")
+        assert browser.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
+        echoed = browser.evaluate("""new Promise((resolve, reject) => {
+            const ws = new WebSocket(`wss://${location.host}/ws?from=chromium`);
+            ws.onopen = () => ws.send("hello from chromium");
+            ws.onmessage = (event) => { resolve(event.data); ws.close(); };
+            ws.onerror = () => reject(new Error("websocket error"));
+            setTimeout(() => reject(new Error("timeout")), 15000);
+        })""")
+        assert echoed == "hello from chromium"
+        wait_until(lambda: "GET /ws?from=chromium HTTP/2.0" in wsd.stdout(), 15,
+                   message="the websocket logged as HTTP/2")
+    finally:
+        browser.stop()
