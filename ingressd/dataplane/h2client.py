@@ -266,7 +266,8 @@ class Stream:
         self.out_bytes += len(data)
         if self.blocked and self.upstream_paused is None:
             self.conn.sync_upstream(self)  # blocked before its upstream was attached
-        self.conn.pump(self)
+        # framed by ``flush`` (after each upstream read) or ``send_end``: a small response is one
+        # HEADERS and one DATA frame with END_STREAM
 
     def send_end(self, exchange: Exchange) -> None:
         if self.closed:
@@ -301,9 +302,8 @@ class Stream:
         self.conn.flush()
 
     def flush(self) -> None:
-        if self.head is not None and not self.closed:
-            head, self.head = self.head, None
-            self.conn.h2.send_headers(self.id, head)
+        if not self.closed and (self.head is not None or self.out):
+            self.conn.pump(self)
         self.conn.flush()
 
     def cut(self) -> None:
@@ -395,6 +395,8 @@ class H2ClientConnection(asyncio.Protocol):
         self.served = 0  # streams accepted
         self.data_frames = self.window_updates = 0  # DATA frames sent, WINDOW_UPDATE frames received
         self.draining = False  # a GOAWAY NO_ERROR was sent: no new stream, close once the last ends
+        self.write_scheduled = False  # a write_out is due in this event loop iteration
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     @property
     def active(self) -> bool:
@@ -404,6 +406,7 @@ class H2ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        self.loop = asyncio.get_event_loop()
         peer = transport.get_extra_info("peername")
         self.peer_ip = self.client_ip = ip = peer[0] if peer else ""
         header = self.proxied
@@ -420,8 +423,11 @@ class H2ClientConnection(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
+        # What ingressd sends is built well-formed here (lower-case names, no connection-specific
+        # fields, values from parsed HTTP/1.1 lines): h2's per-field checks of it are skipped.
         conn = self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True))
+            client_side=False, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
         head_limit = self.limits.max_head_bytes
         conn.local_settings = _LocalSettings(client=False, initial_values={
             _settings_codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
@@ -947,12 +953,21 @@ class H2ClientConnection(asyncio.Protocol):
         self.close()
 
     def flush(self) -> None:
+        """Write what ``h2`` has framed, once per event loop iteration: the responses completed by
+        the upstream reads of one iteration leave in one TLS write instead of one each."""
+        if not self.write_scheduled and not self.closed:
+            self.write_scheduled = True
+            self.loop.call_soon(self.write_out)
+
+    def write_out(self) -> None:
+        self.write_scheduled = False
         data = self.h2.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
 
     def close(self) -> None:
         if not self.closed:
+            self.write_out()  # what is framed (a GOAWAY) goes first
             self.closed = True
             self.transport.close()
 

@@ -126,3 +126,24 @@ def _read_all(sock: socket.socket) -> bytes:
             break
         out += data
     return out
+
+
+def test_raw_frames_small_response_is_headers_and_one_data(h2c):
+    """h2c with a raw client, which checks every header ingressd sends (h2 validates inbound headers):
+    a small response is one HEADERS and one DATA frame carrying END_STREAM (no empty DATA after it)."""
+    import h2.events
+
+    from support.h2raw import RawH2
+
+    client = RawH2(h2c.http_port, HOST)
+    client.conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", HOST.encode()),
+                                 (b":path", b"/status?code=200")], end_stream=True)
+    client.send()
+    ended = client.until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 1)
+    assert ended is not None
+    stream = [e for e in client.events if getattr(e, "stream_id", None) == 1]
+    data = [e for e in stream if isinstance(e, h2.events.DataReceived)]
+    assert len(data) == 1 and data[0].data and data[0].stream_ended is not None, stream
+    head = [e for e in stream if isinstance(e, h2.events.ResponseReceived)][0]
+    assert dict(head.headers)[b":status"] == b"200"
+    client.close()
