@@ -61,6 +61,7 @@ RESET_RATE = 100  # RST_STREAM (and refused streams) per second past which a cli
 RESET_MIN = 100  # ... and in all: above this, more resets than twice the responses completed
 CONTROL_RATE = 100  # PING, SETTINGS, PRIORITY and empty DATA frames per second
 WINDOW_UPDATE_SLACK = 200  # WINDOW_UPDATE frames beyond two per DATA frame sent
+RECEIVE_SLICE = 4096  # bytes handed to h2 at a time (floods are checked between slices)
 
 # Response fields that have no meaning in HTTP/2 (RFC 9113 §8.2.2).
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -396,6 +397,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.data_frames = self.window_updates = 0  # DATA frames sent, WINDOW_UPDATE frames received
         self.draining = False  # a GOAWAY NO_ERROR was sent: no new stream, close once the last ends
         self.write_scheduled = False  # a write_out is due in this event loop iteration
+        self.to_proxy: list[Exchange] = []  # requests of the read being handled, proxied after it
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     @property
@@ -446,6 +448,34 @@ class H2ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if len(data) <= RECEIVE_SLICE:
+            self.receive(data)
+        else:
+            # A slice at a time: a flood of small frames (SETTINGS, PING, WINDOW_UPDATE, HEADERS,
+            # CONTINUATION) is cut after one slice, not after all that one read brought (256 KB).
+            for offset in range(0, len(data), RECEIVE_SLICE):
+                self.receive(data[offset:offset + RECEIVE_SLICE])
+                if self.closed:
+                    return
+        if self.to_proxy:
+            try:
+                self.proxy_requests()
+            except Exception:  # a bug here must not leave the connection hanging
+                log.exception("internal error on an HTTP/2 connection from %s", self.client_ip)
+                self.goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "internal error")
+                return
+        self.flush()
+
+    def proxy_requests(self) -> None:
+        """Send the requests of this read to their upstreams, once every frame of it is handled: a
+        stream opened and reset in the same read (rapid reset) never costs an upstream connection."""
+        exchanges, self.to_proxy = self.to_proxy, []
+        pool = self.ctx.pool
+        for exchange in exchanges:
+            if not exchange.aborted and not self.closed:
+                pool.proxy(exchange)
+
+    def receive(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
@@ -473,8 +503,6 @@ class H2ClientConnection(asyncio.Protocol):
         except Exception:  # a bug here must not leave the connection hanging
             log.exception("internal error on an HTTP/2 connection from %s", self.client_ip)
             self.goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "internal error")
-            return
-        self.flush()
 
     def handle(self, events: list) -> None:
         for event in events:
@@ -589,7 +617,7 @@ class H2ClientConnection(asyncio.Protocol):
             self.timers.add(stream)
         if exchange.expect_continue:
             self.h2.send_headers(stream_id, [(b":status", b"100")])
-        self.ctx.pool.proxy(exchange)
+        self.to_proxy.append(exchange)  # once the whole read is handled (proxy_requests)
 
     def on_data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
@@ -786,7 +814,7 @@ class H2ClientConnection(asyncio.Protocol):
         exchange.request_done = True  # the upstream request is its head; DATA frames are the tunnel's
         stream.early = []
         if stream.route(exchange, head, True):
-            self.ctx.pool.proxy(exchange)
+            self.to_proxy.append(exchange)
 
     def open_tunnel(self, stream: Stream, exchange: Exchange, fields: bytes, upstream: UpstreamSide) -> None:
         """The upstream switched protocols: :status 200, then the stream is the websocket's tunnel."""
