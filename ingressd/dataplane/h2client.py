@@ -152,7 +152,7 @@ class Stream:
 
     __slots__ = ("conn", "id", "exchange", "client_ip", "hsts", "paused", "unacked", "out", "out_bytes",
                  "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused",
-                 "connect", "tunnel", "early", "client_ended", "tunnel_at", "tunnel_in", "tunnel_out")
+                 "connect", "tunnel", "early", "client_ended", "tunnel_at", "tunnel_in", "tunnel_out", "held", "held_ip")
 
     def __init__(self, conn: H2ClientConnection, stream_id: int):
         self.conn = conn
@@ -179,6 +179,8 @@ class Stream:
         self.client_ended = False  # the client sent END_STREAM
         self.tunnel_at = 0.0
         self.tunnel_in = self.tunnel_out = 0  # tunnel bytes from / to the client
+        self.held = None  # the limit-connections zone counting this stream (as nginx: each HTTP/2 stream)
+        self.held_ip = ""
 
     # --- what http.ClientConnection.route reads -----------------------------------------------
 
@@ -211,6 +213,27 @@ class Stream:
         return self.conn.proxied_ip
 
     route = ClientConnection.route
+    # auth-url and auth-type basic: the same check as HTTP/1.1 (ClientConnection.pass_gate), then proxied
+    _auth_request = ClientConnection._auth_request
+    pass_gate = ClientConnection.pass_gate
+
+    def send_continue(self, exchange: Exchange) -> None:
+        if not self.closed:
+            self.conn.h2.send_headers(self.id, [(b":status", b"100")])
+
+    def hold(self, limit) -> bool:
+        """limit-connections: as nginx counts HTTP/2, each stream in progress is one connection."""
+        if limit.exempts(self.client_ip):
+            return True
+        if not limit.acquire(self.client_ip):
+            return False
+        self.held, self.held_ip = limit, self.client_ip
+        return True
+
+    def release_slot(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.release(self.held_ip)
 
     def _local(self, exchange: Exchange, status: int, body: bytes, location: str | None = None,
                hsts: bool = True, headers: bytes = b"", content_type: bytes | None = None) -> None:
@@ -548,6 +571,8 @@ class H2ClientConnection(asyncio.Protocol):
             stream.closed = True
             if stream.tunnel is not None:
                 self.close_tunnel(stream)
+            if stream.held is not None:
+                stream.release_slot()
             if stream.exchange is not None and not stream.finished:
                 stream.exchange.abort()
         self.streams.clear()
@@ -615,6 +640,9 @@ class H2ClientConnection(asyncio.Protocol):
         if not ended:
             stream.deadline = self.timers.now + limits.body_timeout
             self.timers.add(stream)
+        if exchange.gate is not None:  # auth-url / basic auth: checked first, then proxied or answered
+            asyncio.get_running_loop().create_task(stream.pass_gate(exchange))
+            return
         if exchange.expect_continue:
             self.h2.send_headers(stream_id, [(b":status", b"100")])
         self.to_proxy.append(exchange)  # once the whole read is handled (proxy_requests)
@@ -920,10 +948,14 @@ class H2ClientConnection(asyncio.Protocol):
                 exchange.status = exchange.status or 499  # as nginx: the client closed the request
             stream.finished = True
             self.ctx.recorder.record(exchange)
+        if stream.held is not None:
+            stream.release_slot()
         self.idle_check()
 
     def forget(self, stream: Stream) -> None:
         stream.closed = True
+        if stream.held is not None:
+            stream.release_slot()
         self.timers.discard(stream)
         self.streams.pop(stream.id, None)
         self.idle_check()
