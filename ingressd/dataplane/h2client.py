@@ -566,6 +566,9 @@ class H2ClientConnection(asyncio.Protocol):
         self.closed = True
         self.timers.discard(self)
         self.ctx.connections.discard(self)
+        draining = self.ctx.draining  # shutting down (DataPlane.drain): set when the last connection is gone
+        if draining is not None and not self.ctx.connections:
+            draining.set()
         for stream in list(self.streams.values()):
             self.timers.discard(stream)
             stream.closed = True
@@ -977,6 +980,17 @@ class H2ClientConnection(asyncio.Protocol):
         frame.last_stream_id = last_stream_id
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
         self.h2._data_to_send += frame.serialize()
+
+    def shut_down(self) -> None:
+        """worker-shutdown-timeout (``DataPlane.drain``): GOAWAY NO_ERROR naming the last stream
+        received; those open finish (websockets run on), then the connection closes."""
+        if self.closed:
+            return
+        if not self.streams:
+            self.goaway(h2.errors.ErrorCodes.NO_ERROR, "shutting down")
+        elif not self.draining:
+            self.drain(self.h2.highest_inbound_stream_id)
+            self.flush()
 
     def count_reset(self) -> None:
         self.resets += 1

@@ -215,6 +215,9 @@ class DataPlane:
         for task in self._tasks:
             task.cancel()
         for conn in list(self.ctx.connections):
+            if isinstance(conn, H2ClientConnection):  # GOAWAY: its streams finish, then it closes
+                conn.shut_down()
+                continue
             if conn.tunnel is None and conn.active is None and not conn.queue and conn.cur is None:
                 conn.close()  # idle between requests
             else:

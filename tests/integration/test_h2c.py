@@ -13,7 +13,7 @@ import pytest
 from support import certs
 from support import client as h
 from support import manifests as m
-from support.ingressd import launch
+from support.ingressd import launch, sample_value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,3 +147,27 @@ def test_raw_frames_small_response_is_headers_and_one_data(h2c):
     head = [e for e in stream if isinstance(e, h2.events.ResponseReceived)][0]
     assert dict(head.headers)[b":status"] == b"200"
     client.close()
+
+
+def test_shutdown_lets_http2_streams_finish(tmp_path, backend, ca):
+    """SIGTERM (worker-shutdown-timeout): GOAWAY NO_ERROR, a request in flight on an HTTP/2 connection
+    still gets its answer, then ingressd exits (HTTP/2 connections used to be cut at once)."""
+    import signal
+    import subprocess
+
+    from support.wait import wait_until
+
+    inst = launch(tmp_path, manifests(backend, ca), args=["--h2c", "--workers", "1"])
+    try:
+        curl = subprocess.Popen(["curl", "--noproxy", "*", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+                                 "-w", "%{http_code} %{http_version}", "--resolve", inst.resolve(HOST),
+                                 inst.url(HOST, "/slow?delay=2")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # the request is in flight: counted as writing (the backend answers after 2 s)
+        wait_until(lambda: sample_value(inst.metrics(), "nginx_ingress_controller_nginx_process_connections",
+                                        state="writing") == 1, 10, message="the request in flight")
+        inst.proc.send_signal(signal.SIGTERM)
+        out, err = curl.communicate(timeout=30)
+        assert out == b"200 2", (out, err)
+        assert inst.proc.wait(30) == 0
+    finally:
+        inst.stop()
