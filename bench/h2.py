@@ -54,9 +54,10 @@ def parse_h2load(out: str, cpu: float | None = None) -> dict:
                        r"(\d+) errored, (\d+) timeout", out)
     status = re.search(r"status codes: (\d+) 2xx", out)
     done = int(counts.group(3)) if counts else 0
-    succeeded = int(status.group(1)) if status else 0
+    ok = int(status.group(1)) if status else 0
+    errors = sum(int(counts.group(i)) for i in (5, 6, 7)) if counts else 0  # failed, errored, timeout
     return {"rps": float(rate.group(1)) if rate else 0.0, "done": done,
-            "failed": (done - succeeded) + (int(counts.group(5)) + int(counts.group(6)) if counts else 0),
+            "failed": max(errors, done - ok),
             "cpu_us": cpu / done * 1e6 if cpu is not None and done else None, "raw": out}
 
 
