@@ -844,8 +844,12 @@ class H2ClientConnection(asyncio.Protocol):
             return stream._bad(exchange, "extended CONNECT with a request body")
         exchange.request_done = True  # the upstream request is its head; DATA frames are the tunnel's
         stream.early = []
-        if stream.route(exchange, head, True):
-            self.to_proxy.append(exchange)
+        if not stream.route(exchange, head, True):
+            return
+        if exchange.gate is not None:  # auth-url / basic auth first, as for any request
+            asyncio.get_running_loop().create_task(stream.pass_gate(exchange))
+            return
+        self.to_proxy.append(exchange)
 
     def open_tunnel(self, stream: Stream, exchange: Exchange, fields: bytes, upstream: UpstreamSide) -> None:
         """The upstream switched protocols: :status 200, then the stream is the websocket's tunnel."""

@@ -105,3 +105,18 @@ def test_limit_connections_counts_streams(h2opts):
     wait_until(lambda: client.read(0.2) is not None and ended() >= {1, 3, 5}, 10, message="the held streams end")
     assert status(h2opts, "limited.example.com") == "200"
     client.close()
+
+
+def test_websocket_over_http2_passes_basic_auth(h2opts):
+    """An extended CONNECT (RFC 8441) is checked like any request: wrong credentials get 401, right
+    ones the websocket."""
+    from support.h2raw import H2WebSocket
+
+    for credentials, expected in ((b"ann:wrong", 401), (b"ann:s3cret", 200)):
+        client = RawH2(h2opts.http_port, "basic.example.com")
+        ws = H2WebSocket(client, 1, extra=[(b"authorization", b"Basic " + base64.b64encode(credentials))])
+        assert ws.handshake() == expected
+        if expected == 200:
+            ws.send("authorized")
+            assert ws.recv() == "authorized"
+        client.close()
