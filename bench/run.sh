@@ -18,12 +18,17 @@
 # nodejs and npm when missing) and installs configurable-http-proxy with npm under
 # ${INGRESSD_BENCH_CACHE:-~/.cache/ingressd-bench}/npm, the only place bench/chp.py takes it from (the
 # `configurable-http-proxy` on PATH may be ingressd's own alias).
+#
+#   bash bench/run.sh --h2 [--quick] [--baseline DIR] [--profile]
+# runs bench/h2.py instead: HTTP/2 keep-alive requests per core with h2load (Debian's nghttp2-client),
+# ingressd against nginx http2. It needs nginx-light, nghttp2-client, curl and taskset.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 mode=bench
 if [ "${1:-}" = "--chp" ]; then mode=chp; shift; fi
 if [ "${1:-}" = "--grpc" ]; then mode=grpc; shift; fi
+if [ "${1:-}" = "--h2" ]; then mode=h2; shift; fi
 
 note() { echo "run.sh: $*"; }
 
@@ -75,6 +80,12 @@ if [ "$mode" = grpc ]; then
   python3 -c "import grpc" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check "grpcio>=1.60" \
     || note "grpcio could not be installed: the one-call gRPC check is skipped"
   exec python3 bench/grpc.py "$@"
+if [ "$mode" = h2 ]; then
+  command -v h2load >/dev/null 2>&1 || apt_install nghttp2-client || { note "cannot install nghttp2-client (h2load)"; exit 2; }
+  python3 -c "import ingressd.dataplane.h2client, httptools, uvloop, yaml, cryptography" >/dev/null 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check -e . \
+    || { note "pip install of ingressd failed"; exit 2; }
+  exec python3 bench/h2.py "$@"
 fi
 
 if ! command -v cc >/dev/null 2>&1; then

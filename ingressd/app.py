@@ -49,6 +49,7 @@ class ServeOptions:
     publish_service: str | None = None
     publish_status_addresses: tuple[str, ...] = ()
     http2: bool = True  # --http2 / --no-http2: ALPN offers h2 on the HTTPS listener
+    h2c: bool = False  # --h2c: the HTTP listener serves HTTP/2 with prior knowledge too
     max_connections: int = 16384  # client connections per worker (ingress-nginx max-worker-connections)
     ssl_passthrough: bool = False  # --enable-ssl-passthrough (ingress-nginx's flag): honour ssl-passthrough
     # --proxy-api ADDR:PORT: configurable-http-proxy's REST API for JupyterHub (ingressd.chp.hub)

@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http2", action=argparse.BooleanOptionalAction, default=True,
                        help="offer HTTP/2 (ALPN h2, preferred, and http/1.1) on the HTTPS listener, as "
                             "ingress-nginx's use-http2 (default: on; --no-http2 offers http/1.1 only)")
+    serve.add_argument("--h2c", action="store_true",
+                       help="serve cleartext HTTP/2 with prior knowledge on the HTTP port too: a connection "
+                            "opening with the HTTP/2 preface is HTTP/2, any other HTTP/1.1 (no Upgrade: h2c, "
+                            "as nginx; default: off)")
     serve.add_argument("--metrics-per-undefined-host", action="store_true",
                        help="count requests for hosts no Ingress defines under their own label")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -353,7 +357,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers or default_worker_count(), certificates=_cert_settings(args),
         election_id=args.election_id, election_ttl=args.election_ttl, publish_service=args.publish_service,
         publish_status_addresses=tuple(args.publish_status_addresses or ()),
-        max_connections=args.max_worker_connections, http2=args.http2, proxy_api=args.proxy_api,
+        max_connections=args.max_worker_connections, http2=args.http2, h2c=args.h2c, proxy_api=args.proxy_api,
         proxy_api_host_routing=args.proxy_api_host_routing, ssl_passthrough=args.enable_ssl_passthrough,
         proxy_api_token=os.environ.get("CONFIGPROXY_AUTH_TOKEN") or None,
     )

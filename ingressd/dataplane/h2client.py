@@ -17,12 +17,21 @@ decoded header lists past ``max_head_bytes`` (HPACK bombs), PING / SETTINGS / PR
 floods, WINDOW_UPDATE frames beyond two per DATA frame sent (and some slack), a connection without a complete request head in ``header_timeout`` or idle past
 ``keepalive_timeout``, a request body stalled past ``body_timeout`` and a client that opens no
 window for ``SEND_TIMEOUT``.
+
+Websockets over HTTP/2 (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL is advertised; an extended
+CONNECT (``:protocol websocket``) is routed as a GET upgrade and proxied as an HTTP/1.1 ``Upgrade:
+websocket`` request. The upstream's 101 becomes ``:status 200`` and the stream a tunnel: DATA frames
+to the upstream and back under flow control, END_STREAM or RST_STREAM closing the upstream and the
+upstream's close ending the stream. Like HTTP/1.1 tunnels, no timeout and no configuration change
+closes one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
 import socket
 from time import monotonic
 from typing import TYPE_CHECKING
@@ -53,6 +62,7 @@ RESET_RATE = 100  # RST_STREAM (and refused streams) per second past which a cli
 RESET_MIN = 100  # ... and in all: above this, more resets than twice the responses completed
 CONTROL_RATE = 100  # PING, SETTINGS, PRIORITY and empty DATA frames per second
 WINDOW_UPDATE_SLACK = 200  # WINDOW_UPDATE frames beyond two per DATA frame sent
+RECEIVE_SLICE = 4096  # bytes handed to h2 at a time (floods are checked between slices)
 
 # Response fields that have no meaning in HTTP/2 (RFC 9113 §8.2.2).
 _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
@@ -130,7 +140,7 @@ def request_headers(headers: list[tuple[bytes, bytes]]) -> tuple[dict[bytes, byt
     authority = pseudo.get(b":authority")
     if not host and authority is not None:
         fields.insert(0, (b"host", authority))
-    if pseudo.get(b":method") == b"CONNECT":
+    if pseudo.get(b":method") == b"CONNECT" and b":protocol" not in pseudo:  # extended CONNECT: RFC 8441
         return pseudo, fields, "CONNECT"
     if pseudo.get(b":scheme", b"").lower() not in _SCHEMES:
         return pseudo, fields, "unknown :scheme"
@@ -143,7 +153,8 @@ class Stream:
 
     __slots__ = ("conn", "id", "exchange", "client_ip", "hsts", "paused", "unacked", "out", "out_bytes",
                  "head", "end_pending", "blocked", "deadline", "finished", "closed", "local_sent", "upstream_paused",
-                 "trailers")
+                 "trailers", "connect", "tunnel", "early", "client_ended", "tunnel_at", "tunnel_in", "tunnel_out",
+                 "held", "held_ip")
 
     def __init__(self, conn: H2ClientConnection, stream_id: int):
         self.conn = conn
@@ -164,6 +175,15 @@ class Stream:
         self.closed = False  # the stream is gone from the connection
         self.local_sent = False
         self.trailers: list[tuple[bytes, bytes]] | None = None  # response trailers, sent to end the stream
+        # websockets over HTTP/2 (RFC 8441): an extended CONNECT stream and, after the 101, its tunnel
+        self.connect = False
+        self.tunnel: UpstreamSide | None = None
+        self.early: list[bytes] | None = None  # DATA before the upstream switched protocols (unacknowledged)
+        self.client_ended = False  # the client sent END_STREAM
+        self.tunnel_at = 0.0
+        self.tunnel_in = self.tunnel_out = 0  # tunnel bytes from / to the client
+        self.held = None  # the limit-connections zone counting this stream (as nginx: each HTTP/2 stream)
+        self.held_ip = ""
 
     # --- what http.ClientConnection.route reads -----------------------------------------------
 
@@ -196,6 +216,27 @@ class Stream:
         return self.conn.proxied_ip
 
     route = ClientConnection.route
+    # auth-url and auth-type basic: the same check as HTTP/1.1 (ClientConnection.pass_gate), then proxied
+    _auth_request = ClientConnection._auth_request
+    pass_gate = ClientConnection.pass_gate
+
+    def send_continue(self, exchange: Exchange) -> None:
+        if not self.closed:
+            self.conn.h2.send_headers(self.id, [(b":status", b"100")])
+
+    def hold(self, limit) -> bool:
+        """limit-connections: as nginx counts HTTP/2, each stream in progress is one connection."""
+        if limit.exempts(self.client_ip):
+            return True
+        if not limit.acquire(self.client_ip):
+            return False
+        self.held, self.held_ip = limit, self.client_ip
+        return True
+
+    def release_slot(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.release(self.held_ip)
 
     def _local(self, exchange: Exchange, status: int, body: bytes, location: str | None = None,
                hsts: bool = True, headers: bytes = b"", content_type: bytes | None = None) -> None:
@@ -226,6 +267,12 @@ class Stream:
             self.conn.h2.send_headers(self.id, headers)
 
     def send_head(self, exchange: Exchange, status: int, status_line: bytes, fields: bytes, body: int) -> None:
+        if self.connect and status < 300:  # a 2xx would tell the client its websocket is open (RFC 8441 §5)
+            exchange.status = 502
+            log.warning("%s %s: the upstream answered %d to a websocket upgrade", exchange.host,
+                        exchange.url.decode("latin-1"), status)
+            self.cut()
+            return
         headers = [(b":status", b"%d" % status)]
         fields_to_headers(fields, headers)
         lowered = b"\n" + fields.lower()
@@ -246,7 +293,8 @@ class Stream:
         self.out_bytes += len(data)
         if self.blocked and self.upstream_paused is None:
             self.conn.sync_upstream(self)  # blocked before its upstream was attached
-        self.conn.pump(self)
+        # framed by ``flush`` (after each upstream read) or ``send_end``: a small response is one
+        # HEADERS and one DATA frame with END_STREAM
 
     def send_end(self, exchange: Exchange) -> None:
         if self.closed:
@@ -261,8 +309,11 @@ class Stream:
             self.trailers = [field for field in trailers if field[0] not in _HOP_BY_HOP] or None
 
     def send_upgrade(self, exchange: Exchange, status_line: bytes, fields: bytes, upstream: UpstreamSide) -> None:
-        upstream.close()  # never asked for over HTTP/2 (no Upgrade field reaches an upstream)
-        self.cut()
+        if not self.connect or self.closed:  # only an extended CONNECT asks an upstream to switch
+            upstream.close()
+            self.cut()
+            return
+        self.conn.open_tunnel(self, exchange, fields, upstream)
 
     def send_local(self, exchange: Exchange, data: bytes) -> None:
         if self.closed or self.local_sent or self.conn.closed:
@@ -283,9 +334,8 @@ class Stream:
         self.conn.flush()
 
     def flush(self) -> None:
-        if self.head is not None and not self.closed:
-            head, self.head = self.head, None
-            self.conn.h2.send_headers(self.id, head)
+        if not self.closed and (self.head is not None or self.out):
+            self.conn.pump(self)
         self.conn.flush()
 
     def cut(self) -> None:
@@ -299,7 +349,7 @@ class Stream:
         self.finished = True
         self.conn.ctx.recorder.record(exchange)
         self.conn.answered += 1
-        if not self.out and not self.end_pending and self.head is None:
+        if not self.out and not self.end_pending and self.head is None and self.tunnel is None:
             self.conn.stream_sent(self)
 
     def pause(self, reason: int) -> None:
@@ -313,11 +363,21 @@ class Stream:
                 self.conn.acknowledge(self, unacked)
                 self.conn.flush()
 
-    def tunnel_send(self, data: bytes) -> None:  # no tunnels over HTTP/2 (yet)
-        pass
+    def tunnel_send(self, data: bytes) -> None:
+        """Bytes from the upstream of a websocket: DATA frames as the client's windows allow (the
+        upstream is not read while they are exhausted)."""
+        if self.closed or not data:
+            return
+        self.tunnel_out += len(data)
+        self.out.append(data)
+        self.out_bytes += len(data)
+        self.conn.pump(self)
+        self.conn.flush()
 
     def tunnel_closed_by_upstream(self) -> None:
-        pass
+        if self.tunnel is not None:  # (not when ingressd closed it: close_tunnel has ended the stream)
+            self.conn.close_tunnel(self)
+            self.conn.end_tunnel_stream(self)
 
     # --- timers ------------------------------------------------------------------------------------
 
@@ -367,6 +427,9 @@ class H2ClientConnection(asyncio.Protocol):
         self.served = 0  # streams accepted
         self.data_frames = self.window_updates = 0  # DATA frames sent, WINDOW_UPDATE frames received
         self.draining = False  # a GOAWAY NO_ERROR was sent: no new stream, close once the last ends
+        self.write_scheduled = False  # a write_out is due in this event loop iteration
+        self.to_proxy: list[Exchange] = []  # requests of the read being handled, proxied after it
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
 
     @property
     def active(self) -> bool:
@@ -376,6 +439,7 @@ class H2ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
+        self.loop = asyncio.get_event_loop()
         peer = transport.get_extra_info("peername")
         self.peer_ip = self.client_ip = ip = peer[0] if peer else ""
         header = self.proxied
@@ -392,12 +456,16 @@ class H2ClientConnection(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
+        # What ingressd sends is built well-formed here (lower-case names, no connection-specific
+        # fields, values from parsed HTTP/1.1 lines): h2's per-field checks of it are skipped.
         conn = self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True))
+            client_side=False, header_encoding=None, validate_inbound_headers=True,
+            validate_outbound_headers=False, normalize_outbound_headers=False))
         head_limit = self.limits.max_head_bytes
         conn.local_settings = _LocalSettings(client=False, initial_values={
             _settings_codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             _settings_codes.MAX_HEADER_LIST_SIZE: head_limit,
+            _settings_codes.ENABLE_CONNECT_PROTOCOL: 1,  # websockets over HTTP/2 (RFC 8441)
         })
         conn.decoder.max_header_list_size = head_limit
         conn.encoder = LiteralEncoder()  # as nginx: responses use no dynamic table (a third of h2's CPU)
@@ -412,6 +480,34 @@ class H2ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if len(data) <= RECEIVE_SLICE:
+            self.receive(data)
+        else:
+            # A slice at a time: a flood of small frames (SETTINGS, PING, WINDOW_UPDATE, HEADERS,
+            # CONTINUATION) is cut after one slice, not after all that one read brought (256 KB).
+            for offset in range(0, len(data), RECEIVE_SLICE):
+                self.receive(data[offset:offset + RECEIVE_SLICE])
+                if self.closed:
+                    return
+        if self.to_proxy:
+            try:
+                self.proxy_requests()
+            except Exception:  # a bug here must not leave the connection hanging
+                log.exception("internal error on an HTTP/2 connection from %s", self.client_ip)
+                self.goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "internal error")
+                return
+        self.flush()
+
+    def proxy_requests(self) -> None:
+        """Send the requests of this read to their upstreams, once every frame of it is handled: a
+        stream opened and reset in the same read (rapid reset) never costs an upstream connection."""
+        exchanges, self.to_proxy = self.to_proxy, []
+        pool = self.ctx.pool
+        for exchange in exchanges:
+            if not exchange.aborted and not self.closed:
+                pool.proxy(exchange)
+
+    def receive(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as error:
@@ -439,8 +535,6 @@ class H2ClientConnection(asyncio.Protocol):
         except Exception:  # a bug here must not leave the connection hanging
             log.exception("internal error on an HTTP/2 connection from %s", self.client_ip)
             self.goaway(h2.errors.ErrorCodes.INTERNAL_ERROR, "internal error")
-            return
-        self.flush()
 
     def handle(self, events: list) -> None:
         for event in events:
@@ -481,9 +575,16 @@ class H2ClientConnection(asyncio.Protocol):
         self.closed = True
         self.timers.discard(self)
         self.ctx.connections.discard(self)
+        draining = self.ctx.draining  # shutting down (DataPlane.drain): set when the last connection is gone
+        if draining is not None and not self.ctx.connections:
+            draining.set()
         for stream in list(self.streams.values()):
             self.timers.discard(stream)
             stream.closed = True
+            if stream.tunnel is not None:
+                self.close_tunnel(stream)
+            if stream.held is not None:
+                stream.release_slot()
             if stream.exchange is not None and not stream.finished:
                 stream.exchange.abort()
         self.streams.clear()
@@ -537,6 +638,8 @@ class H2ClientConnection(asyncio.Protocol):
         if error is not None:
             return stream._bad(exchange, "CONNECT is not supported", 501) if error == "CONNECT" else \
                 stream._bad(exchange, error)
+        if method == b"CONNECT":
+            return self.on_extended_connect(stream, exchange, pseudo, ended)
         head = read_headers(exchange)
         if head.error is not None:
             return stream._bad(exchange, head.error, head.status)
@@ -549,9 +652,12 @@ class H2ClientConnection(asyncio.Protocol):
         if not ended:
             stream.deadline = self.timers.now + limits.body_timeout
             self.timers.add(stream)
+        if exchange.gate is not None:  # auth-url / basic auth: checked first, then proxied or answered
+            asyncio.get_running_loop().create_task(stream.pass_gate(exchange))
+            return
         if exchange.expect_continue:
             self.h2.send_headers(stream_id, [(b":status", b"100")])
-        self.ctx.pool.proxy(exchange)
+        self.to_proxy.append(exchange)  # once the whole read is handled (proxy_requests)
 
     def on_data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
@@ -562,6 +668,8 @@ class H2ClientConnection(asyncio.Protocol):
         if stream is None or stream.exchange is None:
             self.acknowledge(None, size, event.stream_id)
             return
+        if stream.connect:
+            return self.tunnel_data(stream, data, size)
         exchange = stream.exchange
         exchange.received += len(data)
         if stream.deadline and not exchange.request_done:
@@ -595,6 +703,8 @@ class H2ClientConnection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is None or stream.exchange is None:
             return
+        if stream.connect:
+            return self.tunnel_ended_by_client(stream)
         exchange = stream.exchange
         if exchange.request_done:
             return
@@ -643,7 +753,7 @@ class H2ClientConnection(asyncio.Protocol):
             window = min(conn.local_flow_control_window(stream.id), conn.max_outbound_frame_size)
             if window <= 0:
                 self.block(stream, _BLOCKED_WINDOW)
-                if not stream.deadline:
+                if not stream.deadline and stream.tunnel is None:  # (a tunnel waits as long as it takes)
                     stream.deadline = self.timers.now + SEND_TIMEOUT
                     self.timers.add(stream)
                 return
@@ -687,7 +797,7 @@ class H2ClientConnection(asyncio.Protocol):
         if not stream.finished:
             return
         exchange = stream.exchange
-        if exchange is not None and not exchange.request_done:
+        if exchange is not None and (not exchange.request_done or (stream.connect and not stream.client_ended)):
             # Answered before the whole body came: the client may stop sending it (RFC 9113 §8.1).
             self.reset(stream, h2.errors.ErrorCodes.NO_ERROR)
             return
@@ -709,7 +819,7 @@ class H2ClientConnection(asyncio.Protocol):
     def sync_upstream(stream: Stream) -> None:
         """Read the stream's upstream connection only while the client takes what it sends."""
         exchange = stream.exchange
-        upstream = exchange.upstream if exchange is not None else None
+        upstream = stream.tunnel or (exchange.upstream if exchange is not None else None)
         if upstream is None:
             stream.upstream_paused = None
         elif stream.blocked and stream.upstream_paused is not upstream:
@@ -718,6 +828,111 @@ class H2ClientConnection(asyncio.Protocol):
         elif not stream.blocked and stream.upstream_paused is upstream:
             stream.upstream_paused = None
             upstream.resume_reading()
+
+    # --- websockets over HTTP/2 (RFC 8441 extended CONNECT) ------------------------------------------
+
+    def on_extended_connect(self, stream: Stream, exchange: Exchange, pseudo: dict[bytes, bytes], ended: bool) -> None:
+        """``:method CONNECT`` with ``:protocol websocket``: routed exactly as an HTTP/1.1 GET asking
+        ``Upgrade: websocket`` and proxied as one over the upstream pools (which open a tunnel on
+        its 101). The upstream gets the handshake fields it needs and an HTTP/2 client does not
+        send (Sec-WebSocket-Key; its Accept is dropped from the answer, RFC 8441 §5)."""
+        stream.connect = True
+        if pseudo.get(b":protocol", b"").lower() != b"websocket":
+            return stream._bad(exchange, "unsupported :protocol", 501)
+        if ended:
+            return stream._bad(exchange, "extended CONNECT without a stream to tunnel")
+        exchange.method = b"GET"
+        headers = exchange.headers
+        names = {name for name, _ in headers}
+        headers.append((b"upgrade", b"websocket"))
+        if b"sec-websocket-key" not in names:
+            headers.append((b"sec-websocket-key", base64.b64encode(os.urandom(16))))
+        if b"sec-websocket-version" not in names:
+            headers.append((b"sec-websocket-version", b"13"))
+        head = read_headers(exchange)
+        if head.error is not None:
+            return stream._bad(exchange, head.error, head.status)
+        if exchange.body_mode != NO_BODY:
+            return stream._bad(exchange, "extended CONNECT with a request body")
+        exchange.request_done = True  # the upstream request is its head; DATA frames are the tunnel's
+        stream.early = []
+        if not stream.route(exchange, head, True):
+            return
+        if exchange.gate is not None:  # auth-url / basic auth first, as for any request
+            asyncio.get_running_loop().create_task(stream.pass_gate(exchange))
+            return
+        self.to_proxy.append(exchange)
+
+    def open_tunnel(self, stream: Stream, exchange: Exchange, fields: bytes, upstream: UpstreamSide) -> None:
+        """The upstream switched protocols: :status 200, then the stream is the websocket's tunnel."""
+        headers = [(b":status", b"200")]
+        fields_to_headers(fields, headers)
+        headers = [pair for pair in headers if pair[0] != b"sec-websocket-accept"]
+        if stream.hsts and b"\nstrict-transport-security:" not in b"\n" + fields.lower():
+            fields_to_headers(stream.hsts, headers)
+        if exchange.response_fields:  # CORS, the affinity cookie
+            fields_to_headers(exchange.response_fields, headers)
+        exchange.sent += sum(len(name) + len(value) + 4 for name, value in headers)
+        self.h2.send_headers(stream.id, headers)
+        stream.tunnel = upstream
+        stream.tunnel_at = monotonic()
+        self.ctx.recorder.tunnel_opened()
+        early, stream.early = stream.early, None
+        for data in early or ():
+            stream.tunnel_in += len(data)
+            upstream.write(data)
+        if stream.blocked:
+            self.sync_upstream(stream)
+        if not stream.paused and stream.unacked:
+            unacked, stream.unacked = stream.unacked, 0
+            self.acknowledge(stream, unacked)
+        stream.finish(exchange)  # counted and logged as the 101 of an HTTP/1.1 websocket
+        self.flush()
+
+    def tunnel_data(self, stream: Stream, data: bytes, size: int) -> None:
+        """A DATA frame on an extended CONNECT stream: to the upstream once it has switched protocols
+        (before, held unacknowledged: the stream's window bounds it); window given back as the
+        upstream takes the bytes."""
+        upstream = stream.tunnel
+        if upstream is not None:
+            stream.tunnel_in += len(data)
+            if data:
+                upstream.write(data)  # may pause the stream (PAUSE_UPSTREAM): acknowledged on resume
+        elif stream.early is not None and not stream.finished and not stream.closed:
+            if data:
+                stream.early.append(data)
+            stream.unacked += size
+            return
+        if stream.paused:
+            stream.unacked += size
+        else:
+            self.acknowledge(stream, size)
+
+    def tunnel_ended_by_client(self, stream: Stream) -> None:
+        """END_STREAM from the client (its websocket's TCP FIN, RFC 8441 §4): as an HTTP/1.1 client's
+        half-close ends its tunnel, the upstream is closed and the stream ended."""
+        stream.client_ended = True
+        if stream.tunnel is not None:
+            self.close_tunnel(stream)
+            self.end_tunnel_stream(stream)
+        elif stream.finished and not stream.out and not stream.end_pending and not stream.closed:
+            self.stream_sent(stream)  # answered without a tunnel (refused, local answer)
+
+    def end_tunnel_stream(self, stream: Stream) -> None:
+        """The tunnel is closed: END_STREAM after what is still waiting for the client's window."""
+        if not stream.closed:
+            stream.end_pending = True
+            self.pump(stream)
+            self.flush()
+
+    def close_tunnel(self, stream: Stream) -> None:
+        upstream, stream.tunnel = stream.tunnel, None
+        if upstream is None:
+            return
+        stream.upstream_paused = None
+        upstream.close()
+        self.ctx.recorder.tunnel_closed(stream.client_ip, stream.tunnel_at, stream.tunnel_out, stream.tunnel_in,
+                                        stream.exchange)
 
     # --- streams and the connection -----------------------------------------------------------------
 
@@ -743,6 +958,8 @@ class H2ClientConnection(asyncio.Protocol):
         stream.closed = True
         stream.out = []
         self.timers.discard(stream)
+        if stream.tunnel is not None:
+            self.close_tunnel(stream)
         exchange = stream.exchange
         if exchange is not None and not stream.finished:
             exchange.abort()
@@ -750,10 +967,14 @@ class H2ClientConnection(asyncio.Protocol):
                 exchange.status = exchange.status or 499  # as nginx: the client closed the request
             stream.finished = True
             self.ctx.recorder.record(exchange)
+        if stream.held is not None:
+            stream.release_slot()
         self.idle_check()
 
     def forget(self, stream: Stream) -> None:
         stream.closed = True
+        if stream.held is not None:
+            stream.release_slot()
         self.timers.discard(stream)
         self.streams.pop(stream.id, None)
         self.idle_check()
@@ -775,6 +996,17 @@ class H2ClientConnection(asyncio.Protocol):
         frame.last_stream_id = last_stream_id
         frame.error_code = h2.errors.ErrorCodes.NO_ERROR
         self.h2._data_to_send += frame.serialize()
+
+    def shut_down(self) -> None:
+        """worker-shutdown-timeout (``DataPlane.drain``): GOAWAY NO_ERROR naming the last stream
+        received; those open finish (websockets run on), then the connection closes."""
+        if self.closed:
+            return
+        if not self.streams:
+            self.goaway(h2.errors.ErrorCodes.NO_ERROR, "shutting down")
+        elif not self.draining:
+            self.drain(self.h2.highest_inbound_stream_id)
+            self.flush()
 
     def count_reset(self) -> None:
         self.resets += 1
@@ -811,12 +1043,21 @@ class H2ClientConnection(asyncio.Protocol):
         self.close()
 
     def flush(self) -> None:
+        """Write what ``h2`` has framed, once per event loop iteration: the responses completed by
+        the upstream reads of one iteration leave in one TLS write instead of one each."""
+        if not self.write_scheduled and not self.closed:
+            self.write_scheduled = True
+            self.loop.call_soon(self.write_out)
+
+    def write_out(self) -> None:
+        self.write_scheduled = False
         data = self.h2.data_to_send()
         if data and not self.closed:
             self.transport.write(data)
 
     def close(self) -> None:
         if not self.closed:
+            self.write_out()  # what is framed (a GOAWAY) goes first
             self.closed = True
             self.transport.close()
 

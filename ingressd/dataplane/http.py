@@ -567,6 +567,9 @@ class ClientConnection(asyncio.Protocol):
         return extauth.AuthRequest(exchange.method, scheme, host, raw_host, exchange.url, self.client_ip,
                                    exchange.headers, exchange.request_id, xff)
 
+    def send_continue(self, exchange: Exchange) -> None:
+        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     async def pass_gate(self, exchange: Exchange) -> None:
         """The exchange's auth subrequest, then the request is proxied or answered."""
         request, exchange.gate = exchange.gate, None
@@ -595,7 +598,7 @@ class ClientConnection(asyncio.Protocol):
                 if verdict.cookies:  # nginx: add_header Set-Cookie $auth_cookie
                     exchange.response_fields += verdict.cookies
                 if exchange.expect_continue:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.send_continue(exchange)
                 self.ctx.pool.proxy(exchange)
                 return
             status, body, headers = answer.status, answer.body, answer.headers

@@ -65,7 +65,8 @@ def bind_listeners(host: str | None, http_port: int, https_port: int) -> dict[st
 class DataPlane:
     def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
                  per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False,
-                 max_connections: int = 16384, ssl_passthrough: bool = False, http2: bool = False):
+                 max_connections: int = 16384, ssl_passthrough: bool = False, http2: bool = False,
+                 h2c: bool = False):
         self.ready = False
         self.hsts = hsts
         self.proxy_protocol = proxy_protocol  # use-proxy-protocol: a listener property, fixed at start
@@ -77,6 +78,7 @@ class DataPlane:
         self.ctx = ClientContext(Config(RouteTable()), self.timers, self.pool, self.recorder, https_port)
         self.http2 = http2  # ALPN offers h2 on the HTTPS listener (--http2)
         self.tls = TLSContexts(http2)
+        self.h2c = h2c  # the HTTP listener serves HTTP/2 with prior knowledge too (--h2c)
         self.accepted = 0
         self.max_connections = max_connections
         self.refused = 0  # connections closed at once: the limit was reached
@@ -94,7 +96,7 @@ class DataPlane:
                    per_undefined_host=options.metrics_per_undefined_host,
                    proxy_protocol=options.settings.trust.use_proxy_protocol,
                    max_connections=options.max_connections, ssl_passthrough=options.ssl_passthrough,
-                   http2=options.http2)
+                   http2=options.http2, h2c=options.h2c)
 
     @property
     def config(self) -> Config:
@@ -198,6 +200,8 @@ class DataPlane:
             return _Refused()
         if self.http2 and listener.tls:
             return Negotiate(self.ctx, listener)
+        if self.h2c and not listener.tls:
+            return SniffPreface(self.ctx, listener)
         return ClientConnection(self.ctx, listener)
 
     async def drain(self, timeout: float) -> None:
@@ -211,6 +215,9 @@ class DataPlane:
         for task in self._tasks:
             task.cancel()
         for conn in list(self.ctx.connections):
+            if isinstance(conn, H2ClientConnection):  # GOAWAY: its streams finish, then it closes
+                conn.shut_down()
+                continue
             if conn.tunnel is None and conn.active is None and not conn.queue and conn.cur is None:
                 conn.close()  # idle between requests
             else:
@@ -286,6 +293,68 @@ class Negotiate(asyncio.Protocol):
         protocol.proxied = self.proxied
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4: what an HTTP/2 client sends first
+
+
+class SniffPreface(asyncio.Protocol):
+    """A cleartext connection until its first bytes are known (``--h2c``): the HTTP/2 connection
+    preface makes it an ``h2client.H2ClientConnection`` (h2c with prior knowledge, RFC 9113 §3.3),
+    anything else an ``http.ClientConnection`` fed the same bytes.
+
+    Until then it is the HTTP/1.1 connection it would be (registered, header-timeout running,
+    PROXY protocol header read first): only the first up to 24 bytes are held back. No
+    ``Upgrade: h2c`` (RFC 7540 §3.2, removed by RFC 9113), as nginx.
+    """
+
+    def __init__(self, ctx: ClientContext, listener: Listener):
+        self.ctx = ctx
+        self.listener = listener
+        self.http1 = ClientConnection(ctx, listener)
+        self.held = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.http1.connection_made(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        http1 = self.http1
+        if http1.proxy_header is not None:  # use-proxy-protocol: its header precedes the preface
+            data = http1.read_proxy_header(data)
+            if not data:
+                return
+        data = self.held + data
+        if PREFACE.startswith(data[:len(PREFACE)]):
+            if len(data) < len(PREFACE):
+                self.held = data  # the preface so far
+                return
+            self.become_http2(data)
+            return
+        self.held = b""
+        self.transport.set_protocol(http1)
+        http1.data_received(data)
+
+    def become_http2(self, data: bytes) -> None:
+        http1 = self.http1
+        # The HTTP/1.1 connection never served a byte: unregister it, keep what it learnt of the client.
+        http1.closed = True
+        self.ctx.timers.discard(http1)
+        self.ctx.connections.discard(http1)
+        protocol = H2ClientConnection(self.ctx, self.listener)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if http1.proxied_ip is not None:
+            protocol.client_ip = protocol.proxied_ip = http1.proxied_ip
+            protocol.forwarded = http1.forwarded
+        protocol.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.http1.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.http1.connection_lost(exc)
 
 
 class _Refused(asyncio.Protocol):

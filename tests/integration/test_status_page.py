@@ -32,8 +32,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 class Browser:
     """Headless chromium driven over the DevTools protocol; stopped by its own PID."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = ()):
         self.workdir = Path(workdir)
+        self.extra_args = tuple(extra_args)  # more chromium flags (test_h2_websocket: host mapping, test CA)
         self.proc: subprocess.Popen | None = None
         self.ws = None
         self.ids = itertools.count(1)
@@ -51,7 +52,7 @@ class Browser:
                  "--disable-extensions", "--disable-default-apps", "--no-first-run", "--no-default-browser-check",
                  "--no-proxy-server", "--mute-audio", "--hide-scrollbars", "--window-size=1280,1000",
                  f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
-                 "--remote-debugging-port=0", "about:blank"],
+                 "--remote-debugging-port=0", *self.extra_args, "about:blank"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=subprocess_env(), start_new_session=True)
         active = profile / "DevToolsActivePort"
 

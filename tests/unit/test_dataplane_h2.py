@@ -77,3 +77,13 @@ def test_request_headers_scheme_and_connect():
     assert request_headers(_req(scheme=b"ftp"))[2] == "unknown :scheme"
     assert request_headers(_req(scheme=b"http"))[2] is None
     assert request_headers([(b":method", b"CONNECT"), (b":authority", b"example.com:443")])[2] == "CONNECT"
+
+
+def test_request_headers_extended_connect():
+    """RFC 8441: CONNECT with :protocol is a request like any other (websockets over HTTP/2)."""
+    pseudo, fields, error = request_headers([(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                                             (b":scheme", b"https"), (b":authority", b"example.com"),
+                                             (b":path", b"/ws"), (b"sec-websocket-version", b"13")])
+    assert error is None
+    assert pseudo[b":protocol"] == b"websocket"
+    assert fields[0] == (b"host", b"example.com")
