@@ -477,6 +477,7 @@ class H2ClientConnection(asyncio.Protocol):
             stream.closed = True
             if stream.exchange is not None and not stream.finished:
                 stream.exchange.abort()
+            stream.exchange = None  # see forget
         self.streams.clear()
 
     def pause_writing(self) -> None:
@@ -738,12 +739,16 @@ class H2ClientConnection(asyncio.Protocol):
                 exchange.status = exchange.status or 499  # as nginx: the client closed the request
             stream.finished = True
             self.ctx.recorder.record(exchange)
+        stream.exchange = None  # see forget
         self.idle_check()
 
     def forget(self, stream: Stream) -> None:
         stream.closed = True
         self.timers.discard(stream)
         self.streams.pop(stream.id, None)
+        # The exchange points back at its stream: without this reference cycle the two are freed
+        # now, not by the cyclic collector (or never, for a stream frozen by DataPlane.apply).
+        stream.exchange = None
         self.idle_check()
 
     def idle_check(self) -> None:

@@ -24,19 +24,20 @@ from dataclasses import replace
 
 import pytest
 
-from dataplanekit import Rig
+from dataplanekit import FakeTransport, Rig
 from unitkit import compile_config, ingress, path, rule, svc_with_endpoints
 
 from ingressd.admin import AdminConnection
 from ingressd.chp.server import APIConnection, ChpOptions, ChpProxy, ProxyAPI
 from ingressd.chp.routes import ProxyRoutes
 from ingressd.dataplane.exchange import Exchange
-from ingressd.dataplane.http import ClientConnection
+from ingressd.dataplane.h2client import H2ClientConnection, Stream
+from ingressd.dataplane.http import ClientConnection, Listener
 from ingressd.dataplane.upstream import UpstreamConnection
 
 GET = b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-WATCHED = (ClientConnection, UpstreamConnection, Exchange, APIConnection, AdminConnection)
+WATCHED = (ClientConnection, UpstreamConnection, Exchange, APIConnection, AdminConnection, H2ClientConnection, Stream)
 
 
 @pytest.fixture
@@ -92,6 +93,41 @@ def test_connections_closed_mid_request_are_freed(no_cyclic_gc):
         del client, upstream
     rig.upstreams.clear()
     assert alive(*WATCHED) - before == Counter()
+
+
+def test_http2_streams_and_connections_are_freed(no_cyclic_gc):
+    """Each HTTP/2 stream's exchange points back at its stream: freed once the stream is done
+    (answered, or reset by the client), and the connection once it is closed."""
+    h2 = pytest.importorskip("h2.connection")
+    import h2.config
+
+    config = compile_config(ingress("web", rule("a.com", path("/", "web"))), svc_with_endpoints("web", ["10.0.0.1"]))
+    rig = Rig(config)
+    before = alive(*WATCHED)
+    conn = H2ClientConnection(rig.ctx, Listener("https", 443, b""))
+    transport = FakeTransport(rig, conn)
+    conn.connection_made(transport)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    request = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a.com"), (b":path", b"/")]
+    for n in range(6):
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, request, end_stream=True)
+        conn.data_received(client.data_to_send())
+        if n % 2:  # reset by the client before the answer
+            client.reset_stream(stream_id)
+            conn.data_received(client.data_to_send())
+        else:
+            rig.upstream().send(OK)
+        events = client.receive_data(transport.take())
+        assert n % 2 or any(type(e).__name__ == "StreamEnded" for e in events)
+    assert alive(Stream, Exchange) - before == Counter()  # while the connection is open
+    transport.close()
+    rig.settle()
+    del conn, transport
+    rig.upstreams.clear()
+    idle = sum(len(conns) for conns in rig.pool.idle.values())
+    assert alive(*WATCHED) - before == Counter({"UpstreamConnection": idle} if idle else {})  # pooled ones live on
 
 
 class _Transport(asyncio.Transport):
