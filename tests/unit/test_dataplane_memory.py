@@ -224,14 +224,27 @@ async def _route_changes_while_clients_come_and_go(rounds: int) -> tuple[list[in
             assert await reader.read() == b""  # closed by ingressd
             writer.close()
             await writer.wait_closed()
-            for _ in range(3):  # connection_lost runs on a later loop iteration
-                await asyncio.sleep(0)
+            await _until(lambda: not proxy.plane.ctx.connections)  # connection_lost runs on a later iteration
             frozen.append(gc.get_freeze_count())
         api[1].close()
     finally:
         await proxy.close()
         upstream.close()
-    return frozen, alive(ClientConnection, UpstreamConnection, Exchange)
+    # the pool's upstream connections, closed by proxy.close, are lost on later iterations too
+    left = await _until(lambda: alive(ClientConnection, UpstreamConnection, Exchange) or None, want=None)
+    return frozen, left or Counter()
+
+
+async def _until(value, want=True, timeout: float = 5.0):
+    """Poll ``value()`` on the running loop until it is truthy (``want=None``: until it is None);
+    returns its last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = value()
+        done = result is None if want is None else bool(result)
+        if done or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.001)
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
