@@ -27,7 +27,12 @@ class AdminConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.parser = None  # it holds bound methods of this connection: a cycle, freed now (see http.py)
+
     def data_received(self, data: bytes) -> None:
+        if self.parser is None:
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserError:

@@ -92,7 +92,16 @@ class APIConnection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The parser holds bound methods of this connection: a reference cycle, broken so that
+        # the connection is freed now. The Hub opens a connection per API call, and the call that
+        # changes a route runs DataPlane.apply's gc.freeze() while it is open, which would keep
+        # the cycle for good.
+        self.parser = None
+
     def data_received(self, data: bytes) -> None:
+        if self.parser is None:
+            return
         try:
             self.parser.feed_data(data)
         except HttpParserError:

@@ -587,6 +587,7 @@ class H2ClientConnection(asyncio.Protocol):
                 stream.release_slot()
             if stream.exchange is not None and not stream.finished:
                 stream.exchange.abort()
+            stream.exchange = None  # see forget
         self.streams.clear()
 
     def pause_writing(self) -> None:
@@ -969,6 +970,7 @@ class H2ClientConnection(asyncio.Protocol):
             self.ctx.recorder.record(exchange)
         if stream.held is not None:
             stream.release_slot()
+        stream.exchange = None  # see forget
         self.idle_check()
 
     def forget(self, stream: Stream) -> None:
@@ -977,6 +979,9 @@ class H2ClientConnection(asyncio.Protocol):
             stream.release_slot()
         self.timers.discard(stream)
         self.streams.pop(stream.id, None)
+        # The exchange points back at its stream: without this reference cycle the two are freed
+        # now, not by the cyclic collector (or never, for a stream frozen by DataPlane.apply).
+        stream.exchange = None
         self.idle_check()
 
     def idle_check(self) -> None:

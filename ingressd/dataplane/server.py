@@ -116,6 +116,10 @@ class DataPlane:
         # otherwise stall requests for milliseconds. The young generations are collected first:
         # cyclic garbage of recent requests frozen with it would never be freed (a leak of a few KB
         # per configuration, which ingressd chp's route changes several times a second made visible).
+        # Everything alive now is frozen too (open connections, their exchanges): were it to die
+        # in a reference cycle later, it would never be freed. So nothing per connection or per
+        # request may form a cycle that outlives it; each protocol breaks its own when it closes
+        # (see ClientConnection.connection_lost, tests/unit/test_dataplane_memory.py).
         gc.collect(1)
         gc.freeze()
 

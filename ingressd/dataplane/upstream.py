@@ -133,6 +133,10 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.fail(504, f"upstream {exchange.route.backend.name} did not answer within {limit:g}s")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(exc)
+        self.parser = None  # it holds bound methods of this connection: a cycle (see ClientConnection's)
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.timers.discard(self)
         self.pool.forget(self)

@@ -237,4 +237,6 @@ class Rig:
 
     def settle(self) -> None:
         while self.lost:
-            self.lost.pop(0).connection_lost(None)
+            protocol = self.lost.pop(0)
+            protocol.connection_lost(None)
+            protocol.transport.protocol = None  # as asyncio's and uvloop's transports drop it
