@@ -103,6 +103,11 @@ def test_http2_streams_and_connections_are_freed(no_cyclic_gc):
 
     config = compile_config(ingress("web", rule("a.com", path("/", "web"))), svc_with_endpoints("web", ["10.0.0.1"]))
     rig = Rig(config)
+    # h2client writes once per event loop iteration (loop.call_soon): a loop of its own, run a step
+    # after each delivery, so that no callback is left holding the connection.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    step = lambda: loop.run_until_complete(asyncio.sleep(0))  # noqa: E731
     before = alive(*WATCHED)
     conn = H2ClientConnection(rig.ctx, Listener("https", 443, b""))
     transport = FakeTransport(rig, conn)
@@ -114,16 +119,22 @@ def test_http2_streams_and_connections_are_freed(no_cyclic_gc):
         stream_id = client.get_next_available_stream_id()
         client.send_headers(stream_id, request, end_stream=True)
         conn.data_received(client.data_to_send())
+        step()
         if n % 2:  # reset by the client before the answer
             client.reset_stream(stream_id)
             conn.data_received(client.data_to_send())
+            step()
         else:
             rig.upstream().send(OK)
+            step()
         events = client.receive_data(transport.take())
         assert n % 2 or any(type(e).__name__ == "StreamEnded" for e in events)
     assert alive(Stream, Exchange) - before == Counter()  # while the connection is open
     transport.close()
     rig.settle()
+    step()
+    loop.close()
+    asyncio.set_event_loop(None)
     del conn, transport
     rig.upstreams.clear()
     idle = sum(len(conns) for conns in rig.pool.idle.values())
