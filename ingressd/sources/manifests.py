@@ -28,6 +28,7 @@ from ..certmanager.store import FileSecretStore, FileStatusStore
 from ..config import Snapshot
 from ..diagnostics import ERROR, WARNING, Diagnostic, InvalidObject
 from ..objects import CORE_KINDS, Kinds, KubeObject, ObjectKey, flatten
+from ..yamlread import load_all
 from .base import ChangeFeed, SourceState
 
 log = logging.getLogger("ingressd.manifests")
@@ -40,8 +41,6 @@ SAFETY_POLL_INTERVAL = 2.0  # with inotify: for what it cannot see
 WATCH_STEP_MS = 5  # inotify events are grouped while more arrive this quickly (a file replaced in pieces)
 WATCH_MAX_MS = 50  # ... but for no longer than this
 RECENT_SECONDS = 2.0
-
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -72,7 +71,7 @@ def _decode(path: str, data: bytes) -> list:
     text = data.decode("utf-8")
     if path.endswith(".json"):
         return [json.loads(text)]
-    return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc is not None]
+    return load_all(text)  # yaml_rs where it reads as PyYAML does, else PyYAML's CSafeLoader
 
 
 def _same(new: KubeObject, old: KubeObject) -> bool:
