@@ -25,6 +25,7 @@ from .workers import WorkerPool
 
 log = logging.getLogger("ingressd")
 
+ACCEPTED_LOG_LIMIT = 100  # more Ingresses accepted at once are logged in one line (and each at debug)
 APPLY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -73,7 +74,8 @@ class Controller:
         if events is not None:
             self.reporter.sinks.append(events(lambda: self.leading))
         self.snapshot: Snapshot | None = None  # the last one applied
-        self._ingresses: dict = {}
+        self._ingresses: set = set()  # keys of the Ingresses reported
+        self.snapshot_reported: Snapshot | None = None
         # what the controller metrics report (ingress-nginx's "reload" is ingressd's apply)
         self.config: Config | None = None
         self.config_hash = 0
@@ -130,23 +132,41 @@ class Controller:
         self.apply_durations.observe(time.perf_counter() - started)
         self.report(snapshot, config)
         log.info("configuration applied: %d ingresses, %d hosts, %d certificates in %.0f ms (%s)",
-                 config.ingress_count, len(config.table.hosts), len(set(config.certificates.values())),
+                 config.ingress_count, len(config.table.hosts), len({id(c) for c in config.certificates.values()}),
                  (time.perf_counter() - started) * 1000, self.translator.last_mode)
 
     def report(self, snapshot: Snapshot, config: Config) -> None:
         """Log each new diagnostic once (the source's are in the configuration's), and each Ingress
-        that appeared or changed."""
+        that appeared, changed or went away: only the keys the source says changed are looked at.
+        More than ``ACCEPTED_LOG_LIMIT`` at once (a start with thousands of Ingresses) are counted
+        in one line at INFO, each one at DEBUG."""
         self.reporter.update("config", config.diagnostics)
-        ingresses = {obj.meta.key: obj for obj in snapshot.objects if isinstance(obj, Ingress)}
-        for key, ingress in ingresses.items():
-            previous = self._ingresses.get(key)
-            if previous is not ingress and previous != ingress:
-                log.info("%s accepted", ingress.meta.ref,
-                         extra={"object": ingress.meta.ref, "file": ingress.meta.origin, "event": "accepted"})
-        for key in self._ingresses.keys() - ingresses.keys():
+        by_key = snapshot.by_key
+        changed = snapshot.changes_since(self.snapshot_reported)
+        keys = by_key.keys() | self._ingresses if changed is None else changed
+        accepted, removed = [], []
+        for key in keys:
+            if key[0] != "Ingress":
+                continue
+            ingress = by_key.get(key)
+            if ingress is None:
+                if key in self._ingresses:
+                    self._ingresses.discard(key)
+                    removed.append(key)
+            else:
+                self._ingresses.add(key)
+                accepted.append(ingress)
+        self.snapshot_reported = snapshot
+        many = len(accepted) > ACCEPTED_LOG_LIMIT
+        for ingress in accepted:
+            log.log(logging.DEBUG if many else logging.INFO, "%s accepted", ingress.meta.ref,
+                    extra={"object": ingress.meta.ref, "file": ingress.meta.origin, "event": "accepted"})
+        if many:
+            log.info("%d Ingresses accepted (each one logged at debug level)", len(accepted),
+                     extra={"event": "accepted"})
+        for key in removed:
             ref = f"Ingress {key[1]}/{key[2]}"
             log.info("%s removed", ref, extra={"object": ref, "event": "removed"})
-        self._ingresses = ingresses
 
     async def load(self) -> None:
         """Read the source completely once and apply the result: done before any port opens, so
