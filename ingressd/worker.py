@@ -9,6 +9,7 @@ import pickle
 import signal
 from multiprocessing.connection import Connection
 
+from .config_delta import apply_delta
 from .dataplane.server import DataPlane
 from .logs import configure_logging
 
@@ -45,10 +46,20 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
         except (EOFError, OSError):
             stop.set()  # the control plane is gone: so are we
 
+    applied = [0]  # the generation of plane.config
+
     def handle(message: tuple) -> None:
         kind = message[0]
         if kind == "config":
             plane.apply(message[2])
+            applied[0] = message[1]
+            conn.send(("applied", message[1]))
+        elif kind == "delta":  # what changed since generation message[2] (config_delta.py)
+            if plane.config is None or applied[0] != message[2]:
+                conn.send(("resync",))
+                return
+            plane.apply(apply_delta(plane.config, message[3]))
+            applied[0] = message[1]
             conn.send(("applied", message[1]))
         elif kind == "challenges":
             plane.set_challenges(message[1])

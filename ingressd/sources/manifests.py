@@ -42,6 +42,7 @@ SAFETY_POLL_INTERVAL = 2.0  # with inotify: for what it cannot see
 WATCH_STEP_MS = 5  # inotify events are grouped while more arrive this quickly (a file replaced in pieces)
 WATCH_MAX_MS = 50  # ... but for no longer than this
 RECENT_SECONDS = 2.0
+FILE_QUIET = 0.002  # seconds after a scan that found changes before they are handed out
 
 
 @dataclass
@@ -139,7 +140,9 @@ class ManifestDirectory:
         self.interval = interval
         self.secrets = FileSecretStore(state_dir) if state_dir is not None else None
         self.statuses = FileStatusStore(state_dir) if state_dir is not None else None
-        self.feed = ChangeFeed()
+        # watchfiles has grouped a burst of file events already and each scan reads a directory
+        # whole: hand a change out at once (the API source's QUIET is for its event bursts)
+        self.feed = ChangeFeed(quiet=FILE_QUIET)
         self._files: dict[str, _FileState] = {}
         self._missing: set[str] = set()
         self._scan_lock = threading.Lock()  # one scan at a time (the poll loop, settle())
