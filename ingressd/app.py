@@ -158,7 +158,7 @@ class Controller:
                 accepted.append(ingress)
         self.snapshot_reported = snapshot
         many = len(accepted) > ACCEPTED_LOG_LIMIT
-        for ingress in accepted:
+        for ingress in accepted if not many or log.isEnabledFor(logging.DEBUG) else ():
             log.log(logging.DEBUG if many else logging.INFO, "%s accepted", ingress.meta.ref,
                     extra={"object": ingress.meta.ref, "file": ingress.meta.origin, "event": "accepted"})
         if many:

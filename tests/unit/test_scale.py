@@ -215,3 +215,57 @@ def test_controller_logs_thousands_of_accepted_ingresses_in_one_line(tmp_path, c
     with caplog.at_level(logging.INFO, logger="ingressd"):
         controller.report(second, Config(table=RouteTable()))
     assert [r.getMessage() for r in caplog.records] == ["Ingress default/i0 accepted"]
+
+
+class NoClient:
+    server = "http://unused"
+    namespace = "default"
+    _sync_factory = None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_patched_kubernetes_snapshots_equal_whole_ones(seed):
+    from ingressd.kube.client import ENDPOINT_SLICES, INGRESSES, SECRETS, SERVICES
+    from ingressd.sources.kubernetes import KubernetesSource
+
+    rng = random.Random(seed)
+    source = KubernetesSource(NoClient())
+    handlers = {rt: source._event_handler(rt) for rt in (INGRESSES, SERVICES, ENDPOINT_SLICES, SECRETS)}
+    cert, key = cert_for("a.test")
+
+    def document(rt, name, namespace):
+        if rt is INGRESSES:
+            host = rng.choice(["a.test", "b.test", "not a host!"])  # sometimes invalid: a diagnostic
+            doc = ingress(name, rule(host, path("/", "svc")), namespace=namespace)
+        elif rt is SERVICES:
+            doc = service(name, namespace=namespace)
+        elif rt is ENDPOINT_SLICES:
+            doc = endpoint_slice(name, "svc", [f"10.0.0.{rng.randrange(9)}"], namespace=namespace)
+        else:
+            doc = tls_secret(name, cert, key, namespace=namespace)
+        doc["metadata"]["resourceVersion"] = str(rng.random())
+        return doc
+
+    def event():
+        rt = rng.choice(list(handlers))
+        name, namespace = f"o{rng.randrange(40)}", rng.choice(["default", "team"])
+        if rng.random() < 0.2:
+            handlers[rt]("delete", (namespace, name), None)
+        else:
+            handlers[rt]("set", (namespace, name), document(rt, name, namespace))
+
+    for _ in range(200):
+        event()
+    previous = source.snapshot()
+    patched = 0
+    for _ in range(40):
+        for _ in range(rng.randint(1, 3)):
+            event()
+        patched += source._patched(previous, set(source._touched)) is not None
+        snapshot = source.snapshot()
+        objects, diagnostics, index = source._whole()
+        assert snapshot.objects == objects and snapshot.diagnostics == diagnostics and snapshot.by_key == index
+        assert all(snapshot.by_key[k] is previous.by_key[k] for k in previous.by_key.keys() - snapshot.changed
+                   if k in snapshot.by_key)
+        previous = snapshot
+    assert patched > 20
