@@ -226,6 +226,8 @@ async def serve(options: ServeOptions) -> None:
         **status_handlers(plane, certificates=controller.certs.status_entries,
                           source=lambda: controller.source.state),  # "/", assets, "/status.json"
     })
+    if isinstance(plane, WorkerPool):
+        plane.spawn()  # the workers start (import) while the source is read
     await controller.load()
     if isinstance(plane, WorkerPool):
         await plane.start()

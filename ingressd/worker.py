@@ -47,12 +47,14 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
             stop.set()  # the control plane is gone: so are we
 
     applied = [0]  # the generation of plane.config
+    configured = asyncio.Event()
 
     def handle(message: tuple) -> None:
         kind = message[0]
         if kind == "config":
             plane.apply(message[2])
             applied[0] = message[1]
+            configured.set()
             conn.send(("applied", message[1]))
         elif kind == "delta":  # what changed since generation message[2] (config_delta.py)
             if plane.config is None or applied[0] != message[2]:
@@ -77,6 +79,14 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
         handle(pickle.loads(initial))
     loop.add_reader(conn.fileno(), on_message)
     conn.send(("started", os.getpid()))
+    # Started before the first configuration (WorkerPool.spawn): accept nothing until it is here,
+    # so that nothing partial is served (the connections wait in the shared listen queue).
+    while plane.config is None and not stop.is_set():
+        configured.clear()
+        await asyncio.wait({asyncio.ensure_future(configured.wait()), asyncio.ensure_future(stop.wait())},
+                           return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set() and plane.config is None:
+        return
     await plane.listen(sockets)
     conn.send(("listening", os.getpid()))
     await stop.wait()
