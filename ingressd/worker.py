@@ -11,6 +11,7 @@ from multiprocessing.connection import Connection
 
 from .config_delta import apply_delta
 from .dataplane.server import DataPlane
+from .pipes import Channel
 from .logs import configure_logging
 
 log = logging.getLogger("ingressd.worker")
@@ -40,11 +41,8 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
-    def on_message() -> None:
-        try:
-            handle(pickle.loads(conn.recv_bytes()))
-        except (EOFError, OSError):
-            stop.set()  # the control plane is gone: so are we
+    def send(message: tuple) -> None:
+        channel.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
     applied = [0]  # the generation of plane.config
     configured = asyncio.Event()
@@ -55,30 +53,32 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
             plane.apply(message[2])
             applied[0] = message[1]
             configured.set()
-            conn.send(("applied", message[1]))
+            send(("applied", message[1]))
         elif kind == "delta":  # what changed since generation message[2] (config_delta.py)
             if plane.config is None or applied[0] != message[2]:
-                conn.send(("resync",))
+                send(("resync",))
                 return
             plane.apply(apply_delta(plane.config, message[3]))
             applied[0] = message[1]
-            conn.send(("applied", message[1]))
+            send(("applied", message[1]))
         elif kind == "challenges":
             plane.set_challenges(message[1])
-            conn.send(("challenges-applied", message[2]))
+            send(("challenges-applied", message[2]))
         elif kind == "counters":
-            conn.send(("counters", message[1], plane.counters()))
+            send(("counters", message[1], plane.counters()))
         elif kind == "activity":  # JupyterHub proxy-API routes' last_activity (ingressd.chp.hub)
             from .chp.routes import activity_stamps
 
-            conn.send(("activity", message[1], activity_stamps()))
+            send(("activity", message[1], activity_stamps()))
         elif kind == "stop":
             stop.set()
 
+    # every message both ways, of any size (a configuration: megabytes), never blocking (pipes.py);
+    # the pipe closed: the control plane is gone, and so are we
+    channel = Channel(conn.fileno(), lambda data: handle(pickle.loads(data)), stop.set)
     if initial is not None:
         handle(pickle.loads(initial))
-    loop.add_reader(conn.fileno(), on_message)
-    conn.send(("started", os.getpid()))
+    send(("started", os.getpid()))
     # Started before the first configuration (WorkerPool.spawn): accept nothing until it is here,
     # so that nothing partial is served (the connections wait in the shared listen queue).
     while plane.config is None and not stop.is_set():
@@ -88,9 +88,9 @@ async def _serve(conn: Connection, options, index: int, sockets: dict, initial: 
     if stop.is_set() and plane.config is None:
         return
     await plane.listen(sockets)
-    conn.send(("listening", os.getpid()))
+    send(("listening", os.getpid()))
     await stop.wait()
-    loop.remove_reader(conn.fileno())
+    channel.close()
     loop.add_signal_handler(signal.SIGTERM, lambda: None)  # a second SIGTERM does not cut the drain
     await plane.drain(plane.config.shutdown_timeout)
     await plane.close()

@@ -36,6 +36,7 @@ from multiprocessing.connection import Connection
 from .config import Config
 from .config_delta import delta
 from .dataplane.stats import Counters
+from .pipes import Channel
 
 log = logging.getLogger("ingressd.workers")
 
@@ -79,8 +80,7 @@ class Worker:
         self.conn: Connection | None = None
         self.pid = 0
         self.applied = -1  # the last configuration generation it confirmed
-        self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
-        self.sender: asyncio.Task | None = None
+        self.outbox: Channel | None = None  # the pipe to the process (pipes.Channel)
         self.failures = 0
         self.started_at = 0.0
         self.listening = False
@@ -142,30 +142,16 @@ class WorkerPool:
         worker.process, worker.conn, worker.pid = process, parent, process.pid
         worker.applied = -1
         worker.started_at = time.monotonic()
-        worker.outbox = asyncio.Queue()
-        worker.sender = loop.create_task(self._send_loop(worker))
-        loop.add_reader(parent.fileno(), self._on_message, worker)
+        # every message both ways, of any size, without blocking the loop (see pipes.py)
+        worker.outbox = Channel(parent.fileno(), lambda data, worker=worker: self._on_message(worker, data),
+                                lambda: None)  # a closed pipe: _on_exit (the process sentinel) handles it
         loop.add_reader(process.sentinel, self._on_exit, worker)
         worker.challenges_applied = 0
         if self.challenges:
             worker.outbox.put_nowait(pickle.dumps(("challenges", self.challenges, self.challenge_generation)))
 
-    async def _send_loop(self, worker: Worker) -> None:
-        loop = asyncio.get_running_loop()
-        conn = worker.conn
-        while True:
-            data = await worker.outbox.get()
-            try:  # a large configuration may not fit in the pipe: never block the control loop
-                await loop.run_in_executor(None, conn.send_bytes, data)
-            except (OSError, ValueError):
-                return  # the worker is gone; _on_exit restarts it
-
-    def _on_message(self, worker: Worker) -> None:
-        try:
-            message = worker.conn.recv()
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
-            return
+    def _on_message(self, worker: Worker, data: bytes) -> None:
+        message = pickle.loads(data)
         kind = message[0]
         if kind == "started":
             log.info("worker %d started (pid %d)", worker.index, message[1])
@@ -200,12 +186,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         process = worker.process
         loop.remove_reader(process.sentinel)
-        try:
-            loop.remove_reader(worker.conn.fileno())
-        except (OSError, ValueError):
-            pass
-        if worker.sender is not None:
-            worker.sender.cancel()
+        worker.outbox.close()
         worker.conn.close()
         process.join(0)
         worker.pid = 0
