@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 import signal
@@ -170,7 +171,21 @@ class Controller:
 
     async def load(self) -> None:
         """Read the source completely once and apply the result: done before any port opens, so
-        that nothing partial is ever served."""
+        that nothing partial is ever served.
+
+        The cyclic collector is off meanwhile: reading 10,000 Ingresses allocates millions of
+        objects, none of them garbage in a cycle, and the full collections that allocation triggers
+        over the growing heap cost a sixth of the start's CPU time for nothing. The data plane
+        freezes what is left out of the collector once the configuration is applied."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            await self._load()
+        finally:
+            if collecting:
+                gc.enable()
+
+    async def _load(self) -> None:
         self._required = frozenset(required_objects(self.options.settings))
         self.source.require(self._required)  # the controller ConfigMap, before the first configuration
         await self.source.start()
