@@ -1208,8 +1208,9 @@ def applied_count(proc: Proc) -> int:
 
 
 def edit_rounds(ctx, proc: Proc, http_port: int, edit, repeats: int) -> tuple[list, list]:
-    """``repeats`` edits, one at a time: ``edit(k)`` changes one Ingress so that host ``edit{k}`` is
-    served; each timed from the write to its first 200, and ingressd's own apply time."""
+    """``repeats`` edits, one at a time: ``edit(k, host)`` prepares a change of one Ingress so that
+    ``host`` is served and returns the call that makes it (the file's replacement, the PATCH);
+    each timed from that call to the host's first 200, and ingressd's own apply time."""
     probe = KeepAliveProbe(http_port)
     delays, logged = [], []
     cpu_before = cpu_seconds(proc.pid)
@@ -1219,8 +1220,9 @@ def edit_rounds(ctx, proc: Proc, http_port: int, edit, repeats: int) -> tuple[li
             if probe.get(host) == 200:
                 ctx.anomalies.append(f"{host} served before it was written")
             before = applied_count(proc)
+            change = edit(k, host)  # prepared first (YAML dumped), so that only the change itself is timed
             t_write = time.monotonic()
-            edit(k, host)
+            change()
             served = wait_served(probe, host)
             delays.append(None if served is None else time.monotonic() - t_write)
             logged.append(wait_logged(proc, before))
@@ -1252,12 +1254,14 @@ def manifest_editor(path: Path, name: str):
 
     docs = list(yaml.load_all(original, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
 
-    def edit(k: int, host: str) -> None:
+    def edit(k: int, host: str):
         for doc in docs:
             if doc.get("kind") == "Ingress" and doc["metadata"]["name"] == name:
                 doc["spec"]["rules"][0]["host"] = host
                 doc["spec"]["tls"][0]["hosts"] = [host]
-        write_yaml(path, docs)
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_text(yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
+        return lambda: os.replace(tmp, path)  # the file replaced: what is timed
     return edit, lambda: path.write_text(original)
 
 
@@ -1432,15 +1436,18 @@ def scale_kubernetes(ctx) -> None:
         namespace = f"ns-{index // per_namespace:03d}"
         url = (f"http://127.0.0.1:{api_port}/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/ing-{index}")
 
-        def edit(k: int, host: str) -> None:
+        def edit(k: int, host: str):
             patch = json.dumps({"spec": {"rules": [{"host": host, "http": {"paths": [
                 {"path": "/", "pathType": "Prefix",
                  "backend": {"service": {"name": f"svc-{index}", "port": {"number": 80}}}}]}}],
                 "tls": [{"hosts": [host], "secretName": "tls"}]}}).encode()
             request = urllib.request.Request(url, data=patch, method="PATCH",
                                              headers={"Content-Type": "application/merge-patch+json"})
-            with urllib.request.urlopen(request, timeout=10) as response:
-                response.read()
+
+            def send() -> None:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    response.read()
+            return send
 
         delays, logged = edit_rounds(ctx, proc, http_port, edit, ctx.edit_repeats)
         results.update(edit_ms=[None if d is None else d * 1000 for d in delays], logged_ms=logged,
