@@ -136,6 +136,15 @@ class Translator:
         self._others: _Others | None = None
         self.last_mode = ""
 
+    def is_small(self, snapshot: Snapshot, limit: int = 50) -> bool:
+        """Whether ``snapshot`` differs from the last one translated by at most ``limit`` Ingresses
+        and nothing else (its translation then takes milliseconds: the caller may run it on the
+        event loop). A Service, Secret or class that changed may concern every Ingress: not small."""
+        if self._snapshot is None:
+            return False
+        changed = snapshot.changes_since(self._snapshot)
+        return changed is not None and len(changed) <= limit and all(key[0] == "Ingress" for key in changed)
+
     def translate(self, snapshot: Snapshot, settings: Settings | None = None) -> Config:
         if settings is not None and settings != self.settings:
             self.settings, self._snapshot = settings, None

@@ -269,3 +269,16 @@ def test_patched_kubernetes_snapshots_equal_whole_ones(seed):
                    if k in snapshot.by_key)
         previous = snapshot
     assert patched > 20
+
+
+def test_a_small_change_is_known_small_before_it_is_translated(tmp_path):
+    files = many(tmp_path, n=40, files=2)
+    source = ManifestDirectory(tmp_path)
+    source.scan()
+    translator = Translator(Settings())
+    assert not translator.is_small(source.snapshot())  # nothing translated yet: a whole pass
+    translator.translate(source.snapshot())
+    rename_host(files[0], "ing3", "renamed.many.test")
+    source.scan()
+    snapshot = source.snapshot()
+    assert translator.is_small(snapshot) and not translator.is_small(snapshot, limit=0)
