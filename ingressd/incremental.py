@@ -102,6 +102,25 @@ class _Index:
         self.aliases.discard(key)
 
 
+class _Others:
+    """A snapshot's objects other than Ingresses, as the sub-translations take them: Services and
+    EndpointSlices by namespace (in snapshot order), everything else, and the IngressClasses."""
+
+    def __init__(self, snapshot: Snapshot):
+        self.backends: dict[str, list] = defaultdict(list)
+        self.cluster_wide: list = []
+        self.classes: dict[str, IngressClass] = {}
+        for obj in snapshot.objects:
+            if isinstance(obj, Ingress):
+                continue
+            if isinstance(obj, (Service, EndpointSlice)):
+                self.backends[obj.meta.namespace].append(obj)
+            else:
+                self.cluster_wide.append(obj)
+                if isinstance(obj, IngressClass):
+                    self.classes[obj.meta.name] = obj
+
+
 class Translator:
     """``translate`` with memory: ``Translator(settings).translate(snapshot)`` per change.
 
@@ -114,7 +133,17 @@ class Translator:
         self._snapshot: Snapshot | None = None
         self._config: Config | None = None
         self._index: _Index | None = None
+        self._others: _Others | None = None
         self.last_mode = ""
+
+    def is_small(self, snapshot: Snapshot, limit: int = 50) -> bool:
+        """Whether ``snapshot`` differs from the last one translated by at most ``limit`` Ingresses
+        and nothing else (its translation then takes milliseconds: the caller may run it on the
+        event loop). A Service, Secret or class that changed may concern every Ingress: not small."""
+        if self._snapshot is None:
+            return False
+        changed = snapshot.changes_since(self._snapshot)
+        return changed is not None and len(changed) <= limit and all(key[0] == "Ingress" for key in changed)
 
     def translate(self, snapshot: Snapshot, settings: Settings | None = None) -> Config:
         if settings is not None and settings != self.settings:
@@ -128,6 +157,7 @@ class Translator:
         if config is None:
             config = translate(snapshot, self.settings)
             self._index = _Index(snapshot)
+            self._others = _Others(snapshot)
             self.last_mode = "full"
         self._snapshot, self._config = snapshot, config
         return config
@@ -195,13 +225,15 @@ class Translator:
         extra = index.defaults - closure
         namespaces = {key[1] for key in closure | extra}
         namespaces.add(default_service[0] or "default")
-        objects = []
-        for obj in snapshot.objects:
-            if isinstance(obj, Ingress):
-                if obj.meta.key in closure or obj.meta.key in extra:
-                    objects.append(obj)
-            elif not isinstance(obj, (Service, EndpointSlice)) or obj.meta.namespace in namespaces:
-                objects.append(obj)
+        if any(key[0] != "Ingress" for key in changed):
+            self._others = _Others(snapshot)  # one pass over the snapshot, only when more than Ingresses changed
+        others = self._others
+        # every kind translates from its own index, Ingresses in their age order: only the order of
+        # each Service's EndpointSlices matters (endpoint order), and _Others keeps the snapshot's
+        objects = [new[key] for key in closure | extra if isinstance(new.get(key), Ingress)]
+        objects += others.cluster_wide
+        for namespace in namespaces:
+            objects += others.backends.get(namespace, ())
         sub = translate(Snapshot(objects=tuple(objects)), settings)
         return self._merge(snapshot, config, sub, closure, extra, hosts, changed_refs, old, new)
 
@@ -263,7 +295,7 @@ class Translator:
                     target.exact[host] = value
         new_table = RouteTable(hosts=merged, any_host=any_host, default=previous_table.default)
 
-        classes = self._classes(snapshot)
+        classes = self._others.classes  # an IngressClass that changed made this a full translation
         served_before = sum(1 for key in closure if isinstance(old.get(key), Ingress)
                             and is_served(old[key], classes, self.settings))
         served_extra = sum(1 for key in extra if is_served(new[key], classes, self.settings))
@@ -284,6 +316,4 @@ class Translator:
                                    ingress_count=ingress_count, orphans=orphans,
                                    required=config.required | sub.required)
 
-    @staticmethod
-    def _classes(snapshot: Snapshot) -> dict:
-        return {obj.meta.name: obj for obj in snapshot.objects if isinstance(obj, IngressClass)}
+

@@ -200,8 +200,18 @@ class _Translation:
         options = {}
         regex_hosts: set[str] = set()
         canaries: list[Ingress] = []  # canary: "true": their paths split main Ingresses' (merge_canaries)
+        # Ingresses mostly share their annotations: parse each set once. Not for options holding
+        # per-Ingress state (limit-rps, limit-connections count each Ingress's clients apart).
+        parsed: dict[tuple, tuple[RouteOptions, list[str]]] = {}
         for ingress in ingresses:
-            opts, warnings = parse_route_options(ingress.meta.annotations, controller.defaults)
+            annotations = ingress.meta.annotations
+            same = tuple(annotations.items())
+            found = parsed.get(same)
+            if found is None:
+                found = parse_route_options(annotations, controller.defaults)
+                if not found[0].rate_limits and found[0].conn_limit is None:
+                    parsed[same] = found
+            opts, warnings = found
             options[ingress.meta.key] = opts
             for warning in warnings:
                 self.report(WARNING, ingress, warning, "annotation")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from ..certmanager.store import FileSecretStore, FileStatusStore
 from ..config import Snapshot
 from ..diagnostics import ERROR, WARNING, Diagnostic, InvalidObject
 from ..objects import CORE_KINDS, Kinds, KubeObject, ObjectKey, flatten
+from ..yamlread import load_all
 from .base import ChangeFeed, SourceState
 
 log = logging.getLogger("ingressd.manifests")
@@ -40,8 +42,7 @@ SAFETY_POLL_INTERVAL = 2.0  # with inotify: for what it cannot see
 WATCH_STEP_MS = 5  # inotify events are grouped while more arrive this quickly (a file replaced in pieces)
 WATCH_MAX_MS = 50  # ... but for no longer than this
 RECENT_SECONDS = 2.0
-
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+FILE_QUIET = 0.002  # seconds after a scan that found changes before they are handed out
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _decode(path: str, data: bytes) -> list:
     text = data.decode("utf-8")
     if path.endswith(".json"):
         return [json.loads(text)]
-    return [doc for doc in yaml.load_all(text, Loader=_YAML_LOADER) if doc is not None]
+    return load_all(text)  # yaml_rs where it reads as PyYAML does, else PyYAML's CSafeLoader
 
 
 def _same(new: KubeObject, old: KubeObject) -> bool:
@@ -139,12 +140,17 @@ class ManifestDirectory:
         self.interval = interval
         self.secrets = FileSecretStore(state_dir) if state_dir is not None else None
         self.statuses = FileStatusStore(state_dir) if state_dir is not None else None
-        self.feed = ChangeFeed()
+        # watchfiles has grouped a burst of file events already and each scan reads a directory
+        # whole: hand a change out at once (the API source's QUIET is for its event bursts)
+        self.feed = ChangeFeed(quiet=FILE_QUIET)
         self._files: dict[str, _FileState] = {}
         self._missing: set[str] = set()
         self._scan_lock = threading.Lock()  # one scan at a time (the poll loop, settle())
         self._lock = threading.Lock()  # guards what scan() hands to snapshot()
         self._touched: set[ObjectKey] = set()  # keys in files re-read since the last snapshot
+        self._touched_paths: set[str] = set()  # files re-read or removed since the last snapshot
+        self._snapshot_files: dict[str, _FileState] = {}  # the files the last snapshot was made of
+        self._duplicates = False  # the last snapshot had a key defined twice: the next one is made whole
         self._dirty = False  # a file changed since the last snapshot (its diagnostics may have, alone)
         self._snapshot: Snapshot | None = None
         self._poller: asyncio.Task | None = None
@@ -171,6 +177,7 @@ class ManifestDirectory:
         seen = set()
         files = dict(self._files)
         touched: set[ObjectKey] = set()
+        touched_paths: set[str] = set()
         paths = self._paths()
         for path in paths:
             signature = _signature(path)
@@ -192,9 +199,11 @@ class ManifestDirectory:
             touched.update(obj.meta.key for obj in objects)
             if state is not None:
                 touched.update(obj.meta.key for obj in state.objects)
+            touched_paths.add(path)
             changed = True
         for path in set(files) - seen:
             touched.update(obj.meta.key for obj in files.pop(path).objects)
+            touched_paths.add(path)
             log.info("manifest %s removed", path)
             changed = True
         if changed:  # keep files in root order, then path order, for deterministic precedence
@@ -203,6 +212,7 @@ class ManifestDirectory:
             with self._lock:
                 self._files = files
                 self._touched |= touched
+                self._touched_paths |= touched_paths
                 self._dirty = True
         missing = {root for root in self.roots if not Path(root).is_dir()}
         for root in missing - self._missing:
@@ -217,14 +227,36 @@ class ManifestDirectory:
             if previous is not None and not self._dirty:
                 self.feed.taken()
                 return previous
-            files, touched = self._files, self._touched
-            self._touched = set()
+            files, touched, touched_paths = self._files, self._touched, self._touched_paths
+            self._touched, self._touched_paths = set(), set()
             self._dirty = False
             self.feed.taken()
+        built = None
+        if previous is not None and not self._duplicates:
+            built = self._patched(previous, files, touched_paths)
+        if built is None:
+            built = self._whole(files)
+        index, objects, diagnostics = built
+        version = hashlib.sha256(repr([(path, state.signature) for path, state in files.items()])
+                                 .encode()).hexdigest()
+        since, changed = None, frozenset()
+        if previous is not None:
+            old = previous.by_key
+            since = previous.version
+            changed = frozenset(k for k in touched if index.get(k) is not old.get(k))
+        snapshot = Snapshot(objects, diagnostics, version, since, changed, index)
+        with self._lock:
+            self._snapshot = snapshot
+            self._snapshot_files = files
+        return snapshot
+
+    def _whole(self, files: dict[str, _FileState]):
+        """The index, objects and diagnostics of ``files``; a key defined twice: the first wins."""
         index: dict[ObjectKey, KubeObject] = {}
         objects: list[KubeObject] = []
         diagnostics: list[Diagnostic] = []
         owners: dict[ObjectKey, str] = {}
+        duplicates = False
         for path, state in files.items():
             diagnostics += state.diagnostics
             for obj in state.objects:
@@ -234,20 +266,37 @@ class ManifestDirectory:
                     where = "earlier in this file" if owner == path else f"in {owner}"
                     diagnostics.append(Diagnostic(WARNING, f"also defined {where}, which wins; ignored here",
                                                   path, obj.meta.ref, "duplicate"))
+                    duplicates = True
                     continue
                 index[key] = obj
                 objects.append(obj)
-        version = hashlib.sha256(repr([(path, state.signature) for path, state in files.items()])
-                                 .encode()).hexdigest()
-        since, changed = None, frozenset()
-        if previous is not None:
-            old = previous.by_key
-            since = previous.version
-            changed = frozenset(k for k in touched if index.get(k) is not old.get(k))
-        snapshot = Snapshot(tuple(objects), tuple(diagnostics), version, since, changed, index)
-        with self._lock:
-            self._snapshot = snapshot
-        return snapshot
+        self._duplicates = duplicates
+        return index, tuple(objects), tuple(diagnostics)
+
+    def _patched(self, previous: Snapshot, files: dict[str, _FileState], touched_paths: set[str]):
+        """``_whole(files)`` made from the previous snapshot when only ``touched_paths`` changed and
+        no key is defined twice (then each object is in exactly one file): the previous index with
+        those files' old objects taken out and their new ones put in. None: build it whole."""
+        if len(touched_paths) * 4 > len(files):
+            return None
+        before = self._snapshot_files
+        index = dict(previous.by_key)
+        for path in touched_paths:
+            state = before.get(path)
+            for obj in state.objects if state is not None else ():
+                index.pop(obj.meta.key, None)
+        for path in touched_paths:
+            state = files.get(path)
+            for obj in state.objects if state is not None else ():
+                key = obj.meta.key
+                if key in index:
+                    return None  # a duplicate now: the whole pass reports it
+                index[key] = obj
+        if len(index) != sum(len(state.objects) for state in files.values()):
+            return None
+        objects = tuple(itertools.chain.from_iterable(state.objects for state in files.values()))
+        diagnostics = tuple(itertools.chain.from_iterable(state.diagnostics for state in files.values()))
+        return index, objects, diagnostics
 
     # --- the Source protocol ----------------------------------------------------------------------
 

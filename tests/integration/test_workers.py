@@ -112,3 +112,24 @@ def test_port_in_use_is_a_clear_error(tmp_path, backend):
         assert "address already in use" in result.stderr.lower()
     finally:
         blocker.close()
+
+
+def test_a_configuration_larger_than_the_pipe_buffer_reaches_every_worker(tmp_path, backend):
+    """2,000 Ingresses (a configuration of about a megabyte pickled): every worker gets it at
+    start and gets each change, and none of them restarts (they used to stop on a partial read)."""
+    ingresses = [m.ingress(f"ing-{i}", [m.rule(f"h{i}.big.example", m.path("/", "svc-a"))]) for i in range(2000)]
+    inst = launch(tmp_path, {"svc.yaml": backend.services("a"), "ing.yaml": ingresses}, args=["--workers", "2"])
+    try:
+        wait_until(lambda: len(children(inst.pid)) == 2, 10, message="two worker processes")
+        workers = children(inst.pid)
+        for i in (0, 1999):
+            assert inst.get("/", f"h{i}.big.example").status == 200
+        ingresses[7] = m.ingress("ing-7", [m.rule("renamed.big.example", m.path("/", "svc-a"))])
+        inst.dir.write("ing.yaml", ingresses)
+        for _ in range(10):  # every worker: connections land on either
+            wait_until(lambda: inst.get("/", "renamed.big.example").status == 200, 10,
+                       message="the change served")
+        assert children(inst.pid) == workers
+        assert "restarting" not in inst.logs()
+    finally:
+        inst.stop()
