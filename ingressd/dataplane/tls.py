@@ -1,9 +1,10 @@
 """TLS for the HTTPS listener: one context per (certificate, cipher list), chosen by SNI at handshake time.
 
 The protocols (the ConfigMap's ssl-protocols) are the listener's: OpenSSL fixes the version range
-of a connection before the SNI callback runs. ALPN offers h2 unless ``--no-http2`` or the ConfigMap's
-``use-http2: "false"``; a change applies to the handshakes after it (open HTTP/2 connections stay). The cipher list is the context's: the ConfigMap's
-ssl-ciphers, or the host's ssl-ciphers annotation, which takes effect in the SNI callback.
+of a connection before the SNI callback runs. The cipher list is the context's: the ConfigMap's
+ssl-ciphers, or the host's ssl-ciphers annotation, which takes effect in the SNI callback. ALPN
+offers h2 unless ``--no-http2`` or the ConfigMap's ``use-http2: "false"``; a change applies to the
+handshakes after it (open HTTP/2 connections go on).
 """
 
 from __future__ import annotations
