@@ -243,7 +243,8 @@ def test_http2_keys_defaults_as_ingress_nginx():
 
 
 def test_use_http2():
-    assert parse(use_http2="false")[0].tls.http2 is False
+    settings, warnings = parse(use_http2="false")
+    assert settings.tls.http2 is False and warnings == []  # supported: no longer reported
     assert parse(use_http2="true")[0].tls.http2 is True
     settings, warnings = parse(use_http2="maybe")
     assert settings.tls.http2 is True and len(warnings) == 1 and "use-http2: 'maybe' is invalid" in warnings[0]
