@@ -216,16 +216,16 @@ enable-underscores-in-headers | accepted | headers with underscores are passed
 enable-ocsp | no | no OCSP stapling
 ignore-invalid-headers | accepted | invalid headers are rejected by the HTTP parser
 retry-non-idempotent | accepted | only requests without a body are retried, on a reused connection
-http2-max-field-size | accepted | HTTP/2 is not served yet
-http2-max-header-size | accepted | HTTP/2 is not served yet
-http2-max-requests | accepted | HTTP/2 is not served yet
-http2-max-concurrent-streams | accepted | HTTP/2 is not served yet
+http2-max-field-size | accepted | deprecated in ingress-nginx and ignored by its nginx (obsolete since 1.19.7): large-client-header-buffers bounds HTTP/2 request headers, in ingressd too (the decoded header list, advertised as SETTINGS_MAX_HEADER_LIST_SIZE; GOAWAY ENHANCE_YOUR_CALM past it)
+http2-max-header-size | accepted | deprecated in ingress-nginx and ignored by its nginx (obsolete since 1.19.7): large-client-header-buffers bounds HTTP/2 request headers, in ingressd too (the decoded header list, advertised as SETTINGS_MAX_HEADER_LIST_SIZE; GOAWAY ENHANCE_YOUR_CALM past it)
+http2-max-requests | partial | ingressd honours it: streams per HTTP/2 connection, then GOAWAY NO_ERROR (streams in flight finish), for connections opened after a change; ingress-nginx deprecated it and its nginx ignores it (obsolete since 1.19.7), applying keep-alive-requests, as ingressd does when it is unset or 0
+http2-max-concurrent-streams | yes | default 128: advertised as SETTINGS_MAX_CONCURRENT_STREAMS, streams beyond get RST_STREAM REFUSED_STREAM; for connections opened after a change
 hsts | yes | Strict-Transport-Security on HTTPS responses
 hsts-include-subdomains | yes |
 hsts-max-age | yes |
 hsts-preload | yes |
 keep-alive | yes | seconds idle between requests (0: no keep-alive)
-keep-alive-requests | yes | default 1000
+keep-alive-requests | yes | default 1000; on HTTP/2 the streams per connection (GOAWAY NO_ERROR after the last), as nginx
 large-client-header-buffers | partial | NUMBER x SIZE bounds the whole request head (431 past it; nginx answers 414/400 per line)
 log-format-escape-none | yes | variables logged unescaped (wins over log-format-escape-json)
 log-format-escape-json | yes | variables escaped as JSON strings (with ingress-nginx's default format when log-format-upstream is unset)
@@ -269,7 +269,7 @@ brotli-min-length | no | responses are not compressed by ingressd
 brotli-types | no | responses are not compressed by ingressd
 use-geoip | no | no GeoIP
 use-geoip2 | no | no GeoIP
-use-http2 | no | HTTP/2 is not served yet (issue 13)
+use-http2 | yes | default "true": ALPN offers h2 and http/1.1 on the HTTPS listener; "false": http/1.1 only, for connections opened after a change (open HTTP/2 connections go on); `--no-http2` wins; h2c (`--h2c`) is not affected
 worker-processes | no | use --workers
 worker-cpu-affinity | accepted | the kernel schedules workers
 worker-shutdown-timeout | yes | on SIGTERM (default 240s): new connections refused, idle keep-alive connections closed, requests in flight finish (Connection: close), websockets kept until the timeout; also with --workers; a second SIGTERM/SIGINT to the control plane ends the wait

@@ -125,6 +125,15 @@ class ClientLimits:
     keepalive_timeout: float = 75.0  # keep-alive: idle between requests (0: no keep-alive)
     keepalive_requests: int = 1000  # keep-alive-requests: requests per client connection
     max_head_bytes: int = 32 * 1024  # large-client-header-buffers (number x size): larger heads get 431
+    # HTTP/2 connections (read when one opens: a change applies to the connections opened after it)
+    http2_max_concurrent_streams: int = 128  # SETTINGS_MAX_CONCURRENT_STREAMS; streams beyond: REFUSED_STREAM
+    http2_max_requests: int = 0  # streams per connection, then GOAWAY NO_ERROR; 0: keepalive_requests
+
+    @property
+    def http2_requests(self) -> int:
+        """Streams one HTTP/2 connection serves: http2-max-requests, else keep-alive-requests (the
+        one nginx applies to HTTP/2 since 1.19.7)."""
+        return self.http2_max_requests or self.keepalive_requests
 
 
 # ingress-nginx's default ssl-ciphers, without its DHE suites (ingressd has no DH parameters);
@@ -140,6 +149,7 @@ class TLSSettings:
 
     protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")  # of TLSv1.2, TLSv1.3: offered from the lowest to the highest
     ciphers: str = DEFAULT_CIPHERS  # an OpenSSL cipher list
+    http2: bool = True  # use-http2: ALPN offers h2 to new connections (never when --no-http2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,12 @@ def _count(value: str) -> int:
     return int(value)
 
 
+def _positive_count(value: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= 2 ** 31 - 1:
+        raise ValueError("expected a whole number from 1 to 2147483647")
+    return int(value)
+
+
 def _nginx_seconds(value: str) -> float:
     """nginx time: a number with an optional unit (ms, s, m, h); "60" is seconds."""
     match = re.match(r"^(\d+)(ms|s|m|h)?$", value.strip())
@@ -129,7 +135,9 @@ _CLIENT_KEYS = {"client-header-timeout": ("header_timeout", _nginx_seconds),
                 "client-body-timeout": ("body_timeout", _nginx_seconds),
                 "keep-alive": ("keepalive_timeout", _nginx_seconds),
                 "keep-alive-requests": ("keepalive_requests", _count),
-                "large-client-header-buffers": ("max_head_bytes", _header_buffers)}
+                "large-client-header-buffers": ("max_head_bytes", _header_buffers),
+                "http2-max-concurrent-streams": ("http2_max_concurrent_streams", _positive_count),
+                "http2-max-requests": ("http2_max_requests", _count)}
 _UPSTREAM_KEYS = {"upstream-keepalive-timeout": ("idle_timeout", _nginx_seconds),
                   "upstream-keepalive-connections": ("max_idle", _count),
                   "upstream-keepalive-requests": ("max_requests", _count)}
@@ -221,6 +229,8 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
             value, ok = parse(key, parser, raw)
             if ok:
                 (client if key in _CLIENT_KEYS else upstream)[name] = value
+                if key == "http2-max-requests" and value:  # honoured, where ingress-nginx's nginx ignores it
+                    warnings.append(catalog.describe("ConfigMap key", key, catalog.CONFIGMAP[key]))
         elif key == "ssl-protocols":
             value, ok = parse(key, _ssl_protocols, raw)
             if ok:
@@ -228,6 +238,10 @@ def parse_controller_configmap(data: dict[str, str], trust: ClientTrust) -> tupl
                 if dropped:
                     warnings.append(f"ConfigMap key ssl-protocols: {' '.join(dropped)} not offered (ingressd speaks "
                                     f"TLSv1.2 and TLSv1.3 only); using {' '.join(value[0])}")
+        elif key == "use-http2":
+            value, ok = parse(key, parse_bool, raw)
+            if ok:
+                tls["http2"] = value
         elif key == "worker-shutdown-timeout":
             value, ok = parse(key, _nginx_seconds, raw)
             if ok:

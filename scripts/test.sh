@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # kubernetes-client is Debian's kubectl (1.20); any kubectl already on PATH (a newer build) will do
-debian_packages=(curl openssl chromium pebble kubernetes-client)
+debian_packages=(curl openssl chromium pebble kubernetes-client nghttp2-client)  # nghttp2-client: nghttp in test_h2_configmap
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
   for pkg in "${debian_packages[@]}"; do

@@ -11,9 +11,10 @@ bytes are handed to the upstream connection (not while that one's write buffer i
 the client's window for a response is exhausted the upstream connection stops being read.
 
 Limits (each ends the connection with GOAWAY, or refuses one stream, and is counted in ``stats``):
-SETTINGS_MAX_CONCURRENT_STREAMS 128 (REFUSED_STREAM beyond), RST_STREAM from the client (rapid
-reset, CVE-2023-44487), HEADERS + CONTINUATION larger than the head limit (CONTINUATION flood) and
-decoded header lists past ``max_head_bytes`` (HPACK bombs), PING / SETTINGS / PRIORITY / empty DATA
+SETTINGS_MAX_CONCURRENT_STREAMS (``http2-max-concurrent-streams``, 128; REFUSED_STREAM beyond),
+RST_STREAM from the client (rapid reset, CVE-2023-44487), HEADERS + CONTINUATION larger than the
+head limit (CONTINUATION flood) and decoded header lists past ``max_head_bytes`` (HPACK bombs;
+``large-client-header-buffers``, as nginx since 1.19.7), PING / SETTINGS / PRIORITY / empty DATA
 floods, WINDOW_UPDATE frames beyond two per DATA frame sent (and some slack), a connection without a complete request head in ``header_timeout`` or idle past
 ``keepalive_timeout``, a request body stalled past ``body_timeout`` and a client that opens no
 window for ``SEND_TIMEOUT``.
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ingressd.http2")
 
-MAX_CONCURRENT_STREAMS = 128  # as nginx's http2_max_concurrent_streams
+MAX_CONCURRENT_STREAMS = 128  # as nginx's http2_max_concurrent_streams (the ConfigMap's: ClientLimits)
 CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * 65535  # a paused stream never stalls the others
 RESET_RATE = 100  # RST_STREAM (and refused streams) per second past which a client is a rapid-reset attacker
 RESET_MIN = 100  # ... and in all: above this, more resets than twice the responses completed
@@ -82,7 +83,7 @@ class _LocalSettings(h2.settings.Settings):
 
     @property
     def max_concurrent_streams(self) -> int:
-        return 2 * MAX_CONCURRENT_STREAMS + 1
+        return 2 * self[_settings_codes.MAX_CONCURRENT_STREAMS] + 1
 
     @max_concurrent_streams.setter
     def max_concurrent_streams(self, value: int) -> None:
@@ -425,6 +426,9 @@ class H2ClientConnection(asyncio.Protocol):
         self.goaway_reason = ""
         self.partial_since = 0.0  # when a request head that is still incomplete began
         self.served = 0  # streams accepted
+        # The ConfigMap's HTTP/2 limits when the connection opened (a change applies to new connections)
+        self.max_streams = self.limits.http2_max_concurrent_streams
+        self.max_requests = self.limits.http2_requests
         self.data_frames = self.window_updates = 0  # DATA frames sent, WINDOW_UPDATE frames received
         self.draining = False  # a GOAWAY NO_ERROR was sent: no new stream, close once the last ends
         self.write_scheduled = False  # a write_out is due in this event loop iteration
@@ -463,7 +467,7 @@ class H2ClientConnection(asyncio.Protocol):
             validate_outbound_headers=False, normalize_outbound_headers=False))
         head_limit = self.limits.max_head_bytes
         conn.local_settings = _LocalSettings(client=False, initial_values={
-            _settings_codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            _settings_codes.MAX_CONCURRENT_STREAMS: self.max_streams,
             _settings_codes.MAX_HEADER_LIST_SIZE: head_limit,
             _settings_codes.ENABLE_CONNECT_PROTOCOL: 1,  # websockets over HTTP/2 (RFC 8441)
         })
@@ -611,13 +615,13 @@ class H2ClientConnection(asyncio.Protocol):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         stream = Stream(self, stream_id)
-        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+        if len(self.streams) >= self.max_streams:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             self.count_reset()
             return
         self.served += 1
-        if self.served >= self.limits.keepalive_requests:
-            self.drain(stream_id)  # keep-alive-requests, as nginx: this stream is the last
+        if self.served >= self.max_requests:
+            self.drain(stream_id)  # http2-max-requests, else keep-alive-requests (nginx): this stream is the last
         self.streams[stream_id] = stream
         if not self.write_paused and not self.partial_since:
             self.deadline = 0.0

@@ -2,7 +2,9 @@
 
 The protocols (the ConfigMap's ssl-protocols) are the listener's: OpenSSL fixes the version range
 of a connection before the SNI callback runs. The cipher list is the context's: the ConfigMap's
-ssl-ciphers, or the host's ssl-ciphers annotation, which takes effect in the SNI callback.
+ssl-ciphers, or the host's ssl-ciphers annotation, which takes effect in the SNI callback. ALPN
+offers h2 unless ``--no-http2`` or the ConfigMap's ``use-http2: "false"``; a change applies to the
+handshakes after it (open HTTP/2 connections go on).
 """
 
 from __future__ import annotations
@@ -33,10 +35,14 @@ def new_context(cert: Certificate, settings: TLSSettings = TLSSettings(), cipher
     """A server context for ``cert``; ALPN offers h2 (preferred) and http/1.1 with ``http2``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     configure(ctx, settings, ciphers)
-    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
+    offer_alpn(ctx, http2)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     load_certificate(ctx, cert)
     return ctx
+
+
+def offer_alpn(ctx: ssl.SSLContext, http2: bool) -> None:
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
 
 
 def load_certificate(ctx: ssl.SSLContext, cert: Certificate) -> None:
@@ -53,7 +59,8 @@ class TLSContexts:
     """The contexts for the current configuration; switched by the SNI callback per handshake."""
 
     def __init__(self, http2: bool = False) -> None:
-        self.http2 = http2  # ALPN offers h2 (--http2)
+        self.allow_http2 = http2  # --http2 (the default) / --no-http2, which wins over use-http2
+        self.http2 = http2  # ALPN offers h2: --http2 and the ConfigMap's use-http2
         self._contexts: dict[tuple[str, str | None], ssl.SSLContext] = {}  # by (fingerprint, host ciphers)
         self._config: Config | None = None
         self.settings = TLSSettings()
@@ -88,6 +95,8 @@ class TLSContexts:
             self.settings = config.tls
             self._contexts.clear()
             configure(self.listener_context, config.tls)
+            self.http2 = self.allow_http2 and config.tls.http2
+            offer_alpn(self.listener_context, self.http2)
         fallback = config.default_certificate or self._fallback_cert
         if fallback is not self.fallback_cert:
             load_certificate(self.listener_context, fallback)

@@ -232,3 +232,50 @@ def test_header_configmaps_resolved_and_required():
     assert "'Bad Name' is not a header name" in text and "X-Var is sent literally" in text
     assert {("ConfigMap", "ingress-nginx", "add"), ("ConfigMap", "ingress-nginx", "req"),
             ("ConfigMap", "default", "mine"), ("ConfigMap", "default", "nope")} <= config.required
+
+
+def test_http2_keys_defaults_as_ingress_nginx():
+    from ingressd.config import ClientLimits, TLSSettings
+    settings, warnings = parse()
+    assert settings.tls.http2 is True and settings.client.http2_max_concurrent_streams == 128
+    assert settings.client.http2_requests == 1000 == ClientLimits().keepalive_requests  # keep-alive-requests
+    assert TLSSettings().http2 and ClientLimits().http2_max_requests == 0
+
+
+def test_use_http2():
+    settings, warnings = parse(use_http2="false")
+    assert settings.tls.http2 is False and warnings == []  # supported: no longer reported
+    assert parse(use_http2="true")[0].tls.http2 is True
+    settings, warnings = parse(use_http2="maybe")
+    assert settings.tls.http2 is True and len(warnings) == 1 and "use-http2: 'maybe' is invalid" in warnings[0]
+
+
+def test_http2_max_concurrent_streams():
+    settings, warnings = parse(http2_max_concurrent_streams="4")
+    assert warnings == [] and settings.client.http2_max_concurrent_streams == 4
+    for bad in ("0", "-1", "many", "4294967296"):
+        settings, warnings = parse(http2_max_concurrent_streams=bad)
+        assert settings.client.http2_max_concurrent_streams == 128 and "using the default" in warnings[0], bad
+
+
+def test_http2_max_requests_else_keep_alive_requests():
+    settings, warnings = parse(keep_alive_requests="10")
+    assert warnings == [] and settings.client.http2_requests == 10
+    settings, warnings = parse(keep_alive_requests="10", http2_max_requests="3")
+    assert settings.client.http2_requests == 3 and settings.client.keepalive_requests == 10
+    assert warnings == ["ConfigMap key http2-max-requests is supported in part: " + catalog.CONFIGMAP[
+        "http2-max-requests"].note]  # honoured where ingress-nginx's nginx ignores it: say so
+    settings, warnings = parse(http2_max_requests="0")  # ingress-nginx's default: keep-alive-requests
+    assert warnings == [] and settings.client.http2_requests == 1000
+    settings, warnings = parse(http2_max_requests="lots")
+    assert settings.client.http2_requests == 1000 and "using the default" in warnings[0]
+
+
+def test_http2_field_and_header_sizes_are_accepted_and_ignored_as_by_nginx():
+    """Obsolete in nginx since 1.19.7 (ingress-nginx writes them, nginx warns and ignores them):
+    large-client-header-buffers bounds HTTP/2 headers."""
+    settings, warnings = parse(http2_max_field_size="1k", http2_max_header_size="2k")
+    assert warnings == [] and settings.client == parse()[0].client
+    assert catalog.CONFIGMAP["http2-max-field-size"].status == catalog.ACCEPTED
+    assert "large-client-header-buffers" in catalog.CONFIGMAP["http2-max-header-size"].note
+    assert parse(large_client_header_buffers="2 1k")[0].client.max_head_bytes == 2048
