@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import ingressd as ingressd_mod  # noqa: E402
+from support.authserver import AuthServer  # noqa: E402
 from support.backends import BackendProcess  # noqa: E402
 from support.kubeapi.fixture import KubeApi  # noqa: E402
 
@@ -42,6 +43,14 @@ def backend(tmp_path_factory):
     proc = BackendProcess(listeners, tmp_path_factory.mktemp("backend") / "backend.log").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def auth():
+    """A real external authentication server (tests/support/authserver.py) for auth-url, one per module."""
+    server = AuthServer().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

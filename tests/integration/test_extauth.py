@@ -6,19 +6,11 @@ import pytest
 
 from support import client as h
 from support import manifests as m
-from support.authserver import AuthServer
 from support.ingressd import launch
 
 pytestmark = pytest.mark.timeout(120)
 
 GOOD = {"Authorization": "Bearer good"}
-
-
-@pytest.fixture(scope="module")
-def auth():
-    server = AuthServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

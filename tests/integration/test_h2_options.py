@@ -12,19 +12,11 @@ import pytest
 
 from support import client as h
 from support import manifests as m
-from support.authserver import AuthServer
 from support.h2raw import RawH2
 from support.ingressd import launch
 from support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def auth():
-    server = AuthServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
