@@ -23,9 +23,10 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
-import httpx
+if TYPE_CHECKING:  # lightkube brings its HTTP client: httpx before 1.0, httpx2 since
+    import httpx
 
 from .. import __version__
 
