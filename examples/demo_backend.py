@@ -1,11 +1,31 @@
-"""A tiny demo backend: answers every request with what it received, as JSON.
+"""A tiny demo backend: answers every request with what it received, as JSON, and echoes websockets.
 
     python examples/demo_backend.py --port 8081 --name hello
+
+Standard library only, so the demo needs nothing beyond ``pip install .``: a request with
+``Upgrade: websocket`` gets the RFC 6455 handshake and then every frame echoed back, so the
+demo can show a websocket through ingressd (``python -m websockets ws://plain.localhost:8080/``).
 """
 
 import argparse
+import base64
+import hashlib
 import json
+import struct
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+CLOSE, PING, PONG = 0x8, 0x9, 0xA
+
+
+def frame_bytes(first: int, payload: bytes) -> bytes:
+    """A server frame (never masked) with ``first`` as its FIN/opcode byte."""
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", first, n) + payload
+    if n < 1 << 16:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
 
 
 def main() -> None:
@@ -19,6 +39,9 @@ def main() -> None:
         protocol_version = "HTTP/1.1"
 
         def answer(self) -> None:
+            if self.headers.get("Upgrade", "").lower() == "websocket" and self.command == "GET":
+                self.echo_websocket()
+                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             payload = json.dumps({
@@ -34,6 +57,41 @@ def main() -> None:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)
+
+        def echo_websocket(self) -> None:
+            key = self.headers.get("Sec-WebSocket-Key", "").encode()
+            accept = base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest()).decode()
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            while (frame := self.read_frame()) is not None:
+                first, opcode, payload = frame
+                if opcode == PING:
+                    first, opcode = 0x80 | PONG, PONG
+                self.wfile.write(frame_bytes(first, payload))  # same FIN bit and opcode: fragments echo as fragments
+                self.wfile.flush()
+                if opcode == CLOSE:
+                    return
+
+        def read_frame(self):
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return None
+            length = head[1] & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self.rfile.read(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self.rfile.read(8))
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = self.rfile.read(length)
+            if len(data) < length:
+                return None
+            payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
+            return head[0], head[0] & 0x0F, payload
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = answer
 
