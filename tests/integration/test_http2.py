@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import ssl
 import threading
 import time
 
@@ -20,6 +19,7 @@ import pytest
 from support import certs
 from support import client as h
 from support import manifests as m
+from support.h2raw import RawH2
 from support.ingressd import launch, sample_value
 from support.wait import wait_until
 
@@ -162,70 +162,8 @@ def test_no_http2(tmp_path, backend, ca, ca_pem):
 # --- raw frames ---------------------------------------------------------------------------------
 
 
-class RawClient:
-    """An h2 client connection over a real TLS socket to ingressd's HTTPS port."""
-
-    def __init__(self, inst, ca, host=HOST):
-        ctx = certs.client_context(ca)
-        ctx.set_alpn_protocols(["h2"])
-        raw = socket.create_connection(("127.0.0.1", inst.https_port), timeout=10)
-        self.sock = ctx.wrap_socket(raw, server_hostname=host)
-        assert self.sock.selected_alpn_protocol() == "h2"
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-        self.conn.initiate_connection()
-        self.send()
-        self.host = host
-        self.events: list = []
-        self.closed = False
-        self.ack = True  # give received DATA back to the server's windows
-
-    def send(self, data: bytes | None = None) -> None:
-        self.sock.sendall(data if data is not None else self.conn.data_to_send())
-
-    def headers(self, path="/echo", end=True, extra=()):
-        return [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", self.host.encode()),
-                (b":path", path.encode()), *extra]
-
-    def request(self, stream_id, path="/echo", end=True, extra=()):
-        self.conn.send_headers(stream_id, self.headers(path, extra=extra), end_stream=end)
-
-    def read(self, timeout=5.0) -> list:
-        """Events until the socket would block for ``timeout`` (or the connection closes)."""
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(65536)
-        except (socket.timeout, ssl.SSLError, ConnectionResetError):
-            return []
-        if not data:
-            self.closed = True
-            return []
-        events = self.conn.receive_data(data)
-        for event in events:
-            if isinstance(event, h2.events.DataReceived) and event.flow_controlled_length and self.ack:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-        self.send()
-        self.events += events
-        return events
-
-    def until(self, predicate, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e for e in self.events if predicate(e)]
-            if found:
-                return found[0]
-            if time.monotonic() >= deadline or self.closed:
-                return None
-            self.read(0.5)
-
-    def goaway(self, timeout=10.0):
-        return self.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), timeout)
-
-    def close(self):
-        self.sock.close()
-
-
 def test_raw_get_and_request_shape(h2px, ca):
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     c.request(1, "/echo?raw=1")
     c.send()
     done = c.until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 1)
@@ -240,7 +178,7 @@ def test_raw_get_and_request_shape(h2px, ca):
 
 
 def test_connection_specific_header_refused(h2px, ca):
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     # h2's own client refuses to send it: frame the header block by hand with its encoder.
     from hyperframe.frame import HeadersFrame
     frame = HeadersFrame(1)
@@ -254,7 +192,7 @@ def test_connection_specific_header_refused(h2px, ca):
 
 
 def test_missing_pseudo_header_refused(h2px, ca):
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     from hyperframe.frame import HeadersFrame
     frame = HeadersFrame(1)
     frame.data = c.conn.encoder.encode([(b":method", b"GET"), (b":authority", HOST.encode())])  # no :path, :scheme
@@ -267,7 +205,7 @@ def test_missing_pseudo_header_refused(h2px, ca):
 
 
 def test_concurrent_streams_refused_beyond_128(h2px, ca):
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     c.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
     c.conn.remote_settings.max_concurrent_streams = 1000  # let the test client exceed the server's limit
     token = f"h2-{time.monotonic_ns()}"
@@ -290,8 +228,8 @@ def test_concurrent_streams_refused_beyond_128(h2px, ca):
 
 
 def test_rapid_reset(h2px, ca):
-    c = RawClient(h2px, ca)
-    other = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
+    other = RawH2(h2px.https_port, HOST, ca)
     started = time.monotonic()
     for i in range(300):
         stream_id = 1 + 2 * i
@@ -318,7 +256,7 @@ def test_rapid_reset(h2px, ca):
 
 
 def test_ping_flood(h2px, ca):
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     for i in range(500):
         c.conn.ping(b"%08d" % i)
     try:
@@ -331,7 +269,7 @@ def test_ping_flood(h2px, ca):
 
 
 def test_settings_flood(h2px, ca):
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     for i in range(300):
         c.conn.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 4096 + i})
     try:
@@ -345,7 +283,7 @@ def test_settings_flood(h2px, ca):
 
 def test_window_update_flood(h2px, ca):
     """WINDOW_UPDATE frames with nothing sent to open a window for: GOAWAY ENHANCE_YOUR_CALM."""
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     for _ in range(400):
         c.conn.increment_flow_control_window(1)
     try:
@@ -360,7 +298,7 @@ def test_window_update_flood(h2px, ca):
 def test_continuation_flood(h2px, ca):
     """HEADERS then CONTINUATION frames without END_HEADERS: cut once past the head limit."""
     from hyperframe.frame import ContinuationFrame, HeadersFrame
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     block = c.conn.encoder.encode(c.headers())
     frame = HeadersFrame(1)
     frame.data = block
@@ -385,7 +323,7 @@ def test_header_list_too_large(h2px, ca):
     """An HPACK bomb: one indexed 3000-byte field referenced twelve times, a 4 KB block that decodes
     past the 32 KiB header list limit: GOAWAY ENHANCE_YOUR_CALM."""
     from hyperframe.frame import HeadersFrame
-    c = RawClient(h2px, ca)
+    c = RawH2(h2px.https_port, HOST, ca)
     frame = HeadersFrame(1)
     frame.data = c.conn.encoder.encode(c.headers(extra=[(b"x-big", b"v" * 3000)] * 12))
     assert len(frame.data) < 16384
@@ -452,7 +390,7 @@ def h2short(tmp_path_factory, backend, ca, sink):
 
 
 def test_idle_connection_goaway(h2short, ca):
-    c = RawClient(h2short, ca)
+    c = RawH2(h2short.https_port, HOST, ca)
     c.request(1)
     c.send()
     assert c.until(lambda e: isinstance(e, h2.events.StreamEnded)) is not None
@@ -466,7 +404,7 @@ def test_idle_connection_goaway(h2short, ca):
 def test_incomplete_head_timeout(h2short, ca):
     """HEADERS without END_HEADERS and no CONTINUATION: closed after client-header-timeout."""
     from hyperframe.frame import HeadersFrame
-    c = RawClient(h2short, ca)
+    c = RawH2(h2short.https_port, HOST, ca)
     assert c.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged)) is not None  # acknowledged now
     frame = HeadersFrame(1)
     frame.data = c.conn.encoder.encode(c.headers())
@@ -479,7 +417,7 @@ def test_incomplete_head_timeout(h2short, ca):
 
 
 def test_stalled_body_408(h2short, ca):
-    c = RawClient(h2short, ca)
+    c = RawH2(h2short.https_port, HOST, ca)
     c.conn.send_headers(1, [(b":method", b"POST"), *c.headers()[1:], (b"content-length", b"100")])
     c.conn.send_data(1, b"x" * 10)
     c.send()
@@ -495,7 +433,7 @@ def test_stalled_body_408(h2short, ca):
 def test_zero_window_reader_stays_bounded(h2short, ca):
     """A client that opens no window for 4 large downloads: ingressd stops reading the upstream
     (its memory does not grow by the 400 MB), and other streams on the connection go on."""
-    c = RawClient(h2short, ca)
+    c = RawH2(h2short.https_port, HOST, ca)
     c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
     c.send()
     before = h2short.memory_kb("VmRSS")
@@ -521,7 +459,7 @@ def test_zero_window_reader_stays_bounded(h2short, ca):
 def test_upload_to_an_upstream_not_reading_is_bounded(h2short, ca):
     """The request body's window is given back only as the upstream takes the bytes: a 50 MB upload
     to an upstream that never reads stops after a few MB (socket buffers and one window)."""
-    c = RawClient(h2short, ca, host="sink.example.com")
+    c = RawH2(h2short.https_port, "sink.example.com", ca)
     c.conn.send_headers(1, [(b":method", b"POST"), *c.headers()[1:], (b"content-length", b"50000000")])
     c.send()
     sent = 0
@@ -544,7 +482,7 @@ def test_upload_to_an_upstream_not_reading_is_bounded(h2short, ca):
 def test_keepalive_requests_graceful_goaway(h2short, ca, ca_pem):
     """keep-alive-requests (10 here): GOAWAY NO_ERROR naming the 10th stream, which is still answered;
     curl moves to a new connection for the 11th request."""
-    c = RawClient(h2short, ca)
+    c = RawH2(h2short.https_port, HOST, ca)
     ended = lambda: {e.stream_id for e in c.events if isinstance(e, h2.events.StreamEnded)}
     for i in range(10):
         c.request(1 + 2 * i)

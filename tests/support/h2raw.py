@@ -40,6 +40,7 @@ class RawH2:
         self.events: list = []
         self.closed = False
         self.data: dict[int, bytearray] = {}  # DATA received per stream
+        self.ack = True  # give received DATA back to the server's windows (False: a zero-window reader)
 
     def send(self, data: bytes | None = None) -> None:
         self.sock.sendall(data if data is not None else self.conn.data_to_send())
@@ -59,11 +60,19 @@ class RawH2:
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 self.data.setdefault(event.stream_id, bytearray()).extend(event.data)
-                if event.flow_controlled_length:
+                if event.flow_controlled_length and self.ack:
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         self.send()
         self.events += events
         return events
+
+    def headers(self, path: str = "/echo", extra=()) -> list:
+        """A GET's request headers for ``path`` on this connection's host."""
+        return [(b":method", b"GET"), (b":scheme", self.scheme), (b":authority", self.host.encode()),
+                (b":path", path.encode()), *extra]
+
+    def request(self, stream_id: int, path: str = "/echo", end: bool = True, extra=()) -> None:
+        self.conn.send_headers(stream_id, self.headers(path, extra), end_stream=end)
 
     def until(self, predicate, timeout: float = 10.0):
         deadline = time.monotonic() + timeout
@@ -79,6 +88,10 @@ class RawH2:
         event = self.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
         assert event is not None, "no SETTINGS from the server"
         return {code: change.new_value for code, change in event.changed_settings.items()}
+
+    def goaway(self, timeout: float = 10.0):
+        """The server's GOAWAY (h2's ConnectionTerminated), or None."""
+        return self.until(lambda e: isinstance(e, h2.events.ConnectionTerminated), timeout)
 
     def close(self) -> None:
         self.sock.close()
