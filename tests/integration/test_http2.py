@@ -9,8 +9,6 @@ import socket
 import threading
 import time
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
