@@ -80,6 +80,8 @@ if [ "$mode" = grpc ]; then
   python3 -c "import grpc" >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check "grpcio>=1.60" \
     || note "grpcio could not be installed: the one-call gRPC check is skipped"
   exec python3 bench/grpc_load.py "$@"
+fi
+
 if [ "$mode" = h2 ]; then
   command -v h2load >/dev/null 2>&1 || apt_install nghttp2-client || { note "cannot install nghttp2-client (h2load)"; exit 2; }
   python3 -c "import ingressd.dataplane.h2client, httptools, uvloop, yaml, cryptography" >/dev/null 2>&1 \
