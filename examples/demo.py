@@ -49,8 +49,7 @@ ingressd is serving examples/manifests. Try, from another shell:
   curl -i http://docs.localhost:{HTTP}/some/page?x=1            # 301 to mybinder.readthedocs.io, path kept
   curl -i http://play.localhost:{HTTP}/anything                 # 302 to a fixed URL
   curl -i http://unknown.localhost:{HTTP}/                      # default backend: 404
-  python -m websockets ws://plain.localhost:{HTTP}/             # a websocket through ingressd: type, it echoes
-                                                                # (needs `pip install websockets`)
+  python examples/demo_websocket.py hello world                 # a websocket through ingressd, echoed
   curl http://127.0.0.1:{METRICS}/metrics | grep requests       # Prometheus metrics
   ingressd routes --manifests examples/manifests                # the route table
   ingressd certs --manifests examples/manifests --state-dir examples/.state   # the certificates

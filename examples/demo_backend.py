@@ -4,7 +4,7 @@
 
 Standard library only, so the demo needs nothing beyond ``pip install .``: a request with
 ``Upgrade: websocket`` gets the RFC 6455 handshake and then every frame echoed back, so the
-demo can show a websocket through ingressd (``python -m websockets ws://plain.localhost:8080/``).
+demo can show a websocket through ingressd (examples/demo_websocket.py is a client).
 """
 
 import argparse
@@ -18,14 +18,37 @@ WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE, PING, PONG = 0x8, 0x9, 0xA
 
 
-def frame_bytes(first: int, payload: bytes) -> bytes:
-    """A server frame (never masked) with ``first`` as its FIN/opcode byte."""
-    n = len(payload)
+def frame_bytes(first: int, payload: bytes, mask: bytes = b"") -> bytes:
+    """One frame with ``first`` as its FIN/opcode byte; clients mask theirs (a 4-byte ``mask``)."""
+    n, bit = len(payload), 0x80 if mask else 0
     if n < 126:
-        return struct.pack("!BB", first, n) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", first, 126, n) + payload
-    return struct.pack("!BBQ", first, 127, n) + payload
+        head = struct.pack("!BB", first, bit | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, n)
+    return head + mask + (masked(payload, mask) if mask else payload)
+
+
+def masked(data: bytes, mask: bytes) -> bytes:
+    return bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
+
+
+def read_frame(rfile):
+    """(FIN/opcode byte, opcode, unmasked payload) of the next frame, or None at the end."""
+    head = rfile.read(2)
+    if len(head) < 2:
+        return None
+    length = head[1] & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", rfile.read(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", rfile.read(8))
+    mask = rfile.read(4) if head[1] & 0x80 else b""
+    data = rfile.read(length)
+    if len(data) < length:
+        return None
+    return head[0], head[0] & 0x0F, masked(data, mask) if mask else data
 
 
 def main() -> None:
@@ -68,7 +91,7 @@ def main() -> None:
             self.end_headers()
             self.wfile.flush()
             self.close_connection = True
-            while (frame := self.read_frame()) is not None:
+            while (frame := read_frame(self.rfile)) is not None:
                 first, opcode, payload = frame
                 if opcode == PING:
                     first, opcode = 0x80 | PONG, PONG
@@ -76,22 +99,6 @@ def main() -> None:
                 self.wfile.flush()
                 if opcode == CLOSE:
                     return
-
-        def read_frame(self):
-            head = self.rfile.read(2)
-            if len(head) < 2:
-                return None
-            length = head[1] & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", self.rfile.read(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", self.rfile.read(8))
-            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
-            data = self.rfile.read(length)
-            if len(data) < length:
-                return None
-            payload = bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
-            return head[0], head[0] & 0x0F, payload
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = answer
 

@@ -58,3 +58,18 @@ def test_websocket_ping_is_answered_and_close_is_echoed(demo):
         ws.send("still open")
         assert ws.recv(timeout=5) == "still open"
     assert ws.close_code == 1000
+
+
+def test_the_demo_websocket_client_prints_the_echo(demo):
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "demo_websocket.py"), "--port",
+                           str(demo.http_port), "hello", "w" * 300], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["HTTP/1.1 101 Switching Protocols", "echo: hello", "echo: " + "w" * 300]
+
+
+def test_the_demo_websocket_client_says_when_there_is_no_websocket(demo):
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "demo_websocket.py"), "--port",
+                           str(demo.http_port), "--host", "unknown.localhost", "hi"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "no websocket: HTTP/1.1 404" in done.stderr
