@@ -1695,6 +1695,21 @@ def build_pace(ctx) -> Path | None:
     return out
 
 
+def prepare_machine() -> int:
+    """Set up the process for any benchmark: no pinning on one core, the open-files limit raised
+    (returned, also in FD_LIMIT), and this process (the load side) on LOAD_CORE."""
+    global PIN, FD_LIMIT
+    cpus = os.cpu_count() or 1
+    if cpus < 2:
+        PIN = False
+    FD_LIMIT = raise_fd_limit()
+    try:
+        os.sched_setaffinity(0, {int(LOAD_CORE)} if PIN else set(range(cpus)))
+    except OSError:
+        pass
+    return FD_LIMIT
+
+
 def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 200_000
@@ -1806,7 +1821,6 @@ PARTS = ("throughput", "streaming", "latency", "profile", "ingresses", "websocke
 
 
 def main() -> int:
-    global PIN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~3 minutes: shorter rounds, smaller scale checks")
     parser.add_argument("--proxies", default="ingressd,nginx,floor,haproxy,envoy,caddy,chp",
@@ -1859,14 +1873,7 @@ def main() -> int:
             say(f"missing {tool}: run `bash bench/run.sh`, which installs it")
             return 2
     cpus = os.cpu_count() or 1
-    if cpus < 2:
-        PIN = False
-    global FD_LIMIT
-    fd_limit = FD_LIMIT = raise_fd_limit()
-    try:
-        os.sched_setaffinity(0, {int(LOAD_CORE)} if PIN else set(range(cpus)))
-    except OSError:
-        pass
+    fd_limit = prepare_machine()
 
     # a proxy holds two descriptors per websocket (client + upstream): stay below the open-files limit
     ctx.scale_websockets = min(ctx.scale_websockets_asked, (fd_limit - 200) // 2)

@@ -428,13 +428,7 @@ def main() -> int:
     package = Path(ctx.chp).resolve().parents[1] / "package.json"
     ctx.chp_version = json.loads(package.read_text()).get("version", "?") if package.exists() else "?"
     cpus = os.cpu_count() or 1
-    if cpus < 2:
-        bench.PIN = False
-    bench.FD_LIMIT = bench.raise_fd_limit()
-    try:
-        os.sched_setaffinity(0, {int(LOAD_CORE)} if bench.PIN else set(range(cpus)))
-    except OSError:
-        pass
+    bench.prepare_machine()
     ctx.workdir = Path(tempfile.mkdtemp(prefix="ingressd-chpbench-"))
     os.chmod(ctx.workdir, 0o755)
     ctx.ports = {"upstream": bench.free_port()}

@@ -276,13 +276,7 @@ def main() -> int:
             print(json.dumps({"outcomes": [], "times": []}), flush=True)
         return 0
     attacks = [a for a in (args.only.split(",") if args.only else ATTACKS) if a]
-    if (os.cpu_count() or 1) < 2:
-        b.PIN = False
-    b.FD_LIMIT = b.raise_fd_limit()
-    try:
-        os.sched_setaffinity(0, {int(b.LOAD_CORE)} if b.PIN else set(range(os.cpu_count() or 1)))
-    except OSError:
-        pass
+    b.prepare_machine()
     ctx = b.Context()
     ctx.workdir = Path(tempfile.mkdtemp(prefix="ingressd-bench-h2-attacks-"))
     cert, key, _ = b.make_certificate(ctx.workdir)

@@ -164,13 +164,7 @@ def main() -> int:
     ctx.rounds, ctx.seconds = (3, 2.0) if args.quick else (args.rounds, args.seconds)
     ctx.warmup = 1.0
     ctx.top = args.top
-    if (os.cpu_count() or 1) < 2:
-        b.PIN = False
-    b.FD_LIMIT = b.raise_fd_limit()
-    try:
-        os.sched_setaffinity(0, {int(b.LOAD_CORE)} if b.PIN else set(range(os.cpu_count() or 1)))
-    except OSError:
-        pass
+    b.prepare_machine()
     ctx.workdir = Path(tempfile.mkdtemp(prefix="ingressd-bench-h2-"))
     os.chmod(ctx.workdir, 0o755)
     ctx.ports = {"upstream": b.free_port(), "sink": b.free_port(), "wsecho": b.free_port()}
