@@ -224,8 +224,10 @@ class ChpProxy:
         self.route_options = route_options(options.proxy_timeout, headers=options.request_headers(),
                                            x_forward=options.x_forward, error_pages=error_pages,
                                            timeout=options.timeout)
+        # As CHP (its MockMetrics): with no --metrics-port nothing could read the counts, so none are kept.
         self.plane = DataPlane(https_port=options.port, hsts=False,
-                               access_log=AccessLog("text") if options.access_log else None)
+                               access_log=AccessLog("text") if options.access_log else None,
+                               metrics=options.metrics_port is not None)
         self.api = ProxyAPI(self.store, options.token, self.apply)
         self.certificate = _certificate(options) if options.ssl_cert else None
         if self.certificate is not None and (options.ssl_request_cert or options.ssl_ca):

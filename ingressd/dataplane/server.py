@@ -66,14 +66,14 @@ class DataPlane:
     def __init__(self, *, https_port: int = 443, hsts: bool = True, access_log: AccessLog | None = None,
                  per_undefined_host: bool = False, timers: Timers | None = None, proxy_protocol: bool = False,
                  max_connections: int = 16384, ssl_passthrough: bool = False, http2: bool = False,
-                 h2c: bool = False):
+                 h2c: bool = False, metrics: bool = True):
         self.ready = False
         self.hsts = hsts
         self.proxy_protocol = proxy_protocol  # use-proxy-protocol: a listener property, fixed at start
         self.ssl_passthrough = ssl_passthrough  # --enable-ssl-passthrough: HTTPS connections peeked for SNI first
         self.timers = timers or Timers()
         self.pool = UpstreamPool(self.timers)
-        self.recorder = Recorder(access_log, per_undefined_host)
+        self.recorder = Recorder(access_log, per_undefined_host, metrics)
         self.timers.on_tick.append(self.recorder.flush)
         self.ctx = ClientContext(Config(RouteTable()), self.timers, self.pool, self.recorder, https_port)
         self.http2 = http2  # ALPN offers h2 on the HTTPS listener (--http2)

@@ -208,8 +208,10 @@ class Counters:
 class Recorder:
     """Counts finished exchanges and closed tunnels, and writes their access log lines."""
 
-    def __init__(self, access_log: AccessLog | None = None, per_undefined_host: bool = False):
+    def __init__(self, access_log: AccessLog | None = None, per_undefined_host: bool = False,
+                 metrics: bool = True):
         self.access_log = access_log
+        self.metrics = metrics  # False: nothing can read the counts (ingressd chp without --metrics-port)
         self.per_undefined_host = per_undefined_host
         self.stats: dict[tuple, RequestStats] = {}  # by (route labels, method, status)
         self.upgraded = 0  # open tunnels
@@ -230,22 +232,23 @@ class Recorder:
         route = exchange.route
         if route is None:
             return
-        labels = route.labels
-        if self.per_undefined_host and labels[3] == UNDEFINED_HOST:
-            labels = self.undefined_host_labels(labels, exchange.host)
-        balanced = exchange.balanced
-        if balanced is not None and balanced[0] is not route.backend:  # served by a canary: its label
-            labels = (*labels[:5], balanced[0].name)
-        key = (labels, exchange.method, exchange.status)
-        stats = self.stats.get(key)
-        if stats is None:
-            stats = self.stats[key] = RequestStats()
         now = monotonic()
-        stats.observe(now - exchange.started, exchange.head_size + exchange.received, exchange.sent)
-        proxied = exchange.upstream_header
-        if proxied:
-            start = exchange.upstream_start
-            stats.observe_upstream(exchange.upstream_connected - start, proxied - start, now - start)
+        if self.metrics:
+            labels = route.labels
+            if self.per_undefined_host and labels[3] == UNDEFINED_HOST:
+                labels = self.undefined_host_labels(labels, exchange.host)
+            balanced = exchange.balanced
+            if balanced is not None and balanced[0] is not route.backend:  # served by a canary: its label
+                labels = (*labels[:5], balanced[0].name)
+            key = (labels, exchange.method, exchange.status)
+            stats = self.stats.get(key)
+            if stats is None:
+                stats = self.stats[key] = RequestStats()
+            stats.observe(now - exchange.started, exchange.head_size + exchange.received, exchange.sent)
+            proxied = exchange.upstream_header
+            if proxied:
+                start = exchange.upstream_start
+                stats.observe_upstream(exchange.upstream_connected - start, proxied - start, now - start)
         activity = route.activity
         if activity is not None:  # a JupyterHub proxy-API route (ingressd.chp): its last_activity
             activity.seen(exchange, now)
