@@ -58,6 +58,11 @@ class Redirect:
         return "".join(part if i % 2 == 0 else "$" + part for i, part in enumerate(self.parts))
 
 
+# The RouteOptions by which policy.answer_for answers a request itself (any set: may_answer).
+ANSWERING_OPTIONS = ("static", "redirect", "app_root", "cors", "rate_limits", "ranges", "refused", "basic_auth",
+                     "ext_auth")
+
+
 @dataclass(frozen=True, slots=True)
 class RouteOptions:
     body_size_limit: int | None = MIB  # None: unlimited
@@ -124,6 +129,9 @@ class RouteOptions:
     request_header_names: frozenset = field(default=frozenset(), compare=False)  # of request_headers
     # Whether the upstream request head differs from the client's (one check per request).
     edits_request: bool = field(default=False, compare=False)
+    # Whether policy.answer_for may answer for the route on account of these options (a fixed
+    # answer, a redirect, CORS, a limit, a check, authentication): False lets requests skip it.
+    may_answer: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "request_header_names", frozenset(name for name, _ in self.request_headers))
@@ -132,6 +140,7 @@ class RouteOptions:
         object.__setattr__(self, "edits_request", self.upstream_host is not None or self.forwarded_prefix is not None
                            or self.rewrite is not None or self.path_edit is not None
                            or bool(self.request_headers) or not self.x_forward)
+        object.__setattr__(self, "may_answer", any(getattr(self, name) for name in ANSWERING_OPTIONS))
 
     def describe(self) -> str:
         """A short summary of what differs from the defaults, for ``ingressd routes``."""
@@ -544,7 +553,8 @@ def _parse_affinity(value: str) -> str:
 
 
 def _fields(options: RouteOptions) -> dict[str, object]:
-    return {name: getattr(options, name) for name in RouteOptions.__dataclass_fields__ if name != "edits_request"}
+    return {name: getattr(options, name) for name in RouteOptions.__dataclass_fields__
+            if name not in ("edits_request", "may_answer")}
 
 
 def _parse_count(value: str) -> int:

@@ -48,6 +48,14 @@ class Route:
     # Set on JupyterHub proxy-API routes only (ingressd.chp.routes.Activity): the recorder stamps it
     # for each finished exchange, so the API can report last_activity. None costs one check.
     activity: object | None = None
+    # Requests are proxied unless they carry an ACME challenge path or a body past the limit:
+    # policy.answer_for has nothing else to answer here, so the request path skips it.
+    plain: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        backend = self.backend
+        object.__setattr__(self, "plain", not self.options.may_answer and not self.https_redirect
+                           and backend is not None and backend.error is None)
 
     @property
     def service(self) -> str:

@@ -34,6 +34,7 @@ from .framing import TargetError, normalize_target, split_absolute_form
 from .forward import new_request_id, parse_host, read_headers, upstream_head
 from .policy import DEFER, answer_for, backend_answer
 from .trust import for_request, is_trusted
+from ..routing import ACME_CHALLENGE_PREFIX
 
 if TYPE_CHECKING:
     from ..config import ClientTrust, Config
@@ -754,11 +755,16 @@ class ClientConnection(asyncio.Protocol):
         cors = options.cors
         origin = _header(exchange.headers, b"origin") if cors is not None else None
         authorization = _header(exchange.headers, b"authorization") if options.basic_auth is not None else None
-        answer = answer_for(route, host, path, url, tls=tls, scheme=scheme,
-                            body_length=exchange.body_length if exchange.body_mode != CHUNKED_BODY else -1,
-                            challenges=ctx.challenges, https_port=ctx.https_port, method=method,
-                            client_ip=self.client_ip, origin=origin, now=self.timers.now,
-                            authorization=authorization)
+        body_length = exchange.body_length if exchange.body_mode != CHUNKED_BODY else -1
+        limit = options.body_size_limit
+        if (route.plain and (limit is None or body_length <= limit)
+                and not path.startswith(ACME_CHALLENGE_PREFIX)):
+            answer = None  # what answer_for would say (Route.plain), without the call
+        else:
+            answer = answer_for(route, host, path, url, tls=tls, scheme=scheme, body_length=body_length,
+                                challenges=ctx.challenges, https_port=ctx.https_port, method=method,
+                                client_ip=self.client_ip, origin=origin, now=self.timers.now,
+                                authorization=authorization)
         limit = options.conn_limit
         if limit is not None and (answer is None or answer is DEFER) and not self.hold(limit):
             return self._local(exchange, limit.status,
